@@ -1,0 +1,59 @@
+"""The `kptoolkit` command line: parses arguments and hands over to one command module.
+
+Each subcommand lives in `kptoolkit.commands.<module>` with `configure(parser)` and
+`run(args) -> int`; command modules import heavy dependencies (torch) inside `run`, so
+`kptoolkit --help` and `kptoolkit list` start fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from kptoolkit import __version__
+from kptoolkit.errors import KptoolkitError
+
+# (subcommand, module in kptoolkit.commands, one-line help). Later subcommands add a row here.
+COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("list", "list_components", "list registered components (maskers, generators, ...)"),
+    ("info", "info", "show one component: origin, parameters, docs, or why it cannot load"),
+    ("config", "config", "show or validate an experiment config"),
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser with every subcommand configured."""
+    parser = argparse.ArgumentParser(
+        prog="kptoolkit",
+        description="Image animation with keypoint masks: list components, configure, train, "
+        "reconstruct, animate and benchmark.",
+    )
+    parser.add_argument("--version", action="version", version=f"kptoolkit {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subparsers.required = True
+    for name, module_name, help_text in COMMANDS:
+        module = importlib.import_module(f"kptoolkit.commands.{module_name}")
+        sub = subparsers.add_parser(name, help=help_text, description=help_text)
+        module.configure(sub)
+        sub.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script; returns the process exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args._run(args) or 0)
+    except KptoolkitError as exc:
+        print(f"kptoolkit: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("kptoolkit: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Subcommands of the `kptoolkit` command line, one module each."""

@@ -1,0 +1,367 @@
+"""Experiment configuration: attrs classes, strict YAML load/save and `--set a.b=value` overrides.
+
+The defaults of `ExperimentConfig` are the embedded `synthetic-64` profile (CPU-sized widths on
+the synthetic puppets); `configs/*.yaml` hold the other profiles. Every key is checked: an unknown
+or misspelled key is an error naming its full dotted path. Component parameters (`params`) are
+free-form here and checked against the component itself by `validate_components`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import types
+import typing
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, TypeVar, Union
+
+import attrs
+import yaml
+
+from kptoolkit.errors import ConfigError, KptoolkitError
+
+T = TypeVar("T")
+
+
+def _positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None and value <= 0:
+        raise ValueError(f"'{attribute.name}' must be positive, got {value}")
+
+
+def _non_negative(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if value is not None and value < 0:
+        raise ValueError(f"'{attribute.name}' must be >= 0, got {value}")
+
+
+@attrs.define
+class ComponentConfig:
+    """A registered component by name, with the parameters passed to its constructor."""
+
+    name: str
+    params: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.define
+class LossConfig:
+    """One loss term: its registered name, weight, the outputs it applies to, its parameters."""
+
+    name: str
+    weight: float = 1.0
+    outputs: list[str] = attrs.field(factory=lambda: ["prediction"])
+    params: dict[str, Any] = attrs.field(factory=dict)
+
+
+@attrs.define
+class DataConfig:
+    """Where frames come from and how they are augmented."""
+
+    dataset: str = "synthetic_puppets"
+    root: str | None = None
+    frame_size: int = attrs.field(default=64, validator=_positive)
+    params: dict[str, Any] = attrs.field(factory=dict)
+    augmentation: dict[str, Any] = attrs.field(
+        factory=lambda: {"horizontal_flip": True, "time_flip": True, "jitter": 0.1}
+    )
+    num_workers: int = attrs.field(default=2, validator=_non_negative)
+
+
+@attrs.define
+class KeypointConfig:
+    """The FOMM keypoint detector that keypoint maskers share (frozen) and FOMM trains."""
+
+    checkpoint: str | None = None
+    num_kp: int = attrs.field(default=10, validator=_positive)
+    temperature: float = attrs.field(default=0.1, validator=_positive)
+    block_expansion: int = attrs.field(default=32, validator=_positive)
+    max_features: int = attrs.field(default=1024, validator=_positive)
+    num_blocks: int = attrs.field(default=5, validator=_positive)
+    scale_factor: float = attrs.field(default=0.25, validator=_positive)
+    estimate_jacobian: bool = True
+
+
+@attrs.define
+class TrainConfig:
+    """Optimisation settings; `steps`, when set, overrides epochs x repeats."""
+
+    epochs: int = attrs.field(default=100, validator=_positive)
+    repeats: int = attrs.field(default=150, validator=_positive)
+    steps: int | None = attrs.field(default=None, validator=_positive)
+    batch_size: int = attrs.field(default=28, validator=_positive)
+    lr: float = attrs.field(default=2e-4, validator=_positive)
+    betas: list[float] = attrs.field(factory=lambda: [0.5, 0.999])
+    milestones: list[int] = attrs.field(factory=lambda: [60, 90])
+    gamma: float = attrs.field(default=0.1, validator=_positive)
+    amp: bool = False
+    grad_clip: float | None = attrs.field(default=None, validator=_positive)
+    sync_batchnorm: bool = False
+    checkpoint_every: int = attrs.field(default=500, validator=_positive)
+    keep_last: int = attrs.field(default=3, validator=_positive)
+    sample_every: int = attrs.field(default=500, validator=_positive)
+    log_every: int = attrs.field(default=10, validator=_positive)
+
+
+@attrs.define
+class EvalConfig:
+    """Reconstruction and animation settings."""
+
+    batch_size: int = attrs.field(default=16, validator=_positive)
+    max_videos: int | None = attrs.field(default=None, validator=_positive)
+    save_png: bool = True
+    save_mp4: bool = True
+    evaluators: list[str] = attrs.field(factory=list)
+
+
+@attrs.define
+class ExperimentConfig:
+    """One experiment: dataset, masker, generator, losses, metrics, training and evaluation."""
+
+    name: str = "synthetic-64"
+    seed: int = 0
+    data: DataConfig = attrs.field(factory=DataConfig)
+    keypoints: KeypointConfig = attrs.field(factory=KeypointConfig)
+    masker: ComponentConfig = attrs.field(factory=lambda: ComponentConfig("heatmap_sum"))
+    generator: ComponentConfig = attrs.field(factory=lambda: ComponentConfig("two_stage"))
+    losses: list[LossConfig] = attrs.field(
+        factory=lambda: [
+            LossConfig("perceptual_pyramid", 1.0, ["low_res_prediction", "prediction"], {})
+        ]
+    )
+    metrics: list[ComponentConfig] = attrs.field(
+        factory=lambda: [ComponentConfig(n) for n in ("l1", "akd", "mkr", "aed", "psnr", "ssim")]
+    )
+    train: TrainConfig = attrs.field(factory=TrainConfig)
+    eval: EvalConfig = attrs.field(factory=EvalConfig)
+
+
+# -- structuring: plain data <-> attrs classes ------------------------------------------------
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _suggest(key: str, options: Iterable[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(key, list(options), n=1)
+    return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
+
+
+def _convert(value: Any, tp: Any, path: str) -> Any:
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if attrs.has(tp):
+        return structure(tp, value, path)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _convert(value, arg, path)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{path}: invalid value {value!r}")
+    if origin is list:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        (item_type,) = args or (Any,)
+        return [_convert(v, item_type, f"{path}.{i}") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
+        return {str(k): v for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    else:
+        raise ConfigError(f"{path}: unsupported field type {tp!r}")
+    raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
+
+
+def structure(cls: type[T], data: Any, path: str = "") -> T:
+    """Build attrs class `cls` from plain data, rejecting unknown keys by full dotted path."""
+    label = path or "config"
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{label}: expected a mapping, got {data!r}")
+    fields = {f.name: f for f in attrs.fields(attrs.resolve_types(cls))}
+    prefix = f"{path}." if path else ""
+    for key in data:
+        if key not in fields:
+            raise ConfigError(
+                f"unknown config key '{prefix}{key}'{_suggest(str(key), fields, prefix)}"
+            )
+    kwargs = {k: _convert(v, fields[k].type, prefix + k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{label}: {exc}") from exc
+
+
+def unstructure(obj: Any) -> Any:
+    """Plain dicts and lists (YAML-ready) from an attrs instance."""
+    return attrs.asdict(obj)
+
+
+# -- YAML -------------------------------------------------------------------------------------
+
+
+def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentConfig:
+    """Read an experiment YAML file (safe loader) and apply `a.b=value` overrides."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    return config_from_dict(data or {}, overrides)
+
+
+def config_from_dict(data: Mapping[str, Any], overrides: Iterable[str] = ()) -> ExperimentConfig:
+    """Structure an experiment from plain data, then apply overrides."""
+    config = structure(ExperimentConfig, data)
+    return apply_overrides(config, overrides)
+
+
+def dump_config(config: ExperimentConfig) -> str:
+    """The config as YAML text that `load_config` reads back to an equal config."""
+    return yaml.safe_dump(unstructure(config), sort_keys=False, default_flow_style=False)
+
+
+def save_config(config: ExperimentConfig, path: str | Path) -> None:
+    """Write the config as YAML (atomically: temp file then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(dump_config(config), encoding="utf-8")
+    tmp.replace(path)
+
+
+# -- overrides --------------------------------------------------------------------------------
+
+
+def parse_override_value(text: str) -> Any:
+    """A command-line value as YAML, with YAML 1.1's dotless floats (1e-4) read as numbers."""
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _known_keys(config_node: Any) -> list[str] | None:
+    if attrs.has(type(config_node)):
+        return [f.name for f in attrs.fields(type(config_node))]
+    return None  # free-form mapping (component params) or list
+
+
+def apply_overrides(config: ExperimentConfig, overrides: Iterable[str]) -> ExperimentConfig:
+    """Apply `a.b.c=value` overrides; list items are addressed by index (`losses.0.weight=5`)."""
+    overrides = list(overrides)
+    if not overrides:
+        return config
+    data = unstructure(config)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override '{item}' is not of the form key.path=value")
+        _set_path(config, data, key.split("."), parse_override_value(text))
+    return structure(ExperimentConfig, data)
+
+
+def _set_path(config: Any, data: Any, parts: list[str], value: Any) -> None:
+    node, typed = data, config
+    for depth, part in enumerate(parts):
+        path = ".".join(parts[: depth + 1])
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"unknown config key '{path}': the list has {len(node)} item(s)")
+            index = int(part)
+            typed = typed[index] if isinstance(typed, list) else None
+            if last:
+                node[index] = value
+                return
+            node = node[index]
+            continue
+        if not isinstance(node, dict):
+            raise ConfigError(f"unknown config key '{path}': '{parts[depth - 1]}' has no keys")
+        known = _known_keys(typed)
+        if known is not None and part not in known:
+            parent = ".".join(parts[:depth])
+            hint = _suggest(part, known, f"{parent}." if parent else "")
+            raise ConfigError(f"unknown config key '{path}'{hint}")
+        if last:
+            node[part] = value
+            return
+        if part not in node or node[part] is None:
+            if known is None:
+                node[part] = {}
+            else:
+                raise ConfigError(f"cannot set '{'.'.join(parts)}': '{path}' is empty")
+        node = node[part]
+        typed = getattr(typed, part, None) if known is not None else None
+
+
+# -- component checks -------------------------------------------------------------------------
+
+
+def component_configs(config: ExperimentConfig) -> list[tuple[str, str, ComponentConfig]]:
+    """Every (kind, config path, component) that the experiment names."""
+    found: list[tuple[str, str, ComponentConfig]] = [
+        ("maskers", "masker", config.masker),
+        ("generators", "generator", config.generator),
+        ("datasets", "data", ComponentConfig(config.data.dataset, config.data.params)),
+    ]
+    for i, loss in enumerate(config.losses):
+        found.append(("losses", f"losses.{i}", ComponentConfig(loss.name, loss.params)))
+    for i, metric in enumerate(config.metrics):
+        found.append(("metrics", f"metrics.{i}", metric))
+    return found
+
+
+def validate_components(config: ExperimentConfig) -> list[str]:
+    """Check that every named component exists and accepts its params; returns the problems."""
+    from kptoolkit.registry import check_params, get_registry
+
+    problems = []
+    for kind, path, component in component_configs(config):
+        registry = get_registry(kind)
+        try:
+            factory = registry.get(component.name)
+            check_params(factory, component.params, f"{registry.singular} '{component.name}'")
+        except KptoolkitError as exc:
+            problems.append(f"{path}: {exc}")
+    return problems

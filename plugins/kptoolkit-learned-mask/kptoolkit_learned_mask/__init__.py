@@ -1,0 +1,1 @@
+"""Example kptoolkit plugin: the `learned_projection` masker (registered by entry point)."""
