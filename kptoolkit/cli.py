@@ -20,6 +20,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("list", "list_components", "list registered components (maskers, generators, ...)"),
     ("info", "info", "show one component: origin, parameters, docs, or why it cannot load"),
     ("config", "config", "show or validate an experiment config"),
+    ("data", "data", "synthesise the puppet dataset, or check a dataset folder"),
 )
 
 

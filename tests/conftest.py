@@ -50,6 +50,16 @@ def write_distribution(
     (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
 
 
+@pytest.fixture(autouse=True)
+def isolated_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Keep generated datasets and models of a test out of the user's real cache."""
+    cache = tmp_path_factory.mktemp("kptoolkit-cache")
+    monkeypatch.setenv("KPTOOLKIT_CACHE", str(cache))
+    return cache
+
+
 @pytest.fixture
 def site_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A fresh directory on sys.path where tests 'install' plugin distributions."""

@@ -1,0 +1,1 @@
+"""Datasets, video IO, augmentation and the synthetic puppets."""

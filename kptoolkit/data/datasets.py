@@ -1,0 +1,216 @@
+"""Frame datasets over FOMM layouts: training pairs, whole test videos and animation pairs."""
+
+from __future__ import annotations
+
+import csv
+import multiprocessing
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
+
+from kptoolkit.data.layout import VideoEntry, discover_videos
+from kptoolkit.data.video_io import VideoReadError, count_frames, iter_frames, read_frames
+
+MAX_SKIPS_IN_A_ROW = 16
+VideoPair = tuple[VideoEntry, VideoEntry]
+
+
+class SkippedVideoWarning(UserWarning):
+    """A video could not be read and was skipped."""
+
+
+def frames_to_tensor(frames: np.ndarray, size: int | None = None) -> torch.Tensor:
+    """(N,H,W,3) uint8 -> (N,3,S,S) float32 in [0,1], resized (antialiased) to `size` if given."""
+    writable = np.require(frames, requirements=["C", "W"])  # PIL arrays are read-only
+    tensor = torch.from_numpy(writable).permute(0, 3, 1, 2).float() / 255.0
+    if size is not None and tuple(tensor.shape[-2:]) != (size, size):
+        tensor = F.interpolate(
+            tensor, size=(size, size), mode="bilinear", align_corners=False, antialias=True
+        ).clamp_(0.0, 1.0)
+    return tensor
+
+
+class FramesDataset(Dataset):
+    """Videos of a FOMM-layout folder: (source, driving) pairs for training, whole videos for test.
+
+    A training item is two distinct random frames of one video, in time order. With
+    `id_sampling`, an epoch walks over identities (the part of the name before '#') and picks a
+    random clip of each. Randomness comes from (seed, epoch, index) alone, so items do not depend
+    on the number of loader workers. A video that cannot be read is skipped with one warning
+    naming it, counted in `skipped`, and the next video is used instead.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        frame_size: int | None = None,
+        id_sampling: bool = False,
+        repeats: int = 1,
+        frame_width: int | None = None,
+        max_frames: int | None = None,
+        seed: int = 0,
+    ) -> None:
+        if repeats < 1:
+            raise ValueError(f"repeats must be >= 1, got {repeats}")
+        self.root = Path(root)
+        self.split = split
+        self.is_train = split == "train"
+        self.frame_size = frame_size
+        self.id_sampling = id_sampling and self.is_train
+        self.repeats = repeats if self.is_train else 1
+        self.frame_width = frame_width
+        self.max_frames = max_frames
+        self.seed = seed
+        self.epoch = 0
+        self.videos: list[VideoEntry] = discover_videos(self.root, split)
+        self.identities = sorted({v.identity for v in self.videos})
+        self._by_identity = {
+            identity: [v for v in self.videos if v.identity == identity]
+            for identity in self.identities
+        }
+        self._frame_counts: dict[Path, int] = {}
+        self._warned: set[Path] = set()
+        self._skipped = multiprocessing.Value("i", 0)
+
+    # -- sizes and epochs ----------------------------------------------------------------------
+    def __len__(self) -> int:
+        units = len(self.identities) if self.id_sampling else len(self.videos)
+        return units * self.repeats
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the random frames drawn for each index (call before each epoch)."""
+        self.epoch = epoch
+
+    @property
+    def skipped(self) -> int:
+        """How many times an unreadable video was skipped (summed over loader workers)."""
+        return int(self._skipped.value)
+
+    # -- items ---------------------------------------------------------------------------------
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} items")
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        last_error: VideoReadError | None = None
+        for attempt in range(min(MAX_SKIPS_IN_A_ROW, len(self.videos))):
+            video = self._video_for(index + attempt, rng)
+            try:
+                return self._train_item(video, rng) if self.is_train else self._test_item(video)
+            except VideoReadError as exc:
+                self._record_skip(video, exc)
+                last_error = exc
+        raise VideoReadError(
+            f"{MAX_SKIPS_IN_A_ROW} videos in a row could not be read under {self.root}; "
+            f"last error: {last_error}"
+        )
+
+    def _video_for(self, index: int, rng: np.random.Generator) -> VideoEntry:
+        if self.id_sampling:
+            clips = self._by_identity[self.identities[index % len(self.identities)]]
+            return clips[int(rng.integers(len(clips)))]
+        return self.videos[index % len(self.videos)]
+
+    def num_frames(self, video: VideoEntry) -> int:
+        """Frame count of a video (cached per process)."""
+        count = self._frame_counts.get(video.path)
+        if count is None:
+            count = count_frames(video.path, self.frame_width)
+            self._frame_counts[video.path] = count
+        return count
+
+    def _train_item(self, video: VideoEntry, rng: np.random.Generator) -> dict[str, Any]:
+        count = self.num_frames(video)
+        if count < 2:
+            raise VideoReadError(f"{video.path} has {count} frame(s); training needs at least 2")
+        first, second = sorted(int(i) for i in rng.choice(count, size=2, replace=False))
+        frames = frames_to_tensor(
+            read_frames(video.path, [first, second], self.frame_width), self.frame_size
+        )
+        return {
+            "source": frames[0],
+            "driving": frames[1],
+            "name": video.name,
+            "frame_indices": torch.tensor([first, second]),
+        }
+
+    def _test_item(self, video: VideoEntry) -> dict[str, Any]:
+        frames = list(self.iter_video(video))
+        if not frames:
+            raise VideoReadError(f"{video.path} has no frames")
+        return {"video": torch.stack(frames, dim=1), "name": video.name}
+
+    def iter_video(self, video: VideoEntry) -> Iterator[torch.Tensor]:
+        """Stream a video's frames as (3,H,W) tensors, up to `max_frames`."""
+        for i, frame in enumerate(iter_frames(video.path, self.frame_width)):
+            if self.max_frames is not None and i >= self.max_frames:
+                break
+            yield frames_to_tensor(frame[None], self.frame_size)[0]
+
+    def _record_skip(self, video: VideoEntry, error: VideoReadError) -> None:
+        with self._skipped.get_lock():
+            self._skipped.value += 1
+        if video.path not in self._warned:
+            self._warned.add(video.path)
+            warnings.warn(f"skipping unreadable video: {error}", SkippedVideoWarning, stacklevel=3)
+
+
+class AnimationPairs:
+    """(source video, driving video) pairs for animation: from a CSV, or random with seed 0.
+
+    The CSV has the columns `distance,source,driving,frame` of the FOMM pairs files; only
+    `source` and `driving` (video names) are used.
+    """
+
+    def __init__(
+        self, dataset: FramesDataset, pairs_csv: str | Path | None = None, count: int = 100
+    ) -> None:
+        self.dataset = dataset
+        by_name = {v.name: v for v in dataset.videos}
+        if pairs_csv is not None:
+            self.pairs = self._from_csv(Path(pairs_csv), by_name)
+        else:
+            self.pairs = self._random(dataset.videos, count)
+
+    @staticmethod
+    def _from_csv(path: Path, by_name: dict[str, VideoEntry]) -> list[VideoPair]:
+        with path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            missing = {"source", "driving"} - set(reader.fieldnames or [])
+            if missing:
+                raise ValueError(f"{path}: missing column(s) {sorted(missing)}")
+            pairs = []
+            for row_number, row in enumerate(reader, start=2):
+                names = [Path(row["source"]).stem, Path(row["driving"]).stem]
+                for name in names:
+                    if name not in by_name:
+                        raise ValueError(f"{path} line {row_number}: no video named '{name}'")
+                pairs.append((by_name[names[0]], by_name[names[1]]))
+        return pairs
+
+    @staticmethod
+    def _random(videos: list[VideoEntry], count: int) -> list[VideoPair]:
+        grid = np.mgrid[: len(videos), : len(videos)].reshape(2, -1).T
+        chosen = np.random.RandomState(0).choice(len(grid), min(count, len(grid)), replace=False)
+        return [(videos[grid[i][0]], videos[grid[i][1]]) for i in chosen]
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        source, driving = self.pairs[index]
+        source_frame = frames_to_tensor(
+            read_frames(source.path, [0], self.dataset.frame_width), self.dataset.frame_size
+        )[0]
+        return {
+            "source": source_frame,
+            "source_name": source.name,
+            "driving_name": driving.name,
+            "driving_frames": self.dataset.iter_video(driving),
+        }
