@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -51,10 +51,36 @@ class Masker(nn.Module):
             )
         return detector
 
-    def loss_terms(self, batch: dict[str, Any], outputs: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """Extra named loss terms this masker trains with (none by default)."""
-        return {}
+    def from_keypoints(
+        self, keypoints: torch.Tensor, jacobians: torch.Tensor | None, reference: Structure
+    ) -> Structure:
+        """The structure of given keypoints (relative motion); only maskers that support it."""
+        raise CompatibilityError(
+            f"{type(self).__name__} draws its structure from pixels, not keypoints, so it does "
+            "not support relative motion; use absolute animation or a masker such as "
+            "gaussian_circles or fomm_keypoints"
+        )
 
-    def perturb(self, structure: Structure, generator: torch.Generator | None = None) -> Structure:
-        """Training-time perturbation of the driving structure (identity by default)."""
-        return structure
+    def driving_for_training(
+        self,
+        source: torch.Tensor,
+        source_structure: Structure,
+        driving_structure: Structure,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Structure, dict[str, torch.Tensor]]:
+        """The driving structure the generator trains on, plus tensors for `loss_terms`.
+
+        The default passes the driving structure through; the perturbed-mask baseline perturbs
+        it here and runs its refinement network.
+        """
+        return driving_structure, {}
+
+    def driving_for_inference(
+        self, source: torch.Tensor, source_structure: Structure, driving_structure: Structure
+    ) -> Structure:
+        """The driving structure the generator sees at reconstruction and animation time."""
+        return driving_structure
+
+    def loss_terms(self, extras: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Named, unweighted loss terms of the masker itself, from `driving_for_training` extras."""
+        return {}

@@ -1,0 +1,1 @@
+"""Generators: synthesise the driving frame from the source frame and the two structures."""

@@ -1,0 +1,1 @@
+"""FOMM keypoint detector, its frozen wrapper, checkpoint loading and relative motion."""

@@ -1,0 +1,114 @@
+"""The two-stage generator: shapes, official layout, detaching, compatibility, one train step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from conftest import read_reference_table
+from model_fixtures import TINY_TWO_STAGE, tiny_detector
+
+from kptoolkit import create_generator, create_masker
+from kptoolkit.checkpoint_io import CheckpointError, load_strict, model_state, read_checkpoint
+from kptoolkit.errors import CompatibilityError
+from kptoolkit.generators.base import check_compatible
+from kptoolkit.keypoints.detector import KeypointDetector
+from kptoolkit.keypoints.loading import load_detector
+from kptoolkit.structure import Structure
+
+REFERENCE = read_reference_table("keypoint-mask-generator-state-dict.tsv")["generator"]
+
+
+def masks(batch=2, channels=1, size=16):
+    return Structure(mask=torch.rand(batch, channels, size, size)), Structure(
+        mask=torch.rand(batch, channels, size, size)
+    )
+
+
+def test_outputs_at_cpu_widths():
+    generator = create_generator("two_stage", **TINY_TWO_STAGE)
+    out = generator(torch.rand(2, 3, 64, 64), *masks())
+    assert set(out) == {"prediction", "low_res_prediction"}
+    for value in out.values():
+        assert value.shape == (2, 3, 64, 64) and value.min() >= 0 and value.max() <= 1
+
+
+def test_paper_widths_have_the_official_layout_without_dead_layers():
+    generator = create_generator("two_stage")
+    shapes = {k: tuple(v.shape) for k, v in generator.state_dict().items()}
+    used = {k: v for k, v in REFERENCE.items() if not k.startswith("down_blocks.")}
+    assert shapes == used
+    assert len(REFERENCE) - len(used) == 14  # the unused down blocks are not built
+    assert sum(p.numel() for p in generator.parameters()) == 45_165_086
+
+
+def test_official_checkpoint_loads_into_detector_and_two_stage(tmp_path):
+    torch.manual_seed(0)
+    official = create_generator("two_stage").state_dict()
+    official.update(
+        {
+            k: torch.randn(shape) if shape else torch.tensor(0)
+            for k, shape in REFERENCE.items()
+            if k.startswith("down_blocks.")
+        }
+    )
+    path = tmp_path / "taichi-keypoint-mask.pth.tar"
+    torch.save(
+        {
+            "kp_detector": KeypointDetector().state_dict(),
+            "generator": official,
+            "optimizer_generator": {},
+            "epoch": 99,
+        },
+        path,
+    )
+    checkpoint = read_checkpoint(path)
+    generator = create_generator("two_stage")
+    load_strict(generator, model_state(checkpoint, "generator"), "two_stage")
+    torch.testing.assert_close(generator.final.weight, official["final.weight"])
+    assert load_detector(path).num_kp == 10
+    official["first.conv.weight"] = torch.zeros(256, 7, 7, 7)
+    with pytest.raises(CheckpointError, match=r"first\.conv\.weight"):
+        load_strict(create_generator("two_stage"), official, "two_stage")
+
+
+def test_stage_two_inputs_are_detached_as_published():
+    generator = create_generator("two_stage", **TINY_TWO_STAGE)
+    out = generator(torch.rand(1, 3, 64, 64), *masks(batch=1))
+    out["prediction"].mean().backward()
+    assert generator.first.conv.weight.grad is None  # stage 1 learns from its own output only
+    assert generator.final_hourglass.weight.grad is not None
+
+
+def test_k_channel_masks_and_mask_resizing():
+    generator = create_generator("two_stage", mask_channels=5, **TINY_TWO_STAGE)
+    out = generator(torch.rand(1, 3, 64, 64), *masks(batch=1, channels=5, size=20))
+    assert out["prediction"].shape == (1, 3, 64, 64)
+
+
+def test_compatibility_errors_name_both():
+    generator = create_generator("two_stage", **TINY_TWO_STAGE)
+    with pytest.raises(CompatibilityError, match=r"masker 'frame'.*generator 'two_stage'"):
+        check_compatible(create_masker("frame"), generator, "frame", "two_stage")
+    with pytest.raises(CompatibilityError, match="mask_channels=10"):
+        check_compatible(create_masker("all_k", num_kp=10), generator, "all_k", "two_stage")
+    check_compatible(create_masker("heatmap_sum"), generator, "heatmap_sum", "two_stage")
+
+
+def test_a_training_step_learns_and_leaves_the_detector_unchanged():
+    detector = tiny_detector()
+    frozen_state = {k: v.clone() for k, v in detector.state_dict().items()}
+    masker = create_masker("heatmap_sum")
+    masker.attach_detector(detector)
+    generator = create_generator("two_stage", **TINY_TWO_STAGE)
+    generator.train()
+    optimizer = torch.optim.Adam(generator.parameters(), lr=1e-3)
+    source, driving = torch.rand(2, 2, 3, 64, 64).unbind(0)
+    before = generator.first.conv.weight.detach().clone()
+    for _ in range(2):
+        out = generator(source, masker(source), masker(driving))
+        loss = sum((out[k] - driving).abs().mean() for k in out)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    assert not torch.equal(before, generator.first.conv.weight)
+    assert all(torch.equal(frozen_state[k], v) for k, v in detector.state_dict().items())
