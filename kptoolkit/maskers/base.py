@@ -10,6 +10,8 @@ from torch import nn
 from kptoolkit.errors import CompatibilityError
 from kptoolkit.structure import Structure
 
+INFERENCE_TASKS = ("reconstruction", "animation")
+
 
 class Masker(nn.Module):
     """Base class: `forward(frame (B,3,H,W) in [0,1]) -> Structure`.
@@ -76,9 +78,17 @@ class Masker(nn.Module):
         return driving_structure, {}
 
     def driving_for_inference(
-        self, source: torch.Tensor, source_structure: Structure, driving_structure: Structure
+        self,
+        source: torch.Tensor,
+        source_structure: Structure,
+        driving_structure: Structure,
+        task: str = "animation",
     ) -> Structure:
-        """The driving structure the generator sees at reconstruction and animation time."""
+        """The driving structure the generator sees at inference.
+
+        `task` is "reconstruction" (source and driving from one video) or "animation" (driving
+        from another video), for maskers that treat the two differently.
+        """
         return driving_structure
 
     def loss_terms(self, extras: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -1,0 +1,183 @@
+"""Speed and peak memory of the paper's maskers and the two-stage generator on the CPU.
+
+Two settings: 256 px at the paper's widths (Tai-Chi detector, official two-stage widths) and
+64 px at CPU widths (the synthetic-64 scale). Batch 1 and 8. Inference runs under
+`torch.inference_mode`; `test_channels_last` compares memory layouts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from memory import peak_mib_in_fresh_process
+
+from kptoolkit import create_generator, create_masker
+from kptoolkit.keypoints.detector import FrozenDetector, KeypointDetector
+from kptoolkit.structure import Structure
+
+SETTINGS = {
+    "paper256": {
+        "size": 256,
+        "detector": {},
+        "two_stage": {},
+        "perturbed_mask": {},
+    },
+    "cpu64": {
+        "size": 64,
+        "detector": {
+            "block_expansion": 16,
+            "max_features": 128,
+            "num_blocks": 4,
+            "scale_factor": 0.5,
+        },
+        "two_stage": {
+            "scale_factor": 0.5,
+            "features": 64,
+            "num_residual_blocks": 3,
+            "refine_block_expansion": 16,
+            "refine_max_features": 128,
+            "refine_num_blocks": 4,
+        },
+        "perturbed_mask": {
+            "scale_factor": 0.5,
+            "block_expansion": 16,
+            "max_features": 128,
+            "num_blocks": 4,
+            "refine_block_expansion": 16,
+            "refine_max_features": 128,
+            "refine_num_blocks": 4,
+        },
+    },
+}
+MASKERS = [
+    "heatmap_sum",
+    "gaussian_circles",
+    "softmax_sum",
+    "all_k",
+    "fomm_keypoints",
+    "perturbed_mask",
+    "learned_projection",
+]
+BATCHES = [1, 8]
+
+
+def record(benchmark, label: str, batch: int, peak_mib: float) -> None:
+    ms = benchmark.stats.stats.median * 1000 / batch
+    benchmark.extra_info.update({"ms_per_frame": ms, "peak_mib": peak_mib, "batch": batch})
+    print(f"\n{label}, batch {batch}: {ms:.1f} ms/frame, peak +{peak_mib:.0f} MiB")
+
+
+def rounds(setting: str, batch: int, backward: bool = False) -> int:
+    heavy = setting == "paper256" and (batch == 8 or backward)
+    return 1 if heavy else 3
+
+
+def build_masker(name: str, setting: str):
+    spec = SETTINGS[setting]
+    torch.manual_seed(0)
+    params = dict(spec["perturbed_mask"]) if name == "perturbed_mask" else {}
+    masker = create_masker(name, **params).eval()
+    if masker.needs_detector:
+        masker.attach_detector(FrozenDetector(KeypointDetector(**spec["detector"])))
+    return masker
+
+
+def generator_inputs(setting: str, batch: int):
+    size = SETTINGS[setting]["size"]
+    mask_size = size // round(1 / SETTINGS[setting]["two_stage"].get("scale_factor", 0.25))
+    masks = [Structure(mask=torch.rand(batch, 1, mask_size, mask_size)) for _ in range(2)]
+    return torch.rand(batch, 3, size, size), masks
+
+
+def masker_case(name: str, setting: str, batch: int) -> Callable[[], object]:
+    """Inference of one masker (detector included) on a batch of frames."""
+    masker = build_masker(name, setting)
+    size = SETTINGS[setting]["size"]
+    frames = torch.rand(batch, 3, size, size)
+
+    def run():
+        with torch.inference_mode():
+            return masker(frames)
+
+    return run
+
+
+def two_stage_case(setting: str, batch: int, backward: bool) -> Callable[[], object]:
+    """two_stage inference, or a training forward+backward."""
+    torch.manual_seed(0)
+    generator = create_generator("two_stage", **SETTINGS[setting]["two_stage"])
+    source, (src, drv) = generator_inputs(setting, batch)
+    if not backward:
+        generator.eval()
+
+        def infer():
+            with torch.inference_mode():
+                return generator(source, src, drv)
+
+        return infer
+    generator.train()
+
+    def train_step():
+        generator.zero_grad(set_to_none=True)
+        out = generator(source, src, drv)
+        (out["prediction"].mean() + out["low_res_prediction"].mean()).backward()
+
+    return train_step
+
+
+def layout_case(setting: str, layout: str) -> Callable[[], object]:
+    """Detector + two_stage inference in one memory layout."""
+    torch.manual_seed(0)
+    batch = 8 if setting == "cpu64" else 1
+    spec = SETTINGS[setting]
+    detector = KeypointDetector(**spec["detector"]).eval()
+    generator = create_generator("two_stage", **spec["two_stage"]).eval()
+    source, (src, drv) = generator_inputs(setting, batch)
+    if layout == "channels_last":
+        fmt = torch.channels_last
+        detector, generator = detector.to(memory_format=fmt), generator.to(memory_format=fmt)
+        source = source.contiguous(memory_format=fmt)
+        src = Structure(mask=src.mask.contiguous(memory_format=fmt))
+        drv = Structure(mask=drv.mask.contiguous(memory_format=fmt))
+
+    def run():
+        with torch.inference_mode():
+            detector(source)
+            return generator(source, src, drv)
+
+    return run
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("setting", list(SETTINGS))
+@pytest.mark.parametrize("name", MASKERS)
+def test_masker_forward(benchmark, name, setting, batch):
+    run = masker_case(name, setting, batch)
+    benchmark.pedantic(run, rounds=rounds(setting, batch), iterations=1, warmup_rounds=1)
+    peak = peak_mib_in_fresh_process(masker_case, name, setting, batch)
+    record(benchmark, f"{name} [{setting}]", batch, peak)
+
+
+@pytest.mark.parametrize("backward", [False, True], ids=["forward", "forward_backward"])
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("setting", list(SETTINGS))
+def test_two_stage(benchmark, setting, batch, backward):
+    run = two_stage_case(setting, batch, backward)
+    heavy = rounds(setting, batch, backward)
+    benchmark.pedantic(run, rounds=heavy, iterations=1, warmup_rounds=0 if heavy == 1 else 1)
+    peak = peak_mib_in_fresh_process(two_stage_case, setting, batch, backward)
+    label = "forward+backward" if backward else "forward"
+    record(benchmark, f"two_stage {label} [{setting}]", batch, peak)
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last"])
+@pytest.mark.parametrize("setting", list(SETTINGS))
+def test_channels_last(benchmark, setting, layout):
+    """Detector + two_stage inference in each memory layout (batch 8 at 64 px, 1 at 256 px)."""
+    run = layout_case(setting, layout)
+    benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
+    peak = peak_mib_in_fresh_process(layout_case, setting, layout)
+    batch = 8 if setting == "cpu64" else 1
+    record(benchmark, f"detector+two_stage inference, {layout} [{setting}]", batch, peak)
