@@ -171,3 +171,17 @@ def test_relative_jacobians():
     kp = torch.zeros(1, 1, 2)
     _, jac = relative_keypoints(kp, kp, kp, j_source, j_driving, j_initial)
     torch.testing.assert_close(jac[0, 0], rotate @ torch.diag(torch.tensor([2.0, 3.0])))
+
+
+def test_kptoolkit_checkpoint_loads_into_detector(tmp_path):
+    source = tiny_detector(frozen=False, seed=3)
+    path = tmp_path / "run.pth"
+    torch.save({"format": "kptoolkit", "models": {"detector": source.state_dict()}}, path)
+    loaded = load_detector(path, frozen=False)
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(loaded.state_dict().values(), source.state_dict().values(), strict=True)
+    )
+    torch.save({"format": "kptoolkit", "models": {"generator": {}}}, path)
+    with pytest.raises(CheckpointError, match="no 'detector' model; it has: generator"):
+        load_detector(path)

@@ -112,3 +112,36 @@ def test_a_training_step_learns_and_leaves_the_detector_unchanged():
         optimizer.step()
     assert not torch.equal(before, generator.first.conv.weight)
     assert all(torch.equal(frozen_state[k], v) for k, v in detector.state_dict().items())
+
+
+def test_building_a_pair_checks_it_and_attaches_the_detector():
+    from kptoolkit.models import build_masker_and_generator
+
+    detector = tiny_detector()
+    masker, generator = build_masker_and_generator(
+        "all_k", "two_stage", {"num_kp": 5}, {"mask_channels": 5, **TINY_TWO_STAGE}, detector
+    )
+    assert masker.detector is detector
+    assert generator(
+        torch.rand(1, 3, 64, 64), masker(torch.rand(1, 3, 64, 64)), masker(torch.rand(1, 3, 64, 64))
+    )["prediction"].shape == (1, 3, 64, 64)
+    with pytest.raises(CompatibilityError, match=r"masker 'all_k'.*generator 'two_stage'"):
+        build_masker_and_generator("all_k", "two_stage", {"num_kp": 5}, TINY_TWO_STAGE, detector)
+    with pytest.raises(CompatibilityError, match="--kp-checkpoint"):
+        build_masker_and_generator("heatmap_sum", "two_stage", {}, TINY_TWO_STAGE)
+    masker, _ = build_masker_and_generator("perturbed_mask", "two_stage", {}, TINY_TWO_STAGE)
+    assert masker.trainable
+
+
+def test_channels_last_inference_gives_the_same_prediction():
+    from kptoolkit.models import for_inference
+
+    torch.manual_seed(0)
+    generator = create_generator("two_stage", **TINY_TWO_STAGE).eval()
+    source = torch.rand(2, 3, 64, 64)
+    src, drv = masks()
+    with torch.inference_mode():
+        expected = generator(source, src, drv)["prediction"]
+        fast = for_inference(generator)
+        got = fast(source.contiguous(memory_format=torch.channels_last), src, drv)["prediction"]
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
