@@ -14,14 +14,23 @@ from kptoolkit.maskers.base import Masker
 from kptoolkit.registry import GENERATORS, MASKERS
 
 
+def natural_masker(generator: str) -> str:
+    """The masker a generator is used with when none is named (fomm -> fomm_keypoints, ...)."""
+    return getattr(GENERATORS.get(generator), "natural_masker", "heatmap_sum")
+
+
 def build_masker_and_generator(
-    masker: str,
+    masker: str | None,
     generator: str,
     masker_params: Mapping[str, Any] | None = None,
     generator_params: Mapping[str, Any] | None = None,
     detector: nn.Module | None = None,
 ) -> tuple[Masker, Generator]:
-    """Create both components, check that they fit, and give the masker the shared detector."""
+    """Create both components, check that they fit, and give the masker the shared detector.
+
+    With `masker=None` the generator's natural masker is used.
+    """
+    masker = masker or natural_masker(generator)
     built_masker = MASKERS.create(masker, **dict(masker_params or {}))
     built_generator = GENERATORS.create(generator, **dict(generator_params or {}))
     check_compatible(built_masker, built_generator, masker, generator)

@@ -20,6 +20,8 @@ class Generator(nn.Module):
     """
 
     requires: ClassVar[frozenset[str]] = frozenset({"mask"})
+    #: the masker used when an experiment names none
+    natural_masker: ClassVar[str] = "heatmap_sum"
 
     def __init__(self) -> None:
         super().__init__()

@@ -80,6 +80,7 @@ class FommGenerator(Generator):
     """FOMM's occlusion-aware generator driven by keypoints and jacobians (First Order Motion)."""
 
     requires: ClassVar[frozenset[str]] = frozenset({"keypoints", "jacobians"})
+    natural_masker: ClassVar[str] = "fomm_keypoints"
 
     def __init__(
         self,

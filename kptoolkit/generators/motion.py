@@ -54,10 +54,16 @@ def warp(image: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
 
 
 def resize_flow(flow: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Bilinear resize of a (B,h,w,2) sampling grid to (B,height,width,2)."""
+    """Bilinear resize of a (B,h,w,2) sampling grid to (B,height,width,2).
+
+    Grids hold pixel-centre coordinates (-1 and 1 are the first and last pixel centres), so the
+    resize uses align_corners=True: an identity grid stays an identity grid. (FOMM resizes with
+    align_corners=False, which bends the border; at its published settings the feature warp
+    needs no resize, so official checkpoints are unaffected.)
+    """
     if tuple(flow.shape[1:3]) == (height, width):
         return flow
     resized = F.interpolate(
-        flow.permute(0, 3, 1, 2), size=(height, width), mode="bilinear", align_corners=False
+        flow.permute(0, 3, 1, 2), size=(height, width), mode="bilinear", align_corners=True
     )
     return resized.permute(0, 2, 3, 1)

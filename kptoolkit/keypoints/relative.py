@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
+
+from kptoolkit.structure import Structure
+
+if TYPE_CHECKING:
+    from kptoolkit.maskers.base import Masker
 
 
 def convex_hull_area(points: torch.Tensor) -> torch.Tensor:
@@ -61,3 +68,30 @@ def relative_keypoints(
     if jac_source is not None and jac_driving is not None and jac_driving_initial is not None:
         jacobians = jac_driving @ torch.linalg.inv(jac_driving_initial) @ jac_source
     return keypoints, jacobians
+
+
+def relative_structure(
+    masker: Masker,
+    source: Structure,
+    driving: Structure,
+    driving_initial: Structure,
+    adapt_scale: bool = False,
+) -> Structure:
+    """The driving structure re-expressed relative to the source (relative animation).
+
+    Only for maskers that support relative motion (their structure is drawn from keypoints):
+    the keypoints (and jacobians) are normalised by `relative_keypoints`, then redrawn with
+    `masker.from_keypoints` on the grid of the source structure.
+    """
+    if source.keypoints is None or driving.keypoints is None or driving_initial.keypoints is None:
+        raise ValueError("relative motion needs keypoints in all three structures")
+    keypoints, jacobians = relative_keypoints(
+        source.keypoints,
+        driving.keypoints,
+        driving_initial.keypoints,
+        source.jacobians,
+        driving.jacobians,
+        driving_initial.jacobians,
+        adapt_scale=adapt_scale,
+    )
+    return masker.from_keypoints(keypoints, jacobians, source)
