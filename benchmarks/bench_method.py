@@ -1,8 +1,8 @@
-"""Speed and peak memory of the paper's maskers and the two-stage generator on the CPU.
+"""Speed and peak memory of the paper's maskers on the CPU, and the memory-layout comparison.
 
-Two settings: 256 px at the paper's widths (Tai-Chi detector, official two-stage widths) and
-64 px at CPU widths (the synthetic-64 scale). Batch 1 and 8. Inference runs under
-`torch.inference_mode`; `test_channels_last` compares memory layouts.
+Two settings: 256 px at the paper's widths (Tai-Chi detector) and 64 px at CPU widths (the
+synthetic-64 scale). Batch 1 and 8. Inference runs under `torch.inference_mode`. Generators are
+measured in `bench_generators.py`.
 """
 
 from __future__ import annotations
@@ -104,29 +104,6 @@ def masker_case(name: str, setting: str, batch: int) -> Callable[[], object]:
     return run
 
 
-def two_stage_case(setting: str, batch: int, backward: bool) -> Callable[[], object]:
-    """two_stage inference, or a training forward+backward."""
-    torch.manual_seed(0)
-    generator = create_generator("two_stage", **SETTINGS[setting]["two_stage"])
-    source, (src, drv) = generator_inputs(setting, batch)
-    if not backward:
-        generator.eval()
-
-        def infer():
-            with torch.inference_mode():
-                return generator(source, src, drv)
-
-        return infer
-    generator.train()
-
-    def train_step():
-        generator.zero_grad(set_to_none=True)
-        out = generator(source, src, drv)
-        (out["prediction"].mean() + out["low_res_prediction"].mean()).backward()
-
-    return train_step
-
-
 def layout_case(setting: str, layout: str) -> Callable[[], object]:
     """Detector + two_stage inference in one memory layout."""
     torch.manual_seed(0)
@@ -158,18 +135,6 @@ def test_masker_forward(benchmark, name, setting, batch):
     benchmark.pedantic(run, rounds=rounds(setting, batch), iterations=1, warmup_rounds=1)
     peak = peak_mib_in_fresh_process(masker_case, name, setting, batch)
     record(benchmark, f"{name} [{setting}]", batch, peak)
-
-
-@pytest.mark.parametrize("backward", [False, True], ids=["forward", "forward_backward"])
-@pytest.mark.parametrize("batch", BATCHES)
-@pytest.mark.parametrize("setting", list(SETTINGS))
-def test_two_stage(benchmark, setting, batch, backward):
-    run = two_stage_case(setting, batch, backward)
-    heavy = rounds(setting, batch, backward)
-    benchmark.pedantic(run, rounds=heavy, iterations=1, warmup_rounds=0 if heavy == 1 else 1)
-    peak = peak_mib_in_fresh_process(two_stage_case, setting, batch, backward)
-    label = "forward+backward" if backward else "forward"
-    record(benchmark, f"two_stage {label} [{setting}]", batch, peak)
 
 
 @pytest.mark.parametrize("layout", ["contiguous", "channels_last"])

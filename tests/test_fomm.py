@@ -146,3 +146,36 @@ def test_keypoints_without_jacobians():
     source = keypoint_structure(jacobians=False)
     out = generator(torch.rand(2, 3, 64, 64), source, keypoint_structure(seed=9, jacobians=False))
     assert out["prediction"].shape == (2, 3, 64, 64)
+
+
+def test_official_fomm_checkpoint_loads_into_all_three_models(tmp_path):
+    from kptoolkit.checkpoint_io import load_strict, model_state, read_checkpoint
+    from kptoolkit.discriminator import MultiScaleDiscriminator
+    from kptoolkit.keypoints.detector import KeypointDetector
+    from kptoolkit.keypoints.loading import load_detector
+
+    torch.manual_seed(0)
+    published = {
+        "kp_detector": KeypointDetector().state_dict(),
+        "generator": create_generator("fomm").state_dict(),
+        "discriminator": MultiScaleDiscriminator().state_dict(),
+        "optimizer_kp_detector": {"state": {}, "param_groups": []},
+        "optimizer_generator": {"state": {}, "param_groups": []},
+        "optimizer_discriminator": {"state": {}, "param_groups": []},
+        "epoch": 99,
+    }
+    for section in ("kp_detector", "generator", "discriminator"):
+        shapes = {k: tuple(v.shape) for k, v in published[section].items()}
+        assert shapes == REFERENCE[section]
+    path = tmp_path / "taichi-cpk.pth.tar"
+    torch.save(published, path)
+    checkpoint = read_checkpoint(path)
+    generator, discriminator = create_generator("fomm"), MultiScaleDiscriminator()
+    load_strict(generator, model_state(checkpoint, "generator"), "generator")
+    load_strict(discriminator, model_state(checkpoint, "discriminator"), "discriminator")
+    detector = load_detector(path)
+    torch.testing.assert_close(generator.final.weight, published["generator"]["final.weight"])
+    torch.testing.assert_close(
+        discriminator.discs["1"].conv.weight, published["discriminator"]["discs.1.conv.weight"]
+    )
+    torch.testing.assert_close(detector.detector.kp.weight, published["kp_detector"]["kp.weight"])

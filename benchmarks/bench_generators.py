@@ -1,0 +1,105 @@
+"""two_stage next to the FOMM and X2Face baselines: forward and forward+backward on the CPU.
+
+Same settings as `bench_method.py`: 256 px at the published widths, 64 px at CPU widths; batch 1
+and 8; ms per frame and peak memory (fresh process, see memory.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from bench_method import BATCHES, SETTINGS, record, rounds
+from memory import peak_mib_in_fresh_process
+
+from kptoolkit import create_generator
+from kptoolkit.structure import Structure
+
+WIDTHS = {
+    "paper256": {"two_stage": SETTINGS["paper256"]["two_stage"], "fomm": {}, "x2face": {}},
+    "cpu64": {
+        "two_stage": SETTINGS["cpu64"]["two_stage"],
+        "fomm": {
+            "block_expansion": 16,
+            "max_features": 128,
+            "num_bottleneck_blocks": 3,
+            "dense_block_expansion": 16,
+            "dense_max_features": 128,
+            "dense_num_blocks": 4,
+            "scale_factor": 0.5,
+        },
+        "x2face": {
+            "embedding_block_expansion": 8,
+            "embedding_max_features": 128,
+            "embedding_num_blocks": 5,
+            "driving_block_expansion": 8,
+            "driving_max_features": 128,
+            "driving_num_blocks": 5,
+            "driving_bottleneck_features": 32,
+        },
+    },
+}
+GENERATORS = ["two_stage", "fomm", "x2face"]
+
+
+def structures(name: str, params: dict, frames: torch.Tensor) -> tuple[Structure, Structure]:
+    """Inputs of each generator's kind: masks, keypoints with jacobians, or frames."""
+    batch, _, size, _ = frames.shape
+    g = torch.Generator().manual_seed(0)
+    if name == "two_stage":
+        mask_size = size // round(1 / params.get("scale_factor", 0.25))
+        return tuple(
+            Structure(mask=torch.rand(batch, 1, mask_size, mask_size, generator=g))
+            for _ in range(2)
+        )
+    if name == "fomm":
+        return tuple(
+            Structure(
+                keypoints=torch.rand(batch, 10, 2, generator=g) * 1.6 - 0.8,
+                jacobians=torch.eye(2) + 0.1 * torch.randn(batch, 10, 2, 2, generator=g),
+            )
+            for _ in range(2)
+        )
+    return Structure(frame=frames), Structure(frame=torch.rand(frames.shape, generator=g))
+
+
+def generator_case(name: str, setting: str, batch: int, backward: bool) -> Callable[[], object]:
+    """Inference, or a training forward+backward, of one generator on random inputs."""
+    torch.manual_seed(0)
+    params = WIDTHS[setting][name]
+    generator = create_generator(name, **params)
+    size = SETTINGS[setting]["size"]
+    source = torch.rand(batch, 3, size, size)
+    src, drv = structures(name, params, source)
+    if not backward:
+        generator.eval()
+
+        def infer():
+            with torch.inference_mode():
+                return generator(source, src, drv)
+
+        return infer
+    generator.train()
+
+    def train_step():
+        generator.zero_grad(set_to_none=True)
+        out = generator(source, src, drv)
+        out["prediction"].mean().backward()
+
+    return train_step
+
+
+@pytest.mark.parametrize("backward", [False, True], ids=["forward", "forward_backward"])
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("setting", list(SETTINGS))
+@pytest.mark.parametrize("name", GENERATORS)
+def test_generator(benchmark, name, setting, batch, backward):
+    run = generator_case(name, setting, batch, backward)
+    count = rounds(setting, batch, backward)
+    benchmark.pedantic(run, rounds=count, iterations=1, warmup_rounds=0 if count == 1 else 1)
+    peak = peak_mib_in_fresh_process(generator_case, name, setting, batch, backward)
+    label = "forward+backward" if backward else "forward"
+    params = sum(p.numel() for p in create_generator(name, **WIDTHS[setting][name]).parameters())
+    benchmark.extra_info["parameters"] = params
+    record(benchmark, f"{name} {label} [{setting}, {params / 1e6:.2f}M params]", batch, peak)
