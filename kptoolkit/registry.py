@@ -88,6 +88,8 @@ class Registry:
     @property
     def singular(self) -> str:
         """The kind in the singular, for messages ('masker')."""
+        if self.kind.endswith("sses"):  # losses -> loss
+            return self.kind[:-2]
         return self.kind[:-1] if self.kind.endswith("s") else self.kind
 
     # -- discovery -----------------------------------------------------------------------------

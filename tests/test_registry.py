@@ -94,6 +94,14 @@ def test_unknown_name_lists_registered_and_closest():
     assert "frame" in message and "learned_projection" in message
 
 
+def test_singular_names():
+    assert [get_registry(k).singular for k in ("maskers", "losses", "metrics")] == [
+        "masker",
+        "loss",
+        "metric",
+    ]
+
+
 def test_unknown_kind():
     with pytest.raises(UnknownComponentError, match="kinds: maskers"):
         get_registry("shaders")

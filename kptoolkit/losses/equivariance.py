@@ -165,7 +165,9 @@ def equivariance_terms(
 
 
 class EquivarianceLoss(Loss):
-    """FOMM's equivariance loss: value_weight * value term + jacobian_weight * jacobian term.
+    """FOMM's equivariance constraint on a detector in training, under random affine + TPS warps.
+
+    value_weight * value term + jacobian_weight * jacobian term.
 
     The weights are FOMM's `equivariance_value` and `equivariance_jacobian` (10 each), so the
     configured outer weight is 1. Reads the driving frame, `inputs.driving_structure` (keypoints

@@ -97,7 +97,9 @@ def _frames(inputs: LossInputs, output: str, loss_name: str) -> tuple[torch.Tens
 
 
 class GanLoss(Loss):
-    """LSGAN: the generator's `forward` is sum_scales mean((1 - D(fake))^2).
+    """FOMM's least-squares GAN term against the multi-scale PatchGAN discriminator.
+
+    The generator's `forward` is sum_scales mean((1 - D(fake))^2).
 
     `discriminator_loss` is the discriminator's objective, sum_scales mean((1 - D(real))^2 +
     D(fake)^2), with the fake frame detached so that only the discriminator learns from it.
@@ -124,7 +126,9 @@ class GanLoss(Loss):
 
 
 class FeatureMatchingLoss(Loss):
-    """sum over scales and discriminator layers of weight * mean |D_feat(real) - D_feat(fake)|.
+    """Discriminator feature matching: L1 between real and fake features, layer by layer.
+
+    The sum over scales and layers of weight * mean |D_feat(real) - D_feat(fake)|.
 
     `layer_weights` has one weight per discriminator block (FOMM: [10, 10, 10, 10]), so the
     configured outer weight is 1. The real features carry no gradient; the term trains the
