@@ -111,26 +111,108 @@ class EvalConfig:
     evaluators: list[str] = attrs.field(factory=list)
 
 
+def _cpu_component_params() -> dict[str, dict[str, Any]]:
+    """Widths of every built-in component for 64 px frames on a CPU (synthetic-64)."""
+    return {
+        "two_stage": {
+            "scale_factor": 0.5,
+            "features": 64,
+            "num_residual_blocks": 3,
+            "refine_block_expansion": 16,
+            "refine_max_features": 128,
+            "refine_num_blocks": 4,
+        },
+        "fomm": {
+            "block_expansion": 16,
+            "max_features": 128,
+            "num_bottleneck_blocks": 3,
+            "dense_block_expansion": 16,
+            "dense_max_features": 128,
+            "dense_num_blocks": 4,
+            "scale_factor": 0.5,
+        },
+        "x2face": {
+            "embedding_block_expansion": 8,
+            "embedding_max_features": 128,
+            "embedding_num_blocks": 5,
+            "driving_block_expansion": 8,
+            "driving_max_features": 128,
+            "driving_num_blocks": 5,
+            "driving_bottleneck_features": 32,
+        },
+        "perturbed_mask": {
+            "scale_factor": 0.5,
+            "block_expansion": 16,
+            "max_features": 128,
+            "num_blocks": 4,
+            "refine_block_expansion": 16,
+            "refine_max_features": 128,
+            "refine_num_blocks": 4,
+        },
+    }
+
+
+def _cpu_component_losses() -> dict[str, list[LossConfig]]:
+    """Loss terms that belong to a component, added when it is used."""
+    return {
+        "two_stage": [LossConfig("l1_pyramid", 1.0, ["low_res_prediction"], {"scales": [1, 0.5]})],
+        "fomm": [LossConfig("equivariance", 1.0, [], {})],
+        "perturbed_mask": [LossConfig("mask_correction", 100.0, [], {"start_epoch": 1})],
+    }
+
+
 @attrs.define
 class ExperimentConfig:
-    """One experiment: dataset, masker, generator, losses, metrics, training and evaluation."""
+    """One experiment: dataset, masker, generator, losses, metrics, training and evaluation.
+
+    `component_params` holds a profile's parameters per component name (used whenever that
+    component is chosen, e.g. by `--generator fomm`; `masker.params` / `generator.params` override
+    them), and `component_losses` the loss terms that belong to a component (the FOMM
+    equivariance term, the perturbed-mask correction), added when it is used. An empty masker
+    name means the generator's natural masker.
+    """
 
     name: str = "synthetic-64"
     seed: int = 0
     data: DataConfig = attrs.field(factory=DataConfig)
-    keypoints: KeypointConfig = attrs.field(factory=KeypointConfig)
+    keypoints: KeypointConfig = attrs.field(
+        factory=lambda: KeypointConfig(
+            block_expansion=16, max_features=128, num_blocks=4, scale_factor=0.5
+        )
+    )
     masker: ComponentConfig = attrs.field(factory=lambda: ComponentConfig("heatmap_sum"))
     generator: ComponentConfig = attrs.field(factory=lambda: ComponentConfig("two_stage"))
+    discriminator: dict[str, Any] = attrs.field(factory=dict)
     losses: list[LossConfig] = attrs.field(
-        factory=lambda: [
-            LossConfig("perceptual_pyramid", 1.0, ["low_res_prediction", "prediction"], {})
-        ]
+        factory=lambda: [LossConfig("l1_pyramid", 1.0, ["prediction"], {"scales": [1, 0.5, 0.25]})]
     )
+    component_params: dict[str, Any] = attrs.field(factory=_cpu_component_params)
+    component_losses: dict[str, list[LossConfig]] = attrs.field(factory=_cpu_component_losses)
     metrics: list[ComponentConfig] = attrs.field(
         factory=lambda: [ComponentConfig(n) for n in ("l1", "akd", "mkr", "aed", "psnr", "ssim")]
     )
-    train: TrainConfig = attrs.field(factory=TrainConfig)
+    train: TrainConfig = attrs.field(
+        factory=lambda: TrainConfig(
+            epochs=10,
+            repeats=10,
+            batch_size=8,
+            milestones=[6, 9],
+            checkpoint_every=200,
+            sample_every=200,
+        )
+    )
     eval: EvalConfig = attrs.field(factory=EvalConfig)
+
+
+def params_for(config: ExperimentConfig, name: str, explicit: dict[str, Any]) -> dict[str, Any]:
+    """The profile's parameters of component `name`, overridden by explicitly given ones."""
+    return {**config.component_params.get(name, {}), **explicit}
+
+
+def losses_for(config: ExperimentConfig, masker: str, generator: str) -> list[LossConfig]:
+    """The experiment's losses plus those belonging to the chosen masker and generator."""
+    extra = [*config.component_losses.get(generator, []), *config.component_losses.get(masker, [])]
+    return [*config.losses, *extra]
 
 
 # -- structuring: plain data <-> attrs classes ------------------------------------------------
@@ -170,7 +252,8 @@ def _convert(value: Any, tp: Any, path: str) -> Any:
     if origin is dict:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{path}: expected a mapping, got {value!r}")
-        return {str(k): v for k, v in value.items()}
+        _, value_type = args or (str, Any)
+        return {str(k): _convert(v, value_type, f"{path}.{k}") for k, v in value.items()}
     if tp is bool:
         if isinstance(value, bool):
             return value
@@ -339,14 +422,30 @@ def _set_path(config: Any, data: Any, parts: list[str], value: Any) -> None:
 
 
 def component_configs(config: ExperimentConfig) -> list[tuple[str, str, ComponentConfig]]:
-    """Every (kind, config path, component) that the experiment names."""
+    """Every (kind, config path, component with resolved params) that the experiment uses."""
+    from kptoolkit.models import natural_masker
+
+    generator = config.generator.name
+    masker = config.masker.name or natural_masker(generator)
     found: list[tuple[str, str, ComponentConfig]] = [
-        ("maskers", "masker", config.masker),
-        ("generators", "generator", config.generator),
+        (
+            "maskers",
+            "masker",
+            ComponentConfig(masker, params_for(config, masker, config.masker.params)),
+        ),
+        (
+            "generators",
+            "generator",
+            ComponentConfig(generator, params_for(config, generator, config.generator.params)),
+        ),
         ("datasets", "data", ComponentConfig(config.data.dataset, config.data.params)),
     ]
     for i, loss in enumerate(config.losses):
         found.append(("losses", f"losses.{i}", ComponentConfig(loss.name, loss.params)))
+    for owner, losses in config.component_losses.items():
+        for i, loss in enumerate(losses):
+            path = f"component_losses.{owner}.{i}"
+            found.append(("losses", path, ComponentConfig(loss.name, loss.params)))
     for i, metric in enumerate(config.metrics):
         found.append(("metrics", f"metrics.{i}", metric))
     return found

@@ -1,0 +1,1 @@
+"""Training, checkpoints, reconstruction, animation, benchmarking and reports."""

@@ -1,0 +1,144 @@
+"""kptoolkit checkpoints: atomic writes, keep-last-k, and loading a run back for inference.
+
+Layout: `{"format": "kptoolkit", "version": 1, "config": {...}, "models": {role: state_dict},
+"optimizers": {...}, "schedulers": {...}, "step": int, "epoch": int, "rng": {...}}`. Only
+tensors, dicts, lists, numbers and strings, so `torch.load(weights_only=True)` reads it.
+A file is written to a temporary name, flushed to disk, then renamed over the final name, so a
+run killed at any moment (SIGKILL included) leaves the previous checkpoint intact.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from kptoolkit.checkpoint_io import KPTOOLKIT_FORMAT, CheckpointError, read_checkpoint
+from kptoolkit.config import ExperimentConfig, structure
+
+CHECKPOINT_VERSION = 1
+NAME_PATTERN = re.compile(r"^step-(\d{8})\.pth$")
+
+
+def checkpoint_name(step: int) -> str:
+    """File name of the checkpoint after `step` optimisation steps."""
+    return f"step-{step:08d}.pth"
+
+
+def atomic_save(payload: dict[str, Any], path: Path) -> None:
+    """torch.save to a temporary file, fsync it, then rename it over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        torch.save(payload, handle)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)  # make the rename itself durable
+    finally:
+        os.close(directory)
+
+
+def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:
+    """(step, path) of the run's checkpoints, oldest first."""
+    if not directory.is_dir():
+        return []
+    found = []
+    for path in directory.iterdir():
+        match = NAME_PATTERN.match(path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return sorted(found)
+
+
+def latest_checkpoint(directory: Path) -> Path | None:
+    """The newest readable checkpoint (a damaged newest one is skipped, never trusted)."""
+    for _, path in reversed(list_checkpoints(directory)):
+        try:
+            read_checkpoint(path)
+        except CheckpointError:
+            continue
+        return path
+    return None
+
+
+def prune_checkpoints(directory: Path, keep_last: int) -> None:
+    """Delete all but the newest `keep_last` checkpoints."""
+    for _, path in list_checkpoints(directory)[:-keep_last]:
+        path.unlink(missing_ok=True)
+
+
+def rng_state(augment_generator: torch.Generator | None = None) -> dict[str, Any]:
+    """Every random state a resumed run needs, as tensors and plain lists."""
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    python_version, python_state, python_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "kind": kind,
+            "keys": torch.from_numpy(keys.astype(np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached": float(cached),
+        },
+        "python": {"version": python_version, "state": list(python_state), "gauss": python_gauss},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    if augment_generator is not None:
+        state["augment"] = augment_generator.get_state()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any], augment_generator: torch.Generator | None) -> None:
+    """Put back what `rng_state` saved."""
+    torch.set_rng_state(state["torch"])
+    numpy = state["numpy"]
+    np.random.set_state(
+        (
+            numpy["kind"],
+            numpy["keys"].numpy().astype(np.uint32),
+            numpy["pos"],
+            numpy["has_gauss"],
+            numpy["cached"],
+        )
+    )
+    python = state["python"]
+    random.setstate((python["version"], tuple(python["state"]), python["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    if augment_generator is not None and "augment" in state:
+        augment_generator.set_state(state["augment"])
+
+
+def config_of(checkpoint: dict[str, Any], source: str) -> ExperimentConfig:
+    """The experiment config stored in a kptoolkit checkpoint."""
+    if checkpoint.get("format") != KPTOOLKIT_FORMAT or "config" not in checkpoint:
+        raise CheckpointError(
+            f"{source} is not a kptoolkit run checkpoint (no stored config); official FOMM files "
+            "are loaded with --kp-checkpoint"
+        )
+    return structure(ExperimentConfig, checkpoint["config"])
+
+
+def load_run(path: str | Path) -> tuple[ExperimentConfig, Any]:
+    """(config, Models) of a kptoolkit run checkpoint, with every network's weights loaded.
+
+    The checkpoint is self-contained: the keypoint detector's weights are stored in it.
+    """
+    from kptoolkit.engine.experiment import build_models
+
+    path = Path(path)
+    checkpoint = read_checkpoint(path)
+    config = config_of(checkpoint, str(path))
+    has_detector = "detector" in checkpoint.get("models", {})
+    models = build_models(config, kp_checkpoint=str(path) if has_detector else None)
+    models.load_state_dicts(checkpoint["models"], str(path))
+    return config, models

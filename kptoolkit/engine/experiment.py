@@ -1,0 +1,158 @@
+"""Building the models of an experiment from its config: masker, generator, detector, discriminator.
+
+Who gets a detector:
+- maskers that read the shared detector (heatmap_sum, ...) get a frozen one, loaded from
+  `keypoints.checkpoint` (an official FOMM file or a kptoolkit checkpoint);
+- the FOMM baseline (a generator that requires keypoints) trains its detector jointly, built from
+  the `keypoints` widths, or initialised from `keypoints.checkpoint` when one is given.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+import torch
+from torch import nn
+
+from kptoolkit.checkpoint_io import load_strict
+from kptoolkit.config import ExperimentConfig, LossConfig, losses_for, params_for
+from kptoolkit.errors import CompatibilityError
+from kptoolkit.generators.base import Generator, check_compatible
+from kptoolkit.keypoints.detector import FrozenDetector, KeypointDetector
+from kptoolkit.keypoints.loading import load_detector
+from kptoolkit.maskers.base import Masker
+from kptoolkit.models import natural_masker
+from kptoolkit.registry import GENERATORS, LOSSES, MASKERS
+
+ADVERSARIAL_LOSSES = frozenset({"gan", "feature_matching"})
+
+
+@attrs.define
+class Models:
+    """Every network of one experiment, and which of them train."""
+
+    masker_name: str
+    generator_name: str
+    masker: Masker
+    generator: Generator
+    detector: nn.Module | None = None
+    detector_trains: bool = False
+    discriminator: nn.Module | None = None
+
+    def trainable(self) -> dict[str, nn.Module]:
+        """The optimised groups, each with its own optimizer: generator, masker, detector, D."""
+        groups: dict[str, nn.Module] = {"generator": self.generator}
+        if any(p.requires_grad for p in self.masker.parameters()):
+            groups["masker"] = self.masker
+        if self.detector_trains and self.detector is not None:
+            groups["detector"] = self.detector
+        if self.discriminator is not None:
+            groups["discriminator"] = self.discriminator
+        return groups
+
+    def modules(self) -> dict[str, nn.Module]:
+        """Every network with a state worth saving (the frozen detector included)."""
+        found: dict[str, nn.Module] = {"generator": self.generator, "masker": self.masker}
+        if self.detector is not None:
+            found["detector"] = _unfrozen(self.detector)
+        if self.discriminator is not None:
+            found["discriminator"] = self.discriminator
+        return found
+
+    def state_dicts(self) -> dict[str, dict[str, torch.Tensor]]:
+        """State dicts by role, as stored under `models` in a kptoolkit checkpoint."""
+        return {name: module.state_dict() for name, module in self.modules().items()}
+
+    def load_state_dicts(self, states: Mapping[str, Mapping[str, torch.Tensor]], what: str) -> None:
+        """Load every role present in `states`, strictly."""
+        for name, module in self.modules().items():
+            if name in states:
+                load_strict(module, states[name], f"{name} of {what}")
+
+    def to(self, device: torch.device | str) -> Models:
+        """Move every network to `device`."""
+        for module in self.modules().values():
+            module.to(device)
+        return self
+
+    def train(self, mode: bool = True) -> None:
+        """Training or eval mode for every network (a frozen detector stays in eval)."""
+        for module in (self.generator, self.masker, self.detector, self.discriminator):
+            if module is not None:
+                module.train(mode)
+
+
+def _unfrozen(detector: nn.Module) -> nn.Module:
+    return detector.detector if isinstance(detector, FrozenDetector) else detector
+
+
+def resolved_masker_name(config: ExperimentConfig) -> str:
+    """The masker of the experiment: as named, or the generator's natural one."""
+    return config.masker.name or natural_masker(config.generator.name)
+
+
+def experiment_losses(config: ExperimentConfig) -> list[LossConfig]:
+    """The loss terms of the experiment's masker and generator."""
+    return losses_for(config, resolved_masker_name(config), config.generator.name)
+
+
+def build_models(config: ExperimentConfig, kp_checkpoint: str | None = None) -> Models:
+    """Every network of the experiment, checked against each other; weights freshly initialised
+    except the keypoint detector, which comes from `kp_checkpoint` / `keypoints.checkpoint`."""
+    torch.manual_seed(config.seed)
+    masker_name = resolved_masker_name(config)
+    generator_name = config.generator.name
+    masker = MASKERS.create(masker_name, **params_for(config, masker_name, config.masker.params))
+    generator = GENERATORS.create(
+        generator_name, **params_for(config, generator_name, config.generator.params)
+    )
+    check_compatible(masker, generator, masker_name, generator_name)
+    models = Models(masker_name, generator_name, masker, generator)
+    if masker.needs_detector:
+        checkpoint = kp_checkpoint or config.keypoints.checkpoint
+        trains = "keypoints" in generator.requires
+        models.detector = _detector(config, checkpoint, trains, masker_name)
+        models.detector_trains = trains
+        masker.attach_detector(models.detector)
+    if any(loss.name in ADVERSARIAL_LOSSES for loss in experiment_losses(config)):
+        from kptoolkit.discriminator import MultiScaleDiscriminator
+
+        models.discriminator = MultiScaleDiscriminator(**config.discriminator)
+    return models
+
+
+def _detector(
+    config: ExperimentConfig, checkpoint: str | None, trains: bool, masker_name: str
+) -> nn.Module:
+    widths = _detector_widths(config)
+    if checkpoint:
+        return load_detector(
+            checkpoint, temperature=config.keypoints.temperature, frozen=not trains
+        )
+    if not trains:
+        raise CompatibilityError(
+            f"masker '{masker_name}' reads a pretrained keypoint detector: give one with "
+            "--kp-checkpoint FILE (or keypoints.checkpoint), e.g. an official taichi-cpk.pth.tar "
+            "or the checkpoint of a kptoolkit run of the fomm baseline"
+        )
+    return KeypointDetector(**widths)
+
+
+def _detector_widths(config: ExperimentConfig) -> dict[str, Any]:
+    kp = config.keypoints
+    return {
+        "num_kp": kp.num_kp,
+        "temperature": kp.temperature,
+        "block_expansion": kp.block_expansion,
+        "max_features": kp.max_features,
+        "num_blocks": kp.num_blocks,
+        "scale_factor": kp.scale_factor,
+        "estimate_jacobian": kp.estimate_jacobian,
+    }
+
+
+def build_losses(config: ExperimentConfig) -> list[tuple[LossConfig, nn.Module]]:
+    """Each configured loss term with its module (weights files are read now: fail fast)."""
+    return [(loss, LOSSES.create(loss.name, **loss.params)) for loss in experiment_losses(config)]
