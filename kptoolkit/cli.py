@@ -22,6 +22,9 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("info", "info", "show one component: origin, parameters, docs, or why it cannot load"),
     ("config", "config", "show or validate an experiment config"),
     ("data", "data", "synthesise the puppet dataset, or check a dataset folder"),
+    ("reconstruct", "reconstruct", "reconstruct a run's test videos: PNG/MP4 outputs and L1"),
+    ("animate", "animate", "animate a source image with a driving video (streamed to MP4)"),
+    ("train", "train", "train a masker x generator pair (torchrun for several processes)"),
 )
 
 

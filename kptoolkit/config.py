@@ -438,7 +438,6 @@ def component_configs(config: ExperimentConfig) -> list[tuple[str, str, Componen
             "generator",
             ComponentConfig(generator, params_for(config, generator, config.generator.params)),
         ),
-        ("datasets", "data", ComponentConfig(config.data.dataset, config.data.params)),
     ]
     for i, loss in enumerate(config.losses):
         found.append(("losses", f"losses.{i}", ComponentConfig(loss.name, loss.params)))
@@ -453,10 +452,16 @@ def component_configs(config: ExperimentConfig) -> list[tuple[str, str, Componen
 
 def validate_components(config: ExperimentConfig) -> list[str]:
     """Check that every named component exists and accepts its params; returns the problems."""
+    from kptoolkit.engine.experiment import dataset_params
     from kptoolkit.registry import check_params, get_registry
 
     problems = []
-    for kind, path, component in component_configs(config):
+    checks = list(component_configs(config))
+    try:
+        checks.append(("datasets", "data", ComponentConfig(*dataset_params(config, "train"))))
+    except ConfigError as exc:
+        problems.append(f"data: {exc}")
+    for kind, path, component in checks:
         registry = get_registry(kind)
         try:
             factory = registry.get(component.name)

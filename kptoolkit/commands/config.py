@@ -1,8 +1,11 @@
-"""`kptoolkit config show|validate`: print the resolved config or check it."""
+"""`kptoolkit config show|validate|import`: print the resolved config, check it, or convert an
+official FOMM-family YAML."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
 from kptoolkit.config import (
     ExperimentConfig,
@@ -28,7 +31,7 @@ def add_set_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    """Add the `show` and `validate` actions."""
+    """Add the `show`, `validate` and `import` actions."""
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
     show = actions.add_parser("show", help="print the resolved config as YAML")
@@ -39,6 +42,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     validate.add_argument("file", nargs="?", help="config YAML (default: the built-in one)")
     add_set_argument(validate)
+    convert = actions.add_parser(
+        "import",
+        help="convert an official FOMM / keypoint-mask / perturbed-mask YAML to a kptoolkit one",
+        description="Convert an official first-order-model, keypoint-mask or perturbed-mask "
+        "config. The kptoolkit YAML goes to stdout (or --out); what it cannot represent is "
+        "printed as warnings on stderr and kept as comments at the top of the YAML.",
+    )
+    convert.add_argument("file", help="the official config YAML")
+    convert.add_argument("--out", metavar="OUT.yaml", help="write the kptoolkit YAML here")
 
 
 def resolve(file: str | None, overrides: list[str]) -> ExperimentConfig:
@@ -48,8 +60,38 @@ def resolve(file: str | None, overrides: list[str]) -> ExperimentConfig:
     return load_config(file, overrides)
 
 
+def run_import(args: argparse.Namespace) -> int:
+    """Convert an official config; warnings and notes go to stderr."""
+    from kptoolkit.config_import import FAMILY_LABELS, import_official_file, render_imported
+
+    result = import_official_file(args.file)
+    text = render_imported(result, Path(args.file).name)
+    print(
+        f"kptoolkit: detected {FAMILY_LABELS[result.family]} ({result.evidence})", file=sys.stderr
+    )
+    for note in result.notes:
+        print(f"kptoolkit: note: {note}", file=sys.stderr)
+    for warning in result.warnings:
+        print(f"kptoolkit: warning: {warning}", file=sys.stderr)
+    if args.out is None:
+        print(text, end="")
+        return 0
+    out = Path(args.out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(out.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        tmp.replace(out)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {out}: {exc}") from None
+    print(f"wrote {out}")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
-    """Show or validate."""
+    """Show, validate or import."""
+    if args.action == "import":
+        return run_import(args)
     config = resolve(args.file, args.overrides)
     if args.action == "show":
         print(dump_config(config), end="")

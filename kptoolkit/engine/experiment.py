@@ -10,6 +10,7 @@ Who gets a detector:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import attrs
@@ -18,13 +19,13 @@ from torch import nn
 
 from kptoolkit.checkpoint_io import load_strict
 from kptoolkit.config import ExperimentConfig, LossConfig, losses_for, params_for
-from kptoolkit.errors import CompatibilityError
+from kptoolkit.errors import CompatibilityError, ConfigError
 from kptoolkit.generators.base import Generator, check_compatible
 from kptoolkit.keypoints.detector import FrozenDetector, KeypointDetector
 from kptoolkit.keypoints.loading import load_detector
 from kptoolkit.maskers.base import Masker
 from kptoolkit.models import natural_masker
-from kptoolkit.registry import GENERATORS, LOSSES, MASKERS
+from kptoolkit.registry import DATASETS, GENERATORS, LOSSES, MASKERS
 
 ADVERSARIAL_LOSSES = frozenset({"gan", "feature_matching"})
 
@@ -151,6 +152,35 @@ def _detector_widths(config: ExperimentConfig) -> dict[str, Any]:
         "scale_factor": kp.scale_factor,
         "estimate_jacobian": kp.estimate_jacobian,
     }
+
+
+def dataset_params(
+    config: ExperimentConfig, split: str, root: str | Path | None = None
+) -> tuple[str, dict[str, Any]]:
+    """(dataset name, constructor params) of the experiment's `split`.
+
+    With `root`, a FOMM-layout folder read by `fomm_frames` replaces the configured dataset.
+    """
+    name = "fomm_frames" if root is not None else config.data.dataset
+    params: dict[str, Any] = {} if root is not None else dict(config.data.params)
+    params.update(split=split, frame_size=config.data.frame_size, seed=config.seed)
+    if split == "train":
+        params["repeats"] = config.train.repeats
+    chosen = root if root is not None else config.data.root
+    if chosen is not None:
+        params["root"] = str(chosen)
+    elif name == "fomm_frames":
+        raise ConfigError(
+            "the fomm_frames dataset needs a folder: set data.root (--set data.root=DIR), or "
+            "--data DIR for reconstruction"
+        )
+    return name, params
+
+
+def build_dataset(config: ExperimentConfig, split: str, root: str | Path | None = None) -> Any:
+    """The experiment's dataset for `split` ('train' or 'test')."""
+    name, params = dataset_params(config, split, root)
+    return DATASETS.create(name, **params)
 
 
 def build_losses(config: ExperimentConfig) -> list[tuple[LossConfig, nn.Module]]:

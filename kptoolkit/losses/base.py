@@ -46,6 +46,11 @@ class Loss(nn.Module):
 
     #: whether the term needs a discriminator step of its own (GAN losses)
     adversarial: bool = False
+    #: whether the term reads the masker's `driving_for_training` extras (the trainer only runs
+    #: that, e.g. the perturbed-mask refinement network, while such a term is active)
+    reads_extras: bool = False
+    #: first epoch (0-based) in which the term is active
+    start_epoch: int = 0
 
     def forward(self, inputs: LossInputs, output: str) -> torch.Tensor:  # pragma: no cover
         raise NotImplementedError

@@ -167,6 +167,8 @@ class MaskCorrectionLoss(Loss):
     refinement network entirely before that epoch).
     """
 
+    reads_extras = True
+
     def __init__(self, start_epoch: int = 1) -> None:
         super().__init__()
         if start_epoch < 0:

@@ -1,0 +1,100 @@
+"""Animation streams: peak memory and speed of `animate` on a 100- and a 1,000-frame video.
+
+heatmap_sum + two_stage at the synthetic-64 CPU widths (`ExperimentConfig()`), random weights,
+64 px puppet driving videos (H.264), batch 16. The 1,000-frame video should peak at about the
+memory of the 100-frame one: frames are decoded, generated and written a batch at a time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from memory import peak_mib_in_fresh_process
+
+from kptoolkit import create_generator, create_masker
+from kptoolkit.config import ExperimentConfig
+from kptoolkit.data.synthetic import render_video
+from kptoolkit.data.video_io import count_frames, write_mp4
+from kptoolkit.engine.experiment import Models
+from kptoolkit.engine.inference import animate
+from kptoolkit.keypoints.detector import FrozenDetector, KeypointDetector
+
+LENGTHS = [100, 1000]
+BATCH = 16
+SIZE = 64
+PEAKS: dict[int, float] = {}
+
+
+def cpu64_models() -> Models:
+    """heatmap_sum + two_stage at the synthetic-64 widths, random weights (seed 0)."""
+    config = ExperimentConfig()
+    torch.manual_seed(config.seed)
+    kp = config.keypoints
+    detector = FrozenDetector(
+        KeypointDetector(
+            num_kp=kp.num_kp,
+            block_expansion=kp.block_expansion,
+            max_features=kp.max_features,
+            num_blocks=kp.num_blocks,
+            scale_factor=kp.scale_factor,
+        )
+    )
+    masker = create_masker("heatmap_sum")
+    masker.attach_detector(detector)
+    generator = create_generator("two_stage", **config.component_params["two_stage"])
+    return Models("heatmap_sum", "two_stage", masker, generator, detector)
+
+
+def animate_case(source: str, driving: str, out: str) -> Callable[[], dict]:
+    """Build the models; the returned call animates `driving` into `out` (measured part)."""
+    models = cpu64_models()
+
+    def run() -> dict:
+        return animate(models, source, driving, out, batch_size=BATCH, frame_size=SIZE)
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory: pytest.TempPathFactory) -> dict[int, Path]:
+    """Driving mp4s of each length (one 1,000-frame puppet clip and its first 100 frames)."""
+    folder = tmp_path_factory.mktemp("driving")
+    frames, _, _ = render_video(0, max(LENGTHS), SIZE)
+    paths = {}
+    for length in LENGTHS:
+        paths[length] = folder / f"driving-{length}.mp4"
+        write_mp4(frames[:length], paths[length], fps=25)
+    source, _, _ = render_video(1, 1, SIZE)
+    from PIL import Image
+
+    Image.fromarray(source[0]).save(folder / "source.png")
+    return paths
+
+
+@pytest.mark.parametrize("length", LENGTHS)
+def test_animate(benchmark, videos, tmp_path, length):
+    source = str(videos[length].parent / "source.png")
+    out = tmp_path / "out.mp4"
+    run = animate_case(source, str(videos[length]), str(out))
+    infos: list[dict] = []
+    benchmark.pedantic(lambda: infos.append(run()), rounds=1, iterations=1, warmup_rounds=0)
+    assert count_frames(out) == length == infos[-1]["frames"]
+    fps = infos[-1]["frames_per_second"]
+    peak = peak_mib_in_fresh_process(animate_case, source, str(videos[length]), str(out))
+    PEAKS[length] = peak
+    benchmark.extra_info.update({"frames": length, "frames_per_second": fps, "peak_mib": peak})
+    print(
+        f"\nanimate {length} frames at {SIZE}px (heatmap_sum + two_stage, batch {BATCH}): "
+        f"{fps:.0f} frames/s, peak +{peak:.0f} MiB"
+    )
+
+
+def test_memory_does_not_grow_with_length():
+    if len(PEAKS) < len(LENGTHS):
+        pytest.skip("run with test_animate")
+    short, long = PEAKS[min(LENGTHS)], PEAKS[max(LENGTHS)]
+    print(f"\nanimate peak: {short:.0f} MiB at {min(LENGTHS)} frames, {long:.0f} at {max(LENGTHS)}")
+    assert long <= short * 1.2 + 10  # flat: well below 10x

@@ -1,0 +1,414 @@
+"""Training any masker x generator pair: one CPU process, or many under `torchrun`.
+
+Every random choice is a function of (seed, step) or (seed, epoch, index): the data order
+(`ResumableSampler`), the frames of each item (the dataset), the augmentation, the mask
+perturbation and the equivariance transforms. So a resumed run repeats the losses of an
+uninterrupted one exactly, and W processes with a local batch of B/W see the same global batches
+as one process with batch B (with `sync_batchnorm`, their BatchNorm statistics match too).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+from PIL import Image
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import BatchSampler, DataLoader
+from tqdm import tqdm
+
+from kptoolkit.checkpoint_io import KPTOOLKIT_FORMAT, read_checkpoint
+from kptoolkit.config import ExperimentConfig, LossConfig, save_config
+from kptoolkit.data.augment import (
+    PairAugmentation,
+    apply_params,
+    augmentation_from_dict,
+    sample_params,
+)
+from kptoolkit.engine.checkpoints import (
+    CHECKPOINT_VERSION,
+    atomic_save,
+    checkpoint_name,
+    latest_checkpoint,
+    prune_checkpoints,
+    restore_rng_state,
+    rng_state,
+)
+from kptoolkit.engine.distributed import DistContext, barrier, mean_across_ranks
+from kptoolkit.engine.experiment import build_dataset, build_losses, build_models
+from kptoolkit.engine.run_log import RunLog
+from kptoolkit.engine.sampler import ResumableSampler
+from kptoolkit.engine.sync_batchnorm import convert_to_global_batchnorm
+from kptoolkit.engine.visualize import comparison_columns, grid_image
+from kptoolkit.errors import ConfigError, KptoolkitError
+from kptoolkit.losses.base import LossInputs
+
+ConfiguredLoss = tuple[LossConfig, nn.Module]
+# Distinct streams of per-step randomness.
+AUGMENT_STREAM, MASKER_STREAM, LOSS_STREAM = 1, 2, 3
+
+
+class TrainingDiverged(KptoolkitError):
+    """A loss term became NaN or infinite; training stopped before saving anything after it."""
+
+
+@attrs.define
+class TrainResult:
+    """What a finished `train` call reports."""
+
+    out_dir: Path
+    steps: int
+    last_losses: dict[str, float]
+    checkpoint: Path | None
+    seconds: float
+
+
+def step_generator(seed: int, step: int, stream: int, rank: int = 0) -> torch.Generator:
+    """A torch.Generator that depends only on (seed, step, stream, rank)."""
+    value = ((seed * 1_000_003 + step) * 97 + stream) * 65_537 + rank
+    return torch.Generator().manual_seed(value % (2**63 - 1))
+
+
+def map_tensors(record: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """The same (nested) attrs record with `fn` applied to every tensor in it."""
+    if isinstance(record, torch.Tensor):
+        return fn(record)
+    fields = attrs.fields(type(record))
+    return type(record)(**{f.name: map_tensors(getattr(record, f.name), fn) for f in fields})
+
+
+class Trainer:
+    """Builds an experiment from its config and trains it; see the module docstring."""
+
+    def __init__(
+        self,
+        config: ExperimentConfig,
+        out_dir: str | Path,
+        kp_checkpoint: str | None = None,
+        resume: bool = False,
+        context: DistContext | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.context = context or DistContext()
+        self.progress = progress and self.context.is_main
+        self.checkpoint_dir = self.out_dir / "checkpoints"
+        self._check_out_dir(resume)
+        self.resume_from = latest_checkpoint(self.checkpoint_dir) if resume else None
+        if resume and self.resume_from is None and self.context.is_main:
+            print(f"kptoolkit: no checkpoint in {self.checkpoint_dir}; starting from scratch")
+
+        train = config.train
+        world = self.context.world_size
+        if train.batch_size % world:
+            raise ConfigError(
+                f"train.batch_size ({train.batch_size}) must be divisible by the number of "
+                f"processes ({world}): it is the global batch"
+            )
+        self.local_batch = train.batch_size // world
+        self.device = self.context.device
+
+        self.models = build_models(config, kp_checkpoint)
+        if train.sync_batchnorm and self.context.distributed:
+            for module in self.models.trainable().values():
+                convert_to_global_batchnorm(module)
+        self.models.to(self.device)
+        self.losses = build_losses(config)
+        for _, loss in self.losses:
+            loss.to(self.device)
+        self.adversarial = [(c, loss) for c, loss in self.losses if loss.adversarial]
+        self.groups = self.models.trainable()
+        self.optimizers = {
+            name: torch.optim.Adam(module.parameters(), lr=train.lr, betas=tuple(train.betas))
+            for name, module in self.groups.items()
+        }
+        self.schedulers = {
+            name: torch.optim.lr_scheduler.MultiStepLR(opt, train.milestones, gamma=train.gamma)
+            for name, opt in self.optimizers.items()
+        }
+        self.wrapped = self._wrap_for_ddp()
+
+        self.dataset = build_dataset(config, "train")
+        self.sampler = ResumableSampler(
+            len(self.dataset),
+            seed=config.seed,
+            rank=self.context.rank,
+            world_size=world,
+            global_batch=train.batch_size,
+        )
+        self.steps_per_epoch = len(self.sampler) // self.local_batch
+        self.total_steps = train.steps or train.epochs * self.steps_per_epoch
+        self.augment = PairAugmentation(augmentation_from_dict(config.data.augmentation))
+        self.amp_dtype = None
+        if train.amp:
+            self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
+        self.scaler = torch.amp.GradScaler("cuda", enabled=train.amp and self.device.type == "cuda")
+        self.step = 0
+        self.epoch = 0
+
+    # -- setup ---------------------------------------------------------------------------------
+    def _check_out_dir(self, resume: bool) -> None:
+        existing = self.checkpoint_dir.is_dir() and any(self.checkpoint_dir.iterdir())
+        if existing and not resume:
+            raise ConfigError(
+                f"{self.out_dir} already holds a run; continue it with --resume, or choose "
+                "another --out (nothing was overwritten)"
+            )
+
+    def _wrap_for_ddp(self) -> dict[str, nn.Module]:
+        if not self.context.distributed:
+            return dict(self.groups)
+        device_ids = [self.device.index] if self.device.type == "cuda" else None
+        return {
+            name: DistributedDataParallel(module, device_ids=device_ids)
+            for name, module in self.groups.items()
+            if any(p.requires_grad for p in module.parameters())
+        }
+
+    def _restore(self, path: Path) -> None:
+        checkpoint = read_checkpoint(path)
+        if checkpoint.get("format") != KPTOOLKIT_FORMAT:
+            raise ConfigError(f"{path} is not a kptoolkit run checkpoint")
+        self.models.load_state_dicts(checkpoint["models"], str(path))
+        for name, optimizer in self.optimizers.items():
+            if name in checkpoint["optimizers"]:
+                optimizer.load_state_dict(checkpoint["optimizers"][name])
+        for name, scheduler in self.schedulers.items():
+            if name in checkpoint["schedulers"]:
+                scheduler.load_state_dict(checkpoint["schedulers"][name])
+        if "scaler" in checkpoint:
+            self.scaler.load_state_dict(checkpoint["scaler"])
+        self.step = int(checkpoint["step"])
+        self.epoch = int(checkpoint["epoch"])
+        restore_rng_state(checkpoint["rng"], None)
+
+    # -- data ----------------------------------------------------------------------------------
+    def _batches(self) -> Iterator[dict[str, Any]]:
+        """Batches from the current step on, epoch after epoch (epochs advance `self.epoch`)."""
+        while True:
+            offset = (self.step - self.epoch * self.steps_per_epoch) * self.local_batch
+            self.sampler.set_epoch(self.epoch, start=max(offset, 0))
+            self.dataset.set_epoch(self.epoch)
+            loader = DataLoader(
+                self.dataset,
+                batch_sampler=BatchSampler(self.sampler, self.local_batch, drop_last=True),
+                num_workers=self.config.data.num_workers,
+                pin_memory=self.device.type == "cuda",
+            )
+            yield from loader
+            self.epoch += 1
+            for scheduler in self.schedulers.values():
+                scheduler.step()
+
+    def _augment(self, source: torch.Tensor, driving: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self.augment.config.is_identity:
+            return source, driving
+        # parameters for the whole global batch, then this rank's rows: the same pair gets the
+        # same augmentation whatever the number of processes
+        global_batch = self.config.train.batch_size
+        generator = step_generator(self.config.seed, self.step, AUGMENT_STREAM)
+        params = sample_params(self.augment.config, global_batch, generator)
+        rows = torch.arange(self.context.rank, global_batch, self.context.world_size)
+        mine = map_tensors(params, lambda t: t[rows].to(source.device))
+        return apply_params(source, driving, mine, self.augment.config)
+
+    # -- one step ------------------------------------------------------------------------------
+    def _active_losses(self) -> list[tuple[LossConfig, nn.Module]]:
+        return [(c, loss) for c, loss in self.losses if self.epoch >= loss.start_epoch]
+
+    def _forward(
+        self, batch: dict[str, Any]
+    ) -> tuple[LossInputs, list[tuple[LossConfig, nn.Module]]]:
+        source = batch["source"].to(self.device, non_blocking=True)
+        driving = batch["driving"].to(self.device, non_blocking=True)
+        source, driving = self._augment(source, driving)
+        masker = self.wrapped.get("masker", self.models.masker)
+        generator_net = self.wrapped["generator"]
+        active = self._active_losses()
+        rank = self.context.rank
+        with torch.autocast(self.device.type, self.amp_dtype, enabled=self.amp_dtype is not None):
+            source_structure = masker(source)
+            driving_structure = masker(driving)
+            extras: dict[str, torch.Tensor] = {}
+            driving_input = driving_structure
+            if any(loss.reads_extras for _, loss in active):
+                driving_input, extras = self.models.masker.driving_for_training(
+                    source,
+                    source_structure,
+                    driving_structure,
+                    step_generator(self.config.seed, self.step, MASKER_STREAM, rank),
+                )
+            outputs = generator_net(source, source_structure, driving_input)
+        inputs = LossInputs(
+            batch={"source": source, "driving": driving},
+            outputs=outputs,
+            source_structure=source_structure,
+            driving_structure=driving_structure,
+            extras=extras,
+            detector=self.models.detector if self.models.detector_trains else None,
+            discriminator=self.wrapped.get("discriminator", self.models.discriminator),
+            generator=step_generator(self.config.seed, self.step, LOSS_STREAM, rank),
+            epoch=self.epoch,
+        )
+        return inputs, active
+
+    def _loss_terms(
+        self, inputs: LossInputs, active: list[ConfiguredLoss]
+    ) -> dict[str, torch.Tensor]:
+        terms: dict[str, torch.Tensor] = {}
+        for config, loss in active:
+            for output in config.outputs or [""]:
+                key = f"{config.name}/{output}" if output else config.name
+                value = config.weight * loss(inputs, output)
+                terms[key] = terms[key] + value if key in terms else value
+        return terms
+
+    def _check_finite(self, terms: dict[str, torch.Tensor]) -> None:
+        for key, value in terms.items():
+            if not torch.isfinite(value.detach()).all():
+                last = latest_checkpoint(self.checkpoint_dir)
+                kept = f"the last good checkpoint is {last}" if last else "no checkpoint was saved"
+                raise TrainingDiverged(
+                    f"loss term '{key}' is {value.item()} at step {self.step + 1}; training "
+                    f"stopped and {kept} (lower train.lr, or set train.grad_clip)"
+                )
+
+    def _optimise(self, total: torch.Tensor) -> None:
+        generator_side = [n for n in self.optimizers if n != "discriminator"]
+        for name in generator_side:
+            self.optimizers[name].zero_grad(set_to_none=True)
+        self.scaler.scale(total).backward()
+        clip = self.config.train.grad_clip
+        for name in generator_side:
+            if clip is not None:
+                self.scaler.unscale_(self.optimizers[name])
+                torch.nn.utils.clip_grad_norm_(self.groups[name].parameters(), clip)
+            self.scaler.step(self.optimizers[name])
+        self.scaler.update()
+
+    def _discriminator_step(self, inputs: LossInputs) -> dict[str, float]:
+        if not self.adversarial or "discriminator" not in self.optimizers:
+            return {}
+        optimizer = self.optimizers["discriminator"]
+        optimizer.zero_grad(set_to_none=True)  # the generator's GAN term left gradients in D
+        detached = attrs.evolve(inputs, outputs={k: v.detach() for k, v in inputs.outputs.items()})
+        total = torch.zeros((), device=self.device)
+        logged = {}
+        for config, loss in self.adversarial:
+            for output in config.outputs or ["prediction"]:
+                value = loss.discriminator_loss(detached, output)
+                logged[f"discriminator/{config.name}/{output}"] = float(value.detach())
+                total = total + value
+        total.backward()
+        if self.config.train.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(
+                self.groups["discriminator"].parameters(), self.config.train.grad_clip
+            )
+        optimizer.step()
+        return logged
+
+    # -- outputs -------------------------------------------------------------------------------
+    def _save_checkpoint(self) -> Path:
+        payload = {
+            "format": KPTOOLKIT_FORMAT,
+            "version": CHECKPOINT_VERSION,
+            "config": attrs.asdict(self.config),
+            "models": self.models.state_dicts(),
+            "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
+            "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
+            "scaler": self.scaler.state_dict(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "world_size": self.context.world_size,
+            "rng": rng_state(),
+        }
+        path = self.checkpoint_dir / checkpoint_name(self.step)
+        atomic_save(payload, path)
+        prune_checkpoints(self.checkpoint_dir, self.config.train.keep_last)
+        return path
+
+    def _save_samples(self, inputs: LossInputs) -> None:
+        columns = comparison_columns(
+            inputs.batch["source"],
+            inputs.batch["driving"],
+            inputs.source_structure,
+            inputs.driving_structure,
+            inputs.outputs["prediction"],
+        )
+        directory = self.out_dir / "samples"
+        directory.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(grid_image(columns)).save(directory / f"step-{self.step:08d}.png")
+
+    # -- the loop ------------------------------------------------------------------------------
+    def train(self) -> TrainResult:
+        """Run until `total_steps`; checkpoint, log and draw samples on the way."""
+        started = time.perf_counter()
+        train = self.config.train
+        log = None
+        if self.context.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            save_config(self.config, self.out_dir / "config.yaml")
+            log = RunLog(self.out_dir)
+        if self.resume_from is not None:
+            self._restore(self.resume_from)
+            if log is not None:
+                log.truncate(self.step)
+        self.models.train(True)
+        bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            desc="train",
+            unit="step",
+            disable=not self.progress,
+            dynamic_ncols=True,
+        )
+        last: dict[str, float] = {}
+        checkpoint: Path | None = None
+        try:
+            batches = self._batches()
+            while self.step < self.total_steps:
+                batch = next(batches)
+                inputs, active = self._forward(batch)
+                terms = self._loss_terms(inputs, active)
+                if not terms:
+                    raise ConfigError("no loss term is active: configure `losses`")
+                self._check_finite(terms)
+                total = sum(terms.values())
+                self._optimise(total)
+                discriminator_logs = self._discriminator_step(inputs)
+                self.step += 1
+                values = {k: float(v.detach()) for k, v in terms.items()}
+                values["total"] = float(total.detach())
+                values.update(discriminator_logs)
+                last = mean_across_ranks(values, self.context)
+                bar.update(1)
+                bar.set_postfix(_short(last), refresh=False)
+                if self.context.is_main:
+                    if log is not None and (self.step % train.log_every == 0 or self.step == 1):
+                        lr = self.optimizers["generator"].param_groups[0]["lr"]
+                        log.log({"step": self.step, "epoch": self.epoch, "lr": lr, **last})
+                    if self.step % train.sample_every == 0 or self.step == self.total_steps:
+                        self._save_samples(inputs)
+                    if self.step % train.checkpoint_every == 0 or self.step == self.total_steps:
+                        checkpoint = self._save_checkpoint()
+                barrier(self.context)
+        finally:
+            bar.close()
+            if log is not None:
+                log.close()
+        if checkpoint is None and self.context.is_main:
+            checkpoint = latest_checkpoint(self.checkpoint_dir)
+        return TrainResult(self.out_dir, self.step, last, checkpoint, time.perf_counter() - started)
+
+
+def _short(values: dict[str, float]) -> dict[str, str]:
+    shown = {"total": values.get("total", math.nan)}
+    shown.update({k.split("/")[0]: v for k, v in values.items() if k != "total"})
+    return {k: f"{v:.4f}" for k, v in list(shown.items())[:4]}

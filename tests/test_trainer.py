@@ -1,0 +1,216 @@
+"""The trainer: every sensible pair trains; resume, SIGKILL, NaN and DDP behave as promised."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from train_fixtures import tiny_config, tiny_kp_checkpoint
+
+from kptoolkit import LOSSES
+from kptoolkit.checkpoint_io import read_checkpoint
+from kptoolkit.config import LossConfig, load_config
+from kptoolkit.engine.checkpoints import latest_checkpoint, list_checkpoints
+from kptoolkit.engine.trainer import Trainer, TrainingDiverged
+from kptoolkit.errors import ConfigError
+from kptoolkit.losses.base import Loss
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def read_losses(run: Path) -> list[dict[str, float]]:
+    with (run / "losses.csv").open() as handle:
+        return [{k: float(v) for k, v in row.items() if v} for row in csv.DictReader(handle)]
+
+
+PAIRS = [
+    ("heatmap_sum", "two_stage"),
+    ("gaussian_circles", "two_stage"),
+    ("softmax_sum", "two_stage"),
+    ("all_k", "two_stage"),
+    ("learned_projection", "two_stage"),
+    ("perturbed_mask", "two_stage"),
+    ("", "fomm"),
+    ("", "x2face"),
+]
+
+
+@pytest.mark.parametrize(("masker", "generator"), PAIRS)
+def test_every_sensible_pair_trains(tmp_path, masker, generator):
+    overrides = [f"generator.name={generator}", f"masker.name={masker}", "train.steps=2"]
+    if generator == "two_stage" and masker == "all_k":
+        overrides.append("generator.params.mask_channels=5")
+    if masker == "perturbed_mask":
+        overrides.append("component_losses.perturbed_mask.0.params.start_epoch=0")
+    config = tiny_config(*overrides)
+    trainer = Trainer(config, tmp_path / "run", kp_checkpoint=str(tiny_kp_checkpoint(tmp_path)))
+    before = {k: v.clone() for k, v in trainer.models.generator.state_dict().items()}
+    result = trainer.train()
+    assert result.steps == 2 and result.checkpoint is not None
+    rows = read_losses(tmp_path / "run")
+    assert [row["step"] for row in rows] == [1, 2] and all(row["total"] > 0 for row in rows)
+    after = trainer.models.generator.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before)
+    if masker == "perturbed_mask":
+        assert "mask_correction" in rows[0]
+    if generator == "fomm":
+        assert "equivariance" in rows[0] and "detector" in trainer.optimizers
+    assert (tmp_path / "run" / "config.yaml").is_file()
+    assert load_config(tmp_path / "run" / "config.yaml") == config
+    assert list((tmp_path / "run" / "samples").glob("*.png"))
+    checkpoint = read_checkpoint(result.checkpoint)
+    assert checkpoint["step"] == 2 and "generator" in checkpoint["models"]
+
+
+def test_frozen_detector_is_untouched_by_training(tmp_path):
+    trainer = Trainer(tiny_config(), tmp_path / "run", str(tiny_kp_checkpoint(tmp_path)))
+    frozen = {k: v.clone() for k, v in trainer.models.detector.state_dict().items()}
+    trainer.train()
+    assert all(torch.equal(frozen[k], v) for k, v in trainer.models.detector.state_dict().items())
+    assert "detector" not in trainer.optimizers
+
+
+def test_resumed_run_repeats_the_uninterrupted_losses(tmp_path):
+    kp = str(tiny_kp_checkpoint(tmp_path))
+    settings = ("train.checkpoint_every=3", "train.steps=6", "data.augmentation.rotation=5")
+    Trainer(tiny_config(*settings), tmp_path / "full", kp).train()
+    Trainer(
+        tiny_config(*settings[:1], "train.steps=3", *settings[2:]), tmp_path / "cut", kp
+    ).train()
+    resumed = Trainer(tiny_config(*settings), tmp_path / "cut", kp, resume=True)
+    assert resumed.train().steps == 6
+    full, cut = read_losses(tmp_path / "full"), read_losses(tmp_path / "cut")
+    assert [r["step"] for r in cut] == [1, 2, 3, 4, 5, 6]
+    for a, b in zip(full, cut, strict=True):
+        assert a["total"] == pytest.approx(b["total"], rel=1e-6, abs=1e-7)
+
+
+def test_existing_run_is_not_overwritten(tmp_path):
+    kp = str(tiny_kp_checkpoint(tmp_path))
+    Trainer(tiny_config(), tmp_path / "run", kp).train()
+    with pytest.raises(ConfigError, match="--resume"):
+        Trainer(tiny_config(), tmp_path / "run", kp)
+
+
+class NanAtStep3(Loss):
+    """Test loss: fine for two steps, then NaN."""
+
+    calls = 0
+
+    def forward(self, inputs, output):
+        NanAtStep3.calls += 1
+        value = (inputs.outputs["prediction"] - inputs.target).abs().mean()
+        return value * float("nan") if NanAtStep3.calls >= 3 else value
+
+
+def test_nan_stops_training_naming_the_term_and_keeps_the_last_checkpoint(tmp_path):
+    LOSSES.register("nan_at_step_3")(NanAtStep3)
+    try:
+        config = tiny_config("train.steps=5", "train.checkpoint_every=1")
+        config.losses = [LossConfig("nan_at_step_3", 1.0, ["prediction"], {})]
+        trainer = Trainer(config, tmp_path / "run", str(tiny_kp_checkpoint(tmp_path)))
+        with pytest.raises(TrainingDiverged, match=r"'nan_at_step_3/prediction' is nan at step 3"):
+            trainer.train()
+    finally:
+        LOSSES.unregister("nan_at_step_3")
+    last = latest_checkpoint(tmp_path / "run" / "checkpoints")
+    assert last is not None and read_checkpoint(last)["step"] == 2
+
+
+def test_missing_perceptual_weights_fail_before_any_work(tmp_path):
+    config = tiny_config()
+    config.losses = [LossConfig("perceptual_pyramid", 1.0, ["prediction"], {})]
+    with pytest.raises(ConfigError, match="VGG19"):
+        Trainer(config, tmp_path / "run", str(tiny_kp_checkpoint(tmp_path)))
+    assert not (tmp_path / "run").exists()
+
+
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    return {**os.environ, "KPTOOLKIT_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+
+
+def tiny_cli_args(tmp_path: Path) -> list[str]:
+    config = tmp_path / "tiny.yaml"
+    from kptoolkit.config import save_config
+
+    save_config(tiny_config(), config)
+    return ["--config", str(config), "--kp-checkpoint", str(tiny_kp_checkpoint(tmp_path))]
+
+
+def test_sigkill_at_any_moment_then_resume(tmp_path):
+    out = tmp_path / "run"
+    base = [sys.executable, "-m", "kptoolkit", "train", *tiny_cli_args(tmp_path)]
+    base += ["--out", str(out), "--no-progress"]
+    settings = ["train.checkpoint_every=1", "train.keep_last=2"]
+    command = [*base, "--set", "train.steps=400", *settings]
+    process = subprocess.Popen(command, env=cli_env(tmp_path), cwd=tmp_path)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list_checkpoints(out / "checkpoints")) < 2:
+        time.sleep(0.05)
+    time.sleep(0.3)  # land somewhere in the middle of later steps and writes
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    killed_at = latest_checkpoint(out / "checkpoints")
+    assert killed_at is not None  # loadable after the kill
+    step = read_checkpoint(killed_at)["step"]
+    assert 0 < step < 400
+    resume = [*base, "--resume", "--set", f"train.steps={step + 3}", *settings]
+    finished = subprocess.run(resume, env=cli_env(tmp_path), cwd=tmp_path, capture_output=True)
+    assert finished.returncode == 0, finished.stderr.decode()[-2000:]
+    assert read_checkpoint(latest_checkpoint(out / "checkpoints"))["step"] == step + 3
+    steps = [r["step"] for r in read_losses(out)]
+    assert steps == sorted(steps) and steps[-1] == step + 3
+
+
+def test_two_processes_reproduce_the_single_process_losses(tmp_path):
+    args = tiny_cli_args(tmp_path)
+    common = [
+        "--no-progress",
+        "--set",
+        "train.steps=3",
+        "train.batch_size=4",
+        "train.sync_batchnorm=true",
+    ]
+    single = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kptoolkit",
+            "train",
+            *args,
+            "--out",
+            str(tmp_path / "one"),
+            *common,
+        ],
+        env=cli_env(tmp_path),
+        cwd=tmp_path,
+        capture_output=True,
+    )
+    assert single.returncode == 0, single.stderr.decode()[-2000:]
+    torchrun = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "kptoolkit",
+        "train",
+        *args,
+        "--out",
+        str(tmp_path / "two"),
+        *common,
+    ]
+    double = subprocess.run(torchrun, env=cli_env(tmp_path), cwd=tmp_path, capture_output=True)
+    assert double.returncode == 0, double.stderr.decode()[-3000:]
+    one, two = read_losses(tmp_path / "one"), read_losses(tmp_path / "two")
+    assert len(one) == len(two) == 3
+    for a, b in zip(one, two, strict=True):
+        assert a["total"] == pytest.approx(b["total"], rel=1e-4)
