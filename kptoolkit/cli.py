@@ -20,11 +20,11 @@ from kptoolkit.errors import KptoolkitError
 COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("list", "list_components", "list registered components (maskers, generators, ...)"),
     ("info", "info", "show one component: origin, parameters, docs, or why it cannot load"),
-    ("config", "config", "show or validate an experiment config"),
+    ("config", "config", "show, validate, or import (from FOMM YAML) an experiment config"),
     ("data", "data", "synthesise the puppet dataset, or check a dataset folder"),
+    ("train", "train", "train a masker x generator pair (torchrun for several processes)"),
     ("reconstruct", "reconstruct", "reconstruct a run's test videos: PNG/MP4 outputs and L1"),
     ("animate", "animate", "animate a source image with a driving video (streamed to MP4)"),
-    ("train", "train", "train a masker x generator pair (torchrun for several processes)"),
 )
 
 
