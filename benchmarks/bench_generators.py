@@ -14,33 +14,14 @@ from bench_method import BATCHES, SETTINGS, record, rounds
 from memory import peak_mib_in_fresh_process
 
 from kptoolkit import create_generator
+from kptoolkit.config import ExperimentConfig
 from kptoolkit.structure import Structure
 
-WIDTHS = {
-    "paper256": {"two_stage": SETTINGS["paper256"]["two_stage"], "fomm": {}, "x2face": {}},
-    "cpu64": {
-        "two_stage": SETTINGS["cpu64"]["two_stage"],
-        "fomm": {
-            "block_expansion": 16,
-            "max_features": 128,
-            "num_bottleneck_blocks": 3,
-            "dense_block_expansion": 16,
-            "dense_max_features": 128,
-            "dense_num_blocks": 4,
-            "scale_factor": 0.5,
-        },
-        "x2face": {
-            "embedding_block_expansion": 8,
-            "embedding_max_features": 128,
-            "embedding_num_blocks": 5,
-            "driving_block_expansion": 8,
-            "driving_max_features": 128,
-            "driving_num_blocks": 5,
-            "driving_bottleneck_features": 32,
-        },
-    },
-}
 GENERATORS = ["two_stage", "fomm", "x2face"]
+WIDTHS = {
+    "paper256": {name: {} for name in GENERATORS},
+    "cpu64": {name: ExperimentConfig().component_params[name] for name in GENERATORS},
+}
 
 
 def structures(name: str, params: dict, frames: torch.Tensor) -> tuple[Structure, Structure]:

@@ -14,41 +14,23 @@ import torch
 from memory import peak_mib_in_fresh_process
 
 from kptoolkit import create_generator, create_masker
+from kptoolkit.config import ExperimentConfig
 from kptoolkit.keypoints.detector import FrozenDetector, KeypointDetector
 from kptoolkit.structure import Structure
 
+CPU = ExperimentConfig()  # the synthetic-64 profile holds the CPU widths
 SETTINGS = {
-    "paper256": {
-        "size": 256,
-        "detector": {},
-        "two_stage": {},
-        "perturbed_mask": {},
-    },
+    "paper256": {"size": 256, "detector": {}, "two_stage": {}, "perturbed_mask": {}},
     "cpu64": {
         "size": 64,
         "detector": {
-            "block_expansion": 16,
-            "max_features": 128,
-            "num_blocks": 4,
-            "scale_factor": 0.5,
+            "block_expansion": CPU.keypoints.block_expansion,
+            "max_features": CPU.keypoints.max_features,
+            "num_blocks": CPU.keypoints.num_blocks,
+            "scale_factor": CPU.keypoints.scale_factor,
         },
-        "two_stage": {
-            "scale_factor": 0.5,
-            "features": 64,
-            "num_residual_blocks": 3,
-            "refine_block_expansion": 16,
-            "refine_max_features": 128,
-            "refine_num_blocks": 4,
-        },
-        "perturbed_mask": {
-            "scale_factor": 0.5,
-            "block_expansion": 16,
-            "max_features": 128,
-            "num_blocks": 4,
-            "refine_block_expansion": 16,
-            "refine_max_features": 128,
-            "refine_num_blocks": 4,
-        },
+        "two_stage": CPU.component_params["two_stage"],
+        "perturbed_mask": CPU.component_params["perturbed_mask"],
     },
 }
 MASKERS = [
