@@ -1,0 +1,1 @@
+"""Pretrained-style evaluators (pose detectors, identity embedders) for AKD, MKR and AED."""

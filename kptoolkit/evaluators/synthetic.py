@@ -1,0 +1,399 @@
+"""Evaluators trained on a synthetic puppet dataset's train split with its ground truth.
+
+`SyntheticPoseEvaluator` predicts the 15 puppet joints (heatmaps + soft-argmax over a small
+timm ResNet's stride-4 feature map, plus a visibility logit per joint); `SyntheticIdEvaluator`
+classifies the train identities and embeds frames with L2-normalised penultimate features. Both
+are trained once (deterministically under `seed` on CPU) and cached in the dataset folder as
+`<root>/evaluators/<name>.pth` with metadata (backbone, steps, batch size, seed, the manifest's
+fingerprint); a cache whose metadata does not match is retrained. No weights are downloaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import timm
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from kptoolkit.data.synthetic import JOINT_NAMES, load_groundtruth, read_manifest
+from kptoolkit.data.video_io import iter_frames
+from kptoolkit.errors import KptoolkitError
+from kptoolkit.evaluators.base import MISSING, Evaluator
+
+CACHE_FORMAT = 1
+DEFAULT_BACKBONE = "resnet10t"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class EvaluatorDataError(KptoolkitError, ValueError):
+    """The dataset folder is not a complete synthetic puppet dataset, or lacks what is needed."""
+
+
+def manifest_fingerprint(manifest: dict) -> str:
+    """A short hash of a dataset manifest: a retrained dataset gets a new fingerprint."""
+    text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def identity_of(video: str) -> str:
+    """The identity of a video named `<identity>#<clip>`."""
+    return video.split("#", 1)[0]
+
+
+def load_split(root: str | Path, split: str) -> dict[str, Any]:
+    """Every frame of a split in memory: frames (N, H, W, 3) uint8, joints (N, 15, 2), visible
+    (N, 15), video index (N,) and the video names."""
+    manifest = read_manifest(root)
+    if manifest is None:
+        raise EvaluatorDataError(f"{root} is not a complete synthetic puppet dataset")
+    names = list(manifest["videos"][split])
+    frames, joints, visible, video = [], [], [], []
+    for index, name in enumerate(names):
+        clip = np.stack(list(iter_frames(Path(root) / split / name)))
+        gt_joints, gt_visible = load_groundtruth(root, split, name)
+        count = min(len(clip), len(gt_joints))
+        frames.append(clip[:count])
+        joints.append(gt_joints[:count])
+        visible.append(gt_visible[:count])
+        video.append(np.full(count, index, dtype=np.int64))
+    if not frames:
+        raise EvaluatorDataError(f"{root}: split {split!r} has no videos")
+    return {
+        "frames": np.concatenate(frames),
+        "joints": np.concatenate(joints),
+        "visible": np.concatenate(visible),
+        "video": np.concatenate(video),
+        "names": names,
+    }
+
+
+def _to_tensor(frames: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def _atomic_save(payload: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(payload, temporary)
+        temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+class _SyntheticEvaluator(Evaluator):
+    """Shared caching and training loop; subclasses build the head and define the loss."""
+
+    cache_name: ClassVar[str] = ""
+    default_steps: ClassVar[int] = 0
+
+    def __init__(
+        self,
+        root: str,
+        steps: int | None = None,
+        batch_size: int = 32,
+        seed: int = 0,
+        backbone: str = DEFAULT_BACKBONE,
+        progress: bool = True,
+    ) -> None:
+        super().__init__()
+        self.root = Path(root)
+        manifest = read_manifest(self.root)
+        if manifest is None:
+            raise EvaluatorDataError(f"{root} is not a complete synthetic puppet dataset")
+        self.size = int(manifest["size"])
+        self.steps = int(self.default_steps if steps is None else steps)
+        if self.steps < 0 or batch_size < 1:
+            raise ValueError(f"steps must be >= 0 and batch_size >= 1, got {steps}, {batch_size}")
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.backbone_name = backbone
+        self.progress = progress
+        self.metadata = {
+            "evaluator": self.cache_name,
+            "format": CACHE_FORMAT,
+            "backbone": backbone,
+            "steps": self.steps,
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "dataset": manifest_fingerprint(manifest),
+            **self._extra_metadata(manifest),
+        }
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1), persistent=False)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            self._build(manifest)
+        self.trained = False  # True when this construction trained (no usable cache)
+        self.train_seconds = 0.0
+        if not self._load_cache():
+            self._train()
+            _atomic_save({"metadata": self.metadata, "state": self.state_dict()}, self.cache_path)
+        self.eval()
+
+    @property
+    def cache_path(self) -> Path:
+        """Where the trained weights are cached: `<root>/evaluators/<name>.pth`."""
+        return self.root / "evaluators" / f"{self.cache_name}.pth"
+
+    def _extra_metadata(self, manifest: dict) -> dict:
+        return {}
+
+    def _build(self, manifest: dict) -> None:
+        raise NotImplementedError
+
+    def _load_cache(self) -> bool:
+        try:
+            payload = torch.load(self.cache_path, map_location="cpu", weights_only=True)
+        except Exception:  # missing, truncated or foreign file: retrain
+            return False
+        if not isinstance(payload, dict) or payload.get("metadata") != self.metadata:
+            return False
+        try:
+            self.load_state_dict(payload["state"])
+        except (KeyError, RuntimeError):
+            return False
+        return True
+
+    def _normalise(self, frames: torch.Tensor) -> torch.Tensor:
+        if frames.shape[-2:] != (self.size, self.size):
+            frames = F.interpolate(
+                frames, size=(self.size, self.size), mode="bilinear", align_corners=False
+            )
+        return (frames - self.mean) / self.std
+
+    def _train(self) -> None:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed + 1)
+            self._train_loop()
+
+    def _train_loop(self) -> None:
+        start = time.perf_counter()
+        data = self._training_data()
+        count = len(data["frames"])
+        generator = torch.Generator().manual_seed(self.seed)
+        optimiser = torch.optim.AdamW(self.parameters(), lr=2e-3, weight_decay=1e-4)
+        scheduler = torch.optim.lr_scheduler.OneCycleLR(
+            optimiser, max_lr=2e-3, total_steps=max(self.steps, 1), pct_start=0.15
+        )
+        self.train()
+        bar = tqdm(
+            range(self.steps),
+            desc=f"training {self.cache_name}",
+            disable=not self.progress,
+            leave=False,
+        )
+        for _ in bar:
+            index = torch.randint(count, (self.batch_size,), generator=generator).numpy()
+            frames = _to_tensor(data["frames"][index])
+            loss = self._loss(self._normalise(frames), data, index)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            scheduler.step()
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+        self.eval()
+        self.trained = True
+        self.train_seconds = time.perf_counter() - start
+
+    def _training_data(self) -> dict[str, Any]:
+        return load_split(self.root, "train")
+
+    def _loss(self, frames: torch.Tensor, data: dict, index: np.ndarray) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _batched(self, frames: np.ndarray, fn, batch: int = 256) -> torch.Tensor:
+        return torch.cat(
+            [fn(_to_tensor(frames[i : i + batch])) for i in range(0, len(frames), batch)]
+        )
+
+
+class SyntheticPoseEvaluator(_SyntheticEvaluator):
+    """The 15 puppet joints: heatmap soft-argmax on a stride-4 map and a visibility logit each.
+
+    `keypoints` returns (x, y) pixels with pixel centres at integer coordinates; a joint whose
+    visibility probability is below 0.5, or predicted outside the frame, is (-1, -1).
+    """
+
+    kind = "pose"
+    cache_name = "synthetic_pose"
+    default_steps = 400
+    joint_names = JOINT_NAMES
+
+    def _build(self, manifest: dict) -> None:
+        joints = len(JOINT_NAMES)
+        self.backbone = timm.create_model(
+            self.backbone_name, pretrained=False, features_only=True, out_indices=(1, 2, 3)
+        )
+        channels = self.backbone.feature_info.channels()
+        self.reductions = self.backbone.feature_info.reduction()
+        width = 96
+        self.lateral = nn.ModuleList(nn.Conv2d(c, width, 1) for c in channels)
+        self.head = nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(width, joints, 1),
+        )
+        self.visibility = nn.Linear(channels[-1], joints)
+
+    def forward(self, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised frames -> (coordinates (B, J, 2) in training-size pixels, logits (B, J))."""
+        features = self.backbone(frames)
+        fused = self.lateral[0](features[0])
+        for lateral, feature in zip(self.lateral[1:], features[1:], strict=True):
+            fused = fused + F.interpolate(
+                lateral(feature), size=fused.shape[-2:], mode="bilinear", align_corners=False
+            )
+        heatmaps = self.head(fused)
+        b, j, h, w = heatmaps.shape
+        prob = heatmaps.flatten(2).softmax(-1).view(b, j, h, w)
+        stride_y, stride_x = frames.shape[-2] / h, frames.shape[-1] / w
+        ys = (torch.arange(h, dtype=prob.dtype) + 0.5) * stride_y - 0.5
+        xs = (torch.arange(w, dtype=prob.dtype) + 0.5) * stride_x - 0.5
+        x = (prob.sum(2) * xs).sum(-1)
+        y = (prob.sum(3) * ys).sum(-1)
+        logits = self.visibility(features[-1].mean((2, 3)))
+        return torch.stack([x, y], -1), logits
+
+    def _loss(self, frames: torch.Tensor, data: dict, index: np.ndarray) -> torch.Tensor:
+        coords, logits = self(frames)
+        target = torch.from_numpy(data["joints"][index])
+        visible = torch.from_numpy(data["visible"][index]).float()
+        error = (coords - target).abs().sum(-1) / self.size
+        coord_loss = (error * visible).sum() / visible.sum().clamp_min(1.0)
+        return coord_loss + 0.1 * F.binary_cross_entropy_with_logits(logits, visible)
+
+    def _keypoints(self, frames: torch.Tensor) -> torch.Tensor:
+        height, width = frames.shape[-2:]
+        coords, logits = self(self._normalise(frames))
+        coords = coords.float() * torch.tensor([width / self.size, height / self.size])
+        inside = (
+            (coords[..., 0] >= -0.5)
+            & (coords[..., 0] <= width - 0.5)
+            & (coords[..., 1] >= -0.5)
+            & (coords[..., 1] <= height - 0.5)
+        )
+        present = (logits.sigmoid() >= 0.5) & inside
+        return torch.where(present[..., None], coords, torch.full_like(coords, MISSING))
+
+    def floor(self, split: str = "test") -> dict[str, float]:
+        """AKD and MKR of this model on real frames of `split` against ground truth.
+
+        AKD: per frame the mean |gt - pred| (pixels, both coordinates) over joints present in
+        both, averaged over frames with at least one such joint. MKR: per frame the fraction of
+        ground-truth-present joints predicted missing, averaged over frames with any present.
+        """
+        data = load_split(self.root, split)
+        predicted = self._batched(data["frames"], self.keypoints).numpy()
+        return pose_scores(data["joints"], data["visible"], predicted)
+
+
+def pose_scores(
+    gt_joints: np.ndarray, gt_visible: np.ndarray, predicted: np.ndarray
+) -> dict[str, float]:
+    """AKD and MKR of predicted keypoints (N, J, 2; -1 = missing) against ground truth."""
+    pred_present = (predicted != MISSING).all(-1)
+    both = gt_visible & pred_present
+    diff = np.abs(gt_joints - predicted).mean(-1)  # mean over x and y: FOMM's |gt - pred| mean
+    has_both = both.any(-1)
+    akd = (diff * both).sum(-1)[has_both] / both.sum(-1)[has_both]
+    has_gt = gt_visible.any(-1)
+    lost = (gt_visible & ~pred_present).sum(-1)[has_gt] / gt_visible.sum(-1)[has_gt]
+    return {
+        "akd": float(akd.mean()) if len(akd) else float("nan"),
+        "mkr": float(lost.mean()) if len(lost) else float("nan"),
+        "frames": len(gt_joints),
+    }
+
+
+class SyntheticIdEvaluator(_SyntheticEvaluator):
+    """Identity embeddings for AED: a classifier over the puppets' train identities.
+
+    Embeddings are its L2-normalised penultimate features. The last clip of every train
+    identity with several clips is held out of training to measure accuracy.
+    """
+
+    kind = "identity"
+    cache_name = "synthetic_id"
+    default_steps = 400
+    embedding_dim = 128
+
+    def _extra_metadata(self, manifest: dict) -> dict:
+        return {"embedding_dim": self.embedding_dim}
+
+    def _build(self, manifest: dict) -> None:
+        names = manifest["videos"]["train"]
+        self.identities = sorted({identity_of(n) for n in names})
+        self.heldout = set()
+        for identity in self.identities:
+            clips = sorted(n for n in names if identity_of(n) == identity)
+            if len(clips) > 1:
+                self.heldout.add(clips[-1])
+        self.backbone = timm.create_model(
+            self.backbone_name, pretrained=False, num_classes=0, global_pool="avg"
+        )
+        self.project = nn.Linear(self.backbone.num_features, self.embedding_dim)
+        self.classifier = nn.Linear(self.embedding_dim, len(self.identities), bias=False)
+        self.scale = 16.0
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        """Normalised frames -> unit-norm embeddings (B, D)."""
+        return F.normalize(self.project(self.backbone(frames)), dim=-1)
+
+    def _logits(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return self.scale * embeddings @ F.normalize(self.classifier.weight, dim=-1).T
+
+    def _labels(self, data: dict) -> np.ndarray:
+        lookup = {identity: i for i, identity in enumerate(self.identities)}
+        per_video = np.array([lookup[identity_of(n)] for n in data["names"]], dtype=np.int64)
+        return per_video[data["video"]]
+
+    def _training_data(self) -> dict[str, Any]:
+        data = load_split(self.root, "train")
+        keep = np.array([data["names"][v] not in self.heldout for v in data["video"]])
+        labels = self._labels(data)
+        return {"frames": data["frames"][keep], "labels": labels[keep]}
+
+    def _loss(self, frames: torch.Tensor, data: dict, index: np.ndarray) -> torch.Tensor:
+        if torch.rand(()) < 0.5:  # horizontal flip: identity does not depend on the side
+            frames = frames.flip(-1)
+        labels = torch.from_numpy(data["labels"][index])
+        return F.cross_entropy(self._logits(self(frames)), labels)
+
+    def _embeddings(self, frames: torch.Tensor) -> torch.Tensor:
+        return self(self._normalise(frames))
+
+    def floor(self) -> dict[str, float]:
+        """Held-out identity accuracy (train identities, held-out clips) and the mean squared L2
+        embedding distance between frames of the same and of different test identities."""
+        train = load_split(self.root, "train")
+        held = np.array([train["names"][v] in self.heldout for v in train["video"]])
+        accuracy = float("nan")
+        if held.any():
+            embeddings = self._batched(train["frames"][held], self.embeddings)
+            with torch.inference_mode():
+                predicted = self._logits(embeddings).argmax(-1).numpy()
+            accuracy = float((predicted == self._labels(train)[held]).mean())
+        test = load_split(self.root, "test")
+        embeddings = self._batched(test["frames"], self.embeddings).double()
+        distance = torch.cdist(embeddings, embeddings).pow(2).numpy()
+        ids = np.array([identity_of(test["names"][v]) for v in test["video"]])
+        same = ids[:, None] == ids[None, :]
+        np.fill_diagonal(same, False)
+        different = ids[:, None] != ids[None, :]
+        return {
+            "heldout_accuracy": accuracy,
+            "aed_same": float(distance[same].mean()) if same.any() else float("nan"),
+            "aed_different": float(distance[different].mean()) if different.any() else float("nan"),
+        }
