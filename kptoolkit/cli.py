@@ -25,6 +25,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("train", "train", "train a masker x generator pair (torchrun for several processes)"),
     ("reconstruct", "reconstruct", "reconstruct a run's test videos: PNG/MP4 outputs and L1"),
     ("animate", "animate", "animate a source image with a driving video (streamed to MP4)"),
+    ("metrics", "metrics", "score generated videos against real ones (L1, PSNR, SSIM, AKD, ...)"),
 )
 
 
