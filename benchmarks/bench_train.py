@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from kptoolkit.config import ExperimentConfig, apply_overrides
+from kptoolkit.engine.experiment import detector_params
 from kptoolkit.engine.trainer import Trainer
 from kptoolkit.keypoints.detector import KeypointDetector
 
@@ -20,14 +21,7 @@ MEASURED_STEPS = 30
 
 
 def kp_file(directory, config: ExperimentConfig):
-    kp = config.keypoints
-    detector = KeypointDetector(
-        num_kp=kp.num_kp,
-        block_expansion=kp.block_expansion,
-        max_features=kp.max_features,
-        num_blocks=kp.num_blocks,
-        scale_factor=kp.scale_factor,
-    )
+    detector = KeypointDetector(**detector_params(config))
     path = directory / "kp.pth"
     torch.save({"kp_detector": detector.state_dict()}, path)
     return path

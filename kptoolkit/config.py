@@ -349,18 +349,23 @@ def save_config(config: ExperimentConfig, path: str | Path) -> None:
 # -- overrides --------------------------------------------------------------------------------
 
 
-def parse_override_value(text: str) -> Any:
-    """A command-line value as YAML, with YAML 1.1's dotless floats (1e-4) read as numbers."""
-    try:
-        value = yaml.safe_load(text) if text.strip() else ""
-    except yaml.YAMLError:
-        return text
+def number_or_text(value: Any) -> Any:
+    """A string that reads as a number becomes a float (YAML 1.1 leaves `1e-4` a string)."""
     if isinstance(value, str):
         try:
             return float(value)
         except ValueError:
             return value
     return value
+
+
+def parse_override_value(text: str) -> Any:
+    """A command-line value as YAML, with YAML 1.1's dotless floats (1e-4) read as numbers."""
+    try:
+        value = yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text
+    return number_or_text(value)
 
 
 def _known_keys(config_node: Any) -> list[str] | None:

@@ -31,6 +31,7 @@ from kptoolkit.config import (
     TrainConfig,
     config_from_dict,
     dump_config,
+    number_or_text,
     unstructure,
 )
 from kptoolkit.errors import ConfigError
@@ -147,16 +148,6 @@ def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _as_number(value: Any) -> Any:
-    """YAML 1.1 reads `2e-4` (no dot) as a string: accept it as a number."""
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return value
-    return value
-
-
 _CHECKS = {
     "int": (_is_int, "an integer"),
     "number": (_is_number, "a number"),
@@ -202,7 +193,11 @@ class _Reader:
         if value is _MISSING or value is None:
             return default
         if kind in ("number", "numbers"):
-            value = [_as_number(v) for v in value] if isinstance(value, list) else _as_number(value)
+            value = (
+                [number_or_text(v) for v in value]
+                if isinstance(value, list)
+                else number_or_text(value)
+            )
         check, expected = _CHECKS[kind]
         if not check(value):
             raise ConfigError(f"official key '{dotted}': expected {expected}, got {value!r}")
@@ -590,7 +585,7 @@ def _import_train(r: _Reader, out: dict[str, Any], family: str) -> None:
 
 
 def _gan_on(r: _Reader) -> bool:
-    weight = _as_number(r.raw("train_params.loss_weights.generator_gan"))
+    weight = number_or_text(r.raw("train_params.loss_weights.generator_gan"))
     return _is_number(weight) and weight != 0
 
 

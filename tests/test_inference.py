@@ -11,6 +11,7 @@ import pytest
 import torch
 from model_fixtures import TINY_DETECTOR, TINY_TWO_STAGE
 from PIL import Image
+from train_fixtures import TINY_COMPONENTS
 
 from kptoolkit.checkpoint_io import KPTOOLKIT_FORMAT
 from kptoolkit.cli import main
@@ -38,14 +39,7 @@ from kptoolkit.errors import CompatibilityError
 from kptoolkit.keypoints.detector import KeypointDetector
 
 SIZE, FRAMES, BATCH = 64, 6, 4
-TINY_PERTURBED = {
-    "block_expansion": 4,
-    "max_features": 16,
-    "num_blocks": 3,
-    "refine_block_expansion": 4,
-    "refine_max_features": 16,
-    "refine_num_blocks": 3,
-}
+TINY_PERTURBED = TINY_COMPONENTS["perturbed_mask"]
 
 
 @pytest.fixture(scope="module")

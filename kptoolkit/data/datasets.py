@@ -25,15 +25,24 @@ class SkippedVideoWarning(UserWarning):
     """A video could not be read and was skipped."""
 
 
-def frames_to_tensor(frames: np.ndarray, size: int | None = None) -> torch.Tensor:
-    """(N,H,W,3) uint8 -> (N,3,S,S) float32 in [0,1], resized (antialiased) to `size` if given."""
+def resize_frames(frames: torch.Tensor, size: int | tuple[int, int] | None) -> torch.Tensor:
+    """(N,3,H,W) frames resized (bilinear, antialiased) to `size` (an int means square)."""
+    if size is None:
+        return frames
+    target = (size, size) if isinstance(size, int) else tuple(size)
+    if tuple(frames.shape[-2:]) == target:
+        return frames
+    resized = F.interpolate(
+        frames, size=target, mode="bilinear", align_corners=False, antialias=True
+    )
+    return resized.clamp_(0.0, 1.0)
+
+
+def frames_to_tensor(frames: np.ndarray, size: int | tuple[int, int] | None = None) -> torch.Tensor:
+    """(N,H,W,3) uint8 -> (N,3,H,W) float32 in [0,1], resized to `size` if given."""
     writable = np.require(frames, requirements=["C", "W"])  # PIL arrays are read-only
-    tensor = torch.from_numpy(writable).permute(0, 3, 1, 2).float() / 255.0
-    if size is not None and tuple(tensor.shape[-2:]) != (size, size):
-        tensor = F.interpolate(
-            tensor, size=(size, size), mode="bilinear", align_corners=False, antialias=True
-        ).clamp_(0.0, 1.0)
-    return tensor
+    tensor = torch.from_numpy(writable).permute(0, 3, 1, 2).float().div_(255.0)
+    return resize_frames(tensor, size)
 
 
 class FramesDataset(Dataset):

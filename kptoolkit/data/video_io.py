@@ -134,14 +134,20 @@ def count_frames(path: str | Path, frame_width: int | None = None) -> int:
             )
         return width // frame
     if kind == "video":
-        container = _open_container(path)
-        try:
-            streams = container.streams.video
-            if streams and streams[0].frames > 0:  # container metadata, when the format has it
-                return int(streams[0].frames)
-        finally:
-            container.close()
+        listed = metadata_frame_count(path)
+        if listed is not None:
+            return listed
     return sum(1 for _ in iter_frames(path, frame_width))
+
+
+def metadata_frame_count(path: str | Path) -> int | None:
+    """A video file's frame count from its container metadata (no decoding); None if absent."""
+    container = _open_container(Path(path))
+    try:
+        streams = container.streams.video
+        return int(streams[0].frames) if streams and streams[0].frames > 0 else None
+    finally:
+        container.close()
 
 
 def read_frames(

@@ -9,7 +9,6 @@ run killed at any moment (SIGKILL included) leaves the previous checkpoint intac
 
 from __future__ import annotations
 
-import os
 import random
 import re
 from pathlib import Path
@@ -18,7 +17,11 @@ from typing import Any
 import numpy as np
 import torch
 
-from kptoolkit.checkpoint_io import KPTOOLKIT_FORMAT, CheckpointError, read_checkpoint
+from kptoolkit.checkpoint_io import (
+    KPTOOLKIT_FORMAT,
+    CheckpointError,
+    read_checkpoint,
+)
 from kptoolkit.config import ExperimentConfig, structure
 
 CHECKPOINT_VERSION = 1
@@ -28,22 +31,6 @@ NAME_PATTERN = re.compile(r"^step-(\d{8})\.pth$")
 def checkpoint_name(step: int) -> str:
     """File name of the checkpoint after `step` optimisation steps."""
     return f"step-{step:08d}.pth"
-
-
-def atomic_save(payload: dict[str, Any], path: Path) -> None:
-    """torch.save to a temporary file, fsync it, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        torch.save(payload, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # make the rename itself durable
-    finally:
-        os.close(directory)
 
 
 def list_checkpoints(directory: Path) -> list[tuple[int, Path]]:

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from kptoolkit.data.datasets import frames_to_tensor
 from kptoolkit.data.layout import VideoEntry
 from kptoolkit.data.video_io import iter_frames, video_kind
 from kptoolkit.errors import KptoolkitError
@@ -37,10 +38,6 @@ def videos_by_name(folder: str | Path) -> dict[str, Path]:
         if kind is not None and not path.name.startswith("."):
             found[VideoEntry(path, kind, "").name] = path
     return found
-
-
-def _to_tensor(frames: Sequence[np.ndarray]) -> torch.Tensor:
-    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255.0
 
 
 def _pairs(real: Path, fake: Path, batch: int, frame_width: int | None) -> Iterator[tuple]:
@@ -79,7 +76,10 @@ def evaluate_folders(
                 raise EvaluationError(f"metric '{name}' needs a {need} evaluator (--evaluator)")
     for name in tqdm(common, desc="scoring", unit="video", disable=not progress):
         for real_frames, fake_frames in _pairs(real[name], fake[name], batch_size, frame_width):
-            real_t, fake_t = _to_tensor(real_frames), _to_tensor(fake_frames)
+            real_t, fake_t = (
+                frames_to_tensor(np.stack(real_frames)),
+                frames_to_tensor(np.stack(fake_frames)),
+            )
             if real_t.shape != fake_t.shape:
                 raise EvaluationError(
                     f"{name}: real frames are {tuple(real_t.shape[-2:])}, generated ones "

@@ -127,7 +127,6 @@ def build_models(config: ExperimentConfig, kp_checkpoint: str | None = None) -> 
 def _detector(
     config: ExperimentConfig, checkpoint: str | None, trains: bool, masker_name: str
 ) -> nn.Module:
-    widths = _detector_widths(config)
     if checkpoint:
         return load_detector(
             checkpoint, temperature=config.keypoints.temperature, frozen=not trains
@@ -138,20 +137,14 @@ def _detector(
             "--kp-checkpoint FILE (or keypoints.checkpoint), e.g. an official taichi-cpk.pth.tar "
             "or the checkpoint of a kptoolkit run of the fomm baseline"
         )
-    return KeypointDetector(**widths)
+    return KeypointDetector(**detector_params(config))
 
 
-def _detector_widths(config: ExperimentConfig) -> dict[str, Any]:
-    kp = config.keypoints
-    return {
-        "num_kp": kp.num_kp,
-        "temperature": kp.temperature,
-        "block_expansion": kp.block_expansion,
-        "max_features": kp.max_features,
-        "num_blocks": kp.num_blocks,
-        "scale_factor": kp.scale_factor,
-        "estimate_jacobian": kp.estimate_jacobian,
-    }
+def detector_params(config: ExperimentConfig) -> dict[str, Any]:
+    """KeypointDetector parameters of the experiment (every `keypoints` field but the file)."""
+    params = attrs.asdict(config.keypoints)
+    del params["checkpoint"]
+    return params
 
 
 def dataset_params(

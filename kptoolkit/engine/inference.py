@@ -40,12 +40,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import attrs
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
-from kptoolkit.data.datasets import SkippedVideoWarning
+from kptoolkit.data.datasets import SkippedVideoWarning, frames_to_tensor, resize_frames
 from kptoolkit.data.video_io import (
     Mp4Writer,
     VideoReadError,
@@ -53,6 +52,7 @@ from kptoolkit.data.video_io import (
     frame_files,
     iter_frames,
     load_image,
+    metadata_frame_count,
     video_kind,
 )
 from kptoolkit.errors import CompatibilityError, KptoolkitError
@@ -166,17 +166,6 @@ def inference_models(models: Models) -> Iterator[Models]:
 def to_model_input(frames: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     """(B,3,H,W) frames on `device` in the channels_last layout."""
     return frames.to(device).contiguous(memory_format=torch.channels_last)
-
-
-def frames_tensor(frames: np.ndarray, size: tuple[int, int] | None = None) -> torch.Tensor:
-    """(N,H,W,3) uint8 -> (N,3,h,w) float32 in [0,1], resized (antialiased) to `size` if given."""
-    writable = np.require(frames, requirements=["C", "W"])
-    tensor = torch.from_numpy(writable).permute(0, 3, 1, 2).float().div_(255.0)
-    if size is not None and tuple(tensor.shape[-2:]) != tuple(size):
-        tensor = F.interpolate(
-            tensor, size=tuple(size), mode="bilinear", align_corners=False, antialias=True
-        ).clamp_(0.0, 1.0)
-    return tensor
 
 
 def quantize(frames: torch.Tensor) -> torch.Tensor:
@@ -476,12 +465,7 @@ def cheap_frame_count(path: str | Path, frame_width: int | None = None) -> int |
         if kind == "stacked":
             return count_frames(path, frame_width)
         if kind == "video":
-            import av
-
-            with av.open(str(path)) as container:
-                streams = container.streams.video
-                if streams and streams[0].frames > 0:
-                    return int(streams[0].frames)
+            return metadata_frame_count(path)
     except Exception:  # any failure (PyAV's included): the count only sizes a progress bar
         return None
     return None
@@ -498,17 +482,13 @@ def load_source(
         frame = source.detach().float().cpu()
         if frame.dim() == 3:
             frame = frame[None]
-        if size is not None and tuple(frame.shape[-2:]) != tuple(size):
-            frame = F.interpolate(
-                frame, size=tuple(size), mode="bilinear", align_corners=False, antialias=True
-            ).clamp_(0.0, 1.0)
-        return frame
+        return resize_frames(frame, size)
     if isinstance(source, np.ndarray):
-        return frames_tensor(source[None], size)
+        return frames_to_tensor(source[None], size)
     path = Path(source)
     if not path.is_file():
         raise InferenceError(f"source image not found: {path}")
-    return frames_tensor(load_image(path)[None], size)
+    return frames_to_tensor(load_image(path)[None], size)
 
 
 def check_relative(models: Models) -> None:
@@ -637,7 +617,7 @@ def _animate_stream(
             source_structure = compute_structure(models, source)
             motion: RelativeMotion | None = None
             for frames in batches:
-                driving = to_model_input(frames_tensor(np.stack(frames), size), device)
+                driving = to_model_input(frames_to_tensor(np.stack(frames), size), device)
                 del frames
                 driving_structure = compute_structure(models, driving)
                 if relative and motion is None:  # the first driving frame's structure, kept

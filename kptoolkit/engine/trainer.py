@@ -23,8 +23,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader
 from tqdm import tqdm
 
-from kptoolkit.checkpoint_io import KPTOOLKIT_FORMAT, read_checkpoint
-from kptoolkit.config import ExperimentConfig, LossConfig, save_config
+from kptoolkit.checkpoint_io import KPTOOLKIT_FORMAT, atomic_save, read_checkpoint
+from kptoolkit.config import ExperimentConfig, LossConfig, save_config, unstructure
 from kptoolkit.data.augment import (
     PairAugmentation,
     apply_params,
@@ -33,7 +33,6 @@ from kptoolkit.data.augment import (
 )
 from kptoolkit.engine.checkpoints import (
     CHECKPOINT_VERSION,
-    atomic_save,
     checkpoint_name,
     latest_checkpoint,
     prune_checkpoints,
@@ -319,7 +318,7 @@ class Trainer:
         payload = {
             "format": KPTOOLKIT_FORMAT,
             "version": CHECKPOINT_VERSION,
-            "config": attrs.asdict(self.config),
+            "config": unstructure(self.config),
             "models": self.models.state_dicts(),
             "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
             "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 from typing import Any, ClassVar
@@ -24,6 +23,8 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
+from kptoolkit.checkpoint_io import atomic_save
+from kptoolkit.data.datasets import frames_to_tensor
 from kptoolkit.data.synthetic import JOINT_NAMES, load_groundtruth, read_manifest
 from kptoolkit.data.video_io import iter_frames
 from kptoolkit.errors import KptoolkitError
@@ -77,20 +78,6 @@ def load_split(root: str | Path, split: str) -> dict[str, Any]:
     }
 
 
-def _to_tensor(frames: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(frames).permute(0, 3, 1, 2).float().div_(255.0)
-
-
-def _atomic_save(payload: dict, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(payload, temporary)
-        temporary.replace(path)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 class _SyntheticEvaluator(Evaluator):
     """Shared caching and training loop; subclasses build the head and define the loss."""
 
@@ -138,7 +125,7 @@ class _SyntheticEvaluator(Evaluator):
         self.train_seconds = 0.0
         if not self._load_cache():
             self._train()
-            _atomic_save({"metadata": self.metadata, "state": self.state_dict()}, self.cache_path)
+            atomic_save({"metadata": self.metadata, "state": self.state_dict()}, self.cache_path)
         self.eval()
 
     @property
@@ -195,7 +182,7 @@ class _SyntheticEvaluator(Evaluator):
         )
         for _ in bar:
             index = torch.randint(count, (self.batch_size,), generator=generator).numpy()
-            frames = _to_tensor(data["frames"][index])
+            frames = frames_to_tensor(data["frames"][index])
             loss = self._loss(self._normalise(frames), data, index)
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
@@ -214,7 +201,7 @@ class _SyntheticEvaluator(Evaluator):
 
     def _batched(self, frames: np.ndarray, fn, batch: int = 256) -> torch.Tensor:
         return torch.cat(
-            [fn(_to_tensor(frames[i : i + batch])) for i in range(0, len(frames), batch)]
+            [fn(frames_to_tensor(frames[i : i + batch])) for i in range(0, len(frames), batch)]
         )
 
 
