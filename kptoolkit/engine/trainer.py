@@ -270,6 +270,9 @@ class Trainer:
         return terms
 
     def _check_finite(self, terms: dict[str, torch.Tensor]) -> None:
+        stacked = torch.stack([value.detach().float() for value in terms.values()])
+        if torch.isfinite(stacked).all():  # one device sync per step, not one per term
+            return
         for key, value in terms.items():
             if not torch.isfinite(value.detach()).all():
                 last = latest_checkpoint(self.checkpoint_dir)
@@ -386,18 +389,23 @@ class Trainer:
                 values = {k: float(v.detach()) for k, v in terms.items()}
                 values["total"] = float(total.detach())
                 values.update(discriminator_logs)
-                last = mean_across_ranks(values, self.context)
+                logged = self.step % train.log_every == 0 or self.step == 1
+                # global figures only where they are written (every rank takes the same branch)
+                if logged or self.step == self.total_steps:
+                    last = mean_across_ranks(values, self.context)
+                else:
+                    last = values  # this rank's, for the progress bar
                 bar.update(1)
                 bar.set_postfix(_short(last), refresh=False)
                 if self.context.is_main:
-                    if log is not None and (self.step % train.log_every == 0 or self.step == 1):
+                    if log is not None and logged:
                         lr = self.optimizers["generator"].param_groups[0]["lr"]
                         log.log({"step": self.step, "epoch": self.epoch, "lr": lr, **last})
                     if self.step % train.sample_every == 0 or self.step == self.total_steps:
                         self._save_samples(inputs)
                     if self.step % train.checkpoint_every == 0 or self.step == self.total_steps:
                         checkpoint = self._save_checkpoint()
-                barrier(self.context)
+            barrier(self.context)  # ranks leave together, after rank 0's last checkpoint
         finally:
             bar.close()
             if log is not None:
