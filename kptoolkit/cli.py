@@ -26,6 +26,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("reconstruct", "reconstruct", "reconstruct a run's test videos: PNG/MP4 outputs and L1"),
     ("animate", "animate", "animate a source image with a driving video (streamed to MP4)"),
     ("metrics", "metrics", "score generated videos against real ones (L1, PSNR, SSIM, AKD, ...)"),
+    ("bench", "bench", "train variants and baselines under one budget; print the results table"),
 )
 
 

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
+from kptoolkit.bench.profiles import MICRO_DETECTOR, MICRO_WIDTHS
 from kptoolkit.keypoints.detector import FrozenDetector, KeypointDetector
 
-TINY_DETECTOR = {"block_expansion": 4, "max_features": 16, "num_blocks": 3}
-TINY_TWO_STAGE = {
-    "features": 16,
-    "num_residual_blocks": 2,
-    "refine_block_expansion": 4,
-    "refine_max_features": 16,
-    "refine_num_blocks": 3,
-}
+TINY_DETECTOR = dict(MICRO_DETECTOR)
+TINY_TWO_STAGE = dict(MICRO_WIDTHS["two_stage"])
 
 
 def tiny_detector(num_kp: int = 5, seed: int = 0, frozen: bool = True, **overrides):

@@ -5,39 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from model_fixtures import TINY_DETECTOR, TINY_TWO_STAGE
+from model_fixtures import TINY_DETECTOR
 
+from kptoolkit.bench.profiles import MICRO_WIDTHS
 from kptoolkit.config import ExperimentConfig, apply_overrides
 from kptoolkit.keypoints.detector import KeypointDetector
 
 TINY_COMPONENTS = {
-    "two_stage": TINY_TWO_STAGE,
-    "fomm": {
-        "num_kp": 5,
-        "block_expansion": 8,
-        "max_features": 32,
-        "num_bottleneck_blocks": 1,
-        "dense_block_expansion": 8,
-        "dense_max_features": 32,
-        "dense_num_blocks": 3,
-    },
-    "x2face": {
-        "embedding_block_expansion": 4,
-        "embedding_max_features": 16,
-        "embedding_num_blocks": 3,
-        "driving_block_expansion": 4,
-        "driving_max_features": 16,
-        "driving_num_blocks": 3,
-        "driving_bottleneck_features": 8,
-    },
-    "perturbed_mask": {
-        "block_expansion": 4,
-        "max_features": 16,
-        "num_blocks": 3,
-        "refine_block_expansion": 4,
-        "refine_max_features": 16,
-        "refine_num_blocks": 3,
-    },
+    **MICRO_WIDTHS,
     "all_k": {"num_kp": 5},
     "learned_projection": {"num_kp": 5},
 }

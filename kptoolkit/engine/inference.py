@@ -329,6 +329,45 @@ def reconstruct(
     return result
 
 
+@attrs.frozen
+class ReconstructedBatch:
+    """One batch of a video's reconstruction: the source (frame 0), the driving frames, both
+    structures and the prediction, all on the models' device."""
+
+    source: torch.Tensor
+    source_structure: Structure
+    driving: torch.Tensor
+    driving_structure: Structure
+    prediction: torch.Tensor
+
+
+@torch.inference_mode()
+def reconstruction_batches(
+    models: Models, frames: Iterable[torch.Tensor], batch_size: int
+) -> Iterator[ReconstructedBatch]:
+    """Reconstruct a stream of (3,H,W) frames batch by batch, frame 0 being the source.
+
+    The source structure is computed once, from the first batch. Call with models prepared by
+    `inference_models`.
+    """
+    device = model_device(models)
+    source = source_structure = None
+    for batch in chunks(frames, batch_size):
+        driving = to_model_input(torch.stack(batch), device)
+        driving_structure = compute_structure(models, driving)
+        if source is None:
+            source, source_structure = driving[:1].clone(), first_of(driving_structure)
+        prediction = generate(
+            models,
+            source,
+            source_structure,
+            driving,
+            "reconstruction",
+            driving_structure=driving_structure,
+        )
+        yield ReconstructedBatch(source, source_structure, driving, driving_structure, prediction)
+
+
 def _reconstruct_video(
     models: Models,
     dataset: Any,
@@ -338,35 +377,22 @@ def _reconstruct_video(
     save_png: bool,
     save_mp4: bool,
 ) -> VideoScore:
-    device = model_device(models)
     name = video.name
     mp4_path = out_dir / "mp4" / f"{name}.mp4"
     partial = mp4_path.with_name(f".{name}.partial.mp4")
     stacked: list[np.ndarray] = []  # the PNG's frames, uint8: the only per-video growth
     l1_sum, count = 0.0, 0
-    source = source_structure = None
     with contextlib.ExitStack() as stack:
         writer = stack.enter_context(Mp4Writer(partial)) if save_mp4 else None
         try:
             with torch.inference_mode():
-                for frames in chunks(dataset.iter_video(video), batch_size):
-                    driving = to_model_input(torch.stack(frames), device)
-                    driving_structure = compute_structure(models, driving)
-                    if source is None:  # frame 0 is the source: its structure, computed once
-                        source, source_structure = driving[:1].clone(), first_of(driving_structure)
-                    prediction = generate(
-                        models,
-                        source,
-                        source_structure,
-                        driving,
-                        "reconstruction",
-                        driving_structure=driving_structure,
-                    )
-                    generated = quantize(prediction)
+                for step in reconstruction_batches(models, dataset.iter_video(video), batch_size):
+                    driving = step.driving
+                    generated = quantize(step.prediction)
                     real = driving.permute(0, 2, 3, 1).cpu()
                     l1 = (generated.float().div_(255.0) - real).abs_().mean(dim=(1, 2, 3))
                     l1_sum += float(l1.double().sum())
-                    count += len(frames)
+                    count += driving.shape[0]
                     generated_np = generated.numpy()
                     if save_png:
                         stacked.append(generated_np)
@@ -383,11 +409,12 @@ def _reconstruct_video(
     if save_mp4:
         os.replace(partial, mp4_path)
     if save_png:
-        _write_stacked_png(stacked, out_dir / "png" / f"{name}.png")
+        write_stacked_png(stacked, out_dir / "png" / f"{name}.png")
     return VideoScore(name, count, l1_sum / count)
 
 
-def _write_stacked_png(batches: list[np.ndarray], path: Path) -> None:
+def write_stacked_png(batches: list[np.ndarray], path: Path) -> None:
+    """Write (T_i, H, W, 3) uint8 batches as one lossless PNG of the frames side by side."""
     frames = np.concatenate(batches)  # (T, H, W, 3)
     batches.clear()
     count, height, width, channels = frames.shape

@@ -1,0 +1,98 @@
+"""Per-row pictures: a reconstruction sample GIF and the training loss curves."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kptoolkit.data.video_io import write_gif
+from kptoolkit.engine.experiment import Models
+from kptoolkit.engine.inference import (
+    expand_structure,
+    inference_models,
+    reconstruction_batches,
+)
+from kptoolkit.engine.visualize import comparison_columns, grid_image
+
+NOT_PLOTTED = frozenset({"step", "epoch", "lr"})
+
+
+def sample_frames(
+    models: Models, frames: list[torch.Tensor], batch_size: int = 16
+) -> list[np.ndarray]:
+    """One picture per driving frame: source | driving | source mask | driving mask | prediction.
+
+    Frame 0 is the source, as in reconstruction. Structures without a mask (FOMM's keypoints)
+    are drawn as keypoints; maskers with no structure image (X2Face's frames) show none.
+    """
+    pictures = []
+    with inference_models(models):
+        for step in reconstruction_batches(models, frames, batch_size):
+            count = step.driving.shape[0]
+            columns = comparison_columns(
+                step.source.expand(count, -1, -1, -1),
+                step.driving,
+                expand_structure(step.source_structure, count),
+                step.driving_structure,
+                step.prediction,
+            )
+            for index in range(count):
+                pictures.append(grid_image([c[index : index + 1] for c in columns], max_rows=1))
+    return pictures
+
+
+def write_sample_gif(
+    models: Models, frames: list[torch.Tensor], path: Path, fps: float = 8.0
+) -> Path:
+    """Write `sample_frames` as a looping GIF."""
+    write_gif(sample_frames(models, frames), path, fps=fps)
+    return path
+
+
+def read_loss_log(path: Path) -> dict[str, list[tuple[float, float]]]:
+    """(step, value) series per loss column of a run's `losses.csv`."""
+    series: dict[str, list[tuple[float, float]]] = {}
+    with open(path, newline="", encoding="utf-8") as handle:
+        for row in csv.DictReader(handle):
+            step = float(row["step"])
+            for key, text in row.items():
+                if key in NOT_PLOTTED or not text:
+                    continue
+                value = float(text)
+                if math.isfinite(value):
+                    series.setdefault(key, []).append((step, value))
+    return series
+
+
+def write_loss_curves(log_path: Path, path: Path, title: str) -> Path:
+    """Plot every logged loss term against the step (log scale), total in bold, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    series = read_loss_log(log_path)
+    figure, axes = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+    try:
+        for key, points in sorted(series.items(), key=lambda item: item[0] != "total"):
+            steps, values = zip(*points, strict=True)
+            bold = key == "total"
+            axes.plot(steps, values, label=key, linewidth=2.0 if bold else 1.0)
+        if any(v > 0 for points in series.values() for _, v in points):
+            axes.set_yscale("log")
+        axes.set_xlabel("step")
+        axes.set_ylabel("loss (weighted)")
+        axes.set_title(title)
+        axes.grid(True, alpha=0.3)
+        if series:
+            axes.legend(fontsize=7)
+        figure.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        figure.savefig(path)
+    finally:
+        plt.close(figure)
+    return path

@@ -1,0 +1,123 @@
+"""Bench profiles: how much data, how many steps and how careful the timing is.
+
+A profile adjusts a base experiment config (the built-in synthetic-64 default unless `--config`
+names another). Every trained row of one bench gets the same adjusted config apart from its
+masker and generator, so all rows share the budget.
+
+- `micro`: tiny widths, a few puppet videos and a few steps; a smoke test of every stage.
+- `quick`: the CPU default: synthetic puppets at 64 px, CPU widths, 1,500 steps per model.
+- `full`: the base config's own widths and schedule (give a paper config, e.g.
+  `configs/taichi-256.yaml`), meant for a GPU.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import attrs
+
+from kptoolkit.config import ExperimentConfig
+from kptoolkit.errors import ConfigError
+
+
+@attrs.frozen
+class Profile:
+    """One bench budget: a config adjustment plus evaluator and timing settings."""
+
+    name: str
+    description: str
+    adjust: Callable[[ExperimentConfig], None]
+    evaluator_steps: int | None = None  # None: the evaluators' own defaults
+    timing_repeats: int = 10
+    needs_config: bool = False
+
+
+# Tiny widths (also the test suite's): a training step takes milliseconds at 64 px.
+MICRO_DETECTOR: dict[str, int] = {"block_expansion": 4, "max_features": 16, "num_blocks": 3}
+MICRO_WIDTHS: dict[str, dict] = {
+    "two_stage": {
+        "features": 16,
+        "num_residual_blocks": 2,
+        "refine_block_expansion": 4,
+        "refine_max_features": 16,
+        "refine_num_blocks": 3,
+    },
+    "fomm": {
+        "num_kp": 5,
+        "block_expansion": 8,
+        "max_features": 32,
+        "num_bottleneck_blocks": 1,
+        "dense_block_expansion": 8,
+        "dense_max_features": 32,
+        "dense_num_blocks": 3,
+    },
+    "x2face": {
+        "embedding_block_expansion": 4,
+        "embedding_max_features": 16,
+        "embedding_num_blocks": 3,
+        "driving_block_expansion": 4,
+        "driving_max_features": 16,
+        "driving_num_blocks": 3,
+        "driving_bottleneck_features": 8,
+    },
+    "perturbed_mask": {
+        "block_expansion": 4,
+        "max_features": 16,
+        "num_blocks": 3,
+        "refine_block_expansion": 4,
+        "refine_max_features": 16,
+        "refine_num_blocks": 3,
+    },
+}
+
+
+def _micro(config: ExperimentConfig) -> None:
+    config.keypoints.num_kp = 5
+    for key, value in MICRO_DETECTOR.items():
+        setattr(config.keypoints, key, value)
+    config.keypoints.scale_factor = 0.25
+    for name, widths in MICRO_WIDTHS.items():  # replaces the CPU widths (scale factors included)
+        config.component_params[name] = dict(widths)
+    config.data.params = {**config.data.params, "videos": 8, "frames": 6, "workers": 1}
+    config.data.num_workers = 0
+    config.train.steps = 4
+    config.train.batch_size = 2
+    config.train.log_every = 1
+    config.train.checkpoint_every = 2
+    config.train.sample_every = 1000
+    config.eval.max_videos = 2
+    config.eval.batch_size = 4
+    config.eval.save_mp4 = False
+
+
+def _quick(config: ExperimentConfig) -> None:
+    # 200 train videos x 6 repeats / batch 8 = 150 steps per epoch; 10 epochs = 1,500 steps with
+    # the default learning-rate drops after epochs 6 and 9
+    config.train.repeats = 6
+    config.train.checkpoint_every = 250
+    config.train.sample_every = 250
+
+
+def _full(config: ExperimentConfig) -> None:
+    return None
+
+
+PROFILES: dict[str, Profile] = {
+    "micro": Profile(
+        "micro", "tiny data and widths, a few steps (tests, smoke runs)", _micro, 10, 2
+    ),
+    "quick": Profile("quick", "synthetic puppets at 64 px, 1,500 steps per model (CPU)", _quick),
+    "full": Profile(
+        "full", "the given config's own widths and schedule (GPU)", _full, needs_config=True
+    ),
+}
+
+
+def get_profile(name: str) -> Profile:
+    """The profile called `name`, or a ConfigError listing the profiles."""
+    try:
+        return PROFILES[name]
+    except KeyError:
+        raise ConfigError(
+            f"unknown bench profile {name!r}; choose one of {', '.join(PROFILES)}"
+        ) from None

@@ -1,0 +1,784 @@
+"""The bench's stages: data -> evaluators -> detector -> training -> reconstruction -> metrics ->
+results.
+
+Everything lands under one output folder:
+
+    <out>/runs/<masker>+<generator>/     a normal training run (config.yaml, losses.csv,
+                                          checkpoints/), plus reconstruction/ and bench-state.json
+    <out>/evaluators.json                the evaluators used and their floors
+    <out>/figures/<row>-sample.gif       source | driving | source mask | driving mask | prediction
+    <out>/figures/<row>-losses.png       training loss curves
+    <out>/results.{md,csv,json,tex}      the measured table; published.{md,tex} apart
+
+Each stage records what it finished in `bench-state.json` next to the run, keyed by the checkpoint
+it used, so a second bench reuses every finished stage and an interrupted one resumes (training
+continues from its last checkpoint). A run folder holding another config is never overwritten.
+"""
+
+from __future__ import annotations
+
+import datetime
+import inspect
+import json
+import math
+import os
+import platform
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import attrs
+import numpy as np
+import torch
+
+from kptoolkit.bench import figures
+from kptoolkit.bench.profiles import Profile, get_profile
+from kptoolkit.bench.results import (
+    ResultRow,
+    published_latex,
+    published_markdown,
+    results_csv,
+    results_json,
+    results_latex,
+    results_markdown,
+    write_text,
+)
+from kptoolkit.bench.timing import inference_parameters, ms_per_frame
+from kptoolkit.config import (
+    ExperimentConfig,
+    apply_overrides,
+    load_config,
+    params_for,
+    structure,
+    unstructure,
+)
+from kptoolkit.data.synthetic import read_manifest
+from kptoolkit.engine.checkpoints import list_checkpoints, load_run
+from kptoolkit.engine.distributed import DistContext
+from kptoolkit.engine.evaluate import evaluate_folders
+from kptoolkit.engine.experiment import build_dataset
+from kptoolkit.engine.inference import quantize, reconstruct, write_stacked_png
+from kptoolkit.engine.trainer import Trainer
+from kptoolkit.errors import ConfigError, KptoolkitError
+from kptoolkit.models import natural_masker
+from kptoolkit.registry import DATASETS, EVALUATORS, GENERATORS, MASKERS, METRICS
+
+STATE_NAME = "bench-state.json"
+STAGES = ("data", "evaluators", "detector", "train", "reconstruct", "metrics", "results")
+BASELINE_LABELS = {"fomm": "FOMM", "x2face": "X2Face"}
+SYNTHETIC_EVALUATORS = {"pose": "synthetic_pose", "identity": "synthetic_id"}
+DEFAULT_BASELINES = ("fomm", "x2face")
+SAMPLE_FRAMES = 32
+REFERENCE_LABEL = "Source frame (no motion)"
+REFERENCE_DIR = "reference-source-frame"
+
+
+class BenchError(KptoolkitError):
+    """A bench stage cannot run with what it was given (or found on disk)."""
+
+
+@attrs.frozen
+class Entry:
+    """One row of the bench: a masker x generator pair, a variant or a baseline."""
+
+    masker: str
+    generator: str
+    role: str  # "variant" or "baseline"
+
+    @property
+    def label(self) -> str:
+        """The row's name in the tables."""
+        if self.role == "baseline":
+            return BASELINE_LABELS.get(self.generator, self.generator)
+        return f"{self.masker} + {self.generator}"
+
+    @property
+    def slug(self) -> str:
+        """The row's folder name."""
+        return f"{self.masker}+{self.generator}"
+
+
+def split_names(text: str | Sequence[str] | None) -> list[str]:
+    """'a,b , c' -> ['a', 'b', 'c'] (lists pass through); empty items dropped."""
+    if text is None:
+        return []
+    items = text.split(",") if isinstance(text, str) else list(text)
+    return [item.strip() for item in items if item.strip()]
+
+
+def plan_entries(
+    maskers: Sequence[str], generators: Sequence[str], baselines: Sequence[str]
+) -> list[Entry]:
+    """Baselines first (each with its natural masker), then every masker x generator variant."""
+    if not maskers or not generators:
+        raise ConfigError("bench needs at least one --masker and one --generator")
+    for name in maskers:
+        MASKERS.get(name)  # an unknown name raises with the closest matches
+    for name in [*generators, *baselines]:
+        GENERATORS.get(name)
+    entries = [Entry(natural_masker(g), g, "baseline") for g in baselines]
+    entries += [Entry(m, g, "variant") for g in generators for m in maskers]
+    unique = []
+    for entry in entries:
+        if all(e.slug != entry.slug for e in unique):
+            unique.append(entry)
+    return unique
+
+
+@attrs.define
+class BenchOptions:
+    """What `kptoolkit bench` was asked to do."""
+
+    maskers: list[str]
+    generators: list[str]
+    baselines: list[str] = attrs.field(factory=lambda: list(DEFAULT_BASELINES))
+    profile: str = "quick"
+    out: str | None = None
+    dataset: str | None = None
+    kp_checkpoint: str | None = None
+    config: str | None = None
+    overrides: list[str] = attrs.field(factory=list)
+    pose_evaluator: str | None = None
+    id_evaluator: str | None = None
+    device: str | None = None
+    progress: bool = True
+
+
+@attrs.define
+class BenchOutcome:
+    """The finished bench: its rows, where the outputs are, and how long it took."""
+
+    out_dir: Path
+    rows: list[ResultRow]
+    files: list[Path]
+    seconds: float
+    report: str  # the measured table in Markdown, with how it was measured
+
+
+def default_out_dir(profile: str) -> Path:
+    """`bench-results/<profile>` in the working directory."""
+    return Path("bench-results") / profile
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(data, dict):
+        flat: dict[str, Any] = {}
+        for key, value in data.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat or {prefix.rstrip("."): {}}
+    if isinstance(data, list):
+        flat = {}
+        for index, value in enumerate(data):
+            flat.update(_flatten(value, f"{prefix}{index}."))
+        return flat or {prefix.rstrip("."): []}
+    return {prefix.rstrip("."): data}
+
+
+def config_differences(old: ExperimentConfig, new: ExperimentConfig) -> list[str]:
+    """'key: old -> new' for every setting that differs between two configs."""
+    before, after = _flatten(unstructure(old)), _flatten(unstructure(new))
+    return [
+        f"{key}: {before.get(key, '<absent>')!r} -> {after.get(key, '<absent>')!r}"
+        for key in sorted(set(before) | set(after))
+        if before.get(key, "<absent>") != after.get(key, "<absent>")
+    ]
+
+
+def file_key(path: Path) -> dict[str, Any]:
+    """Identifies one version of a file cheaply: name, size and modification time."""
+    stat = path.stat()
+    return {"name": path.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def read_state(run_dir: Path) -> dict[str, Any]:
+    """The stages a run folder has finished (empty when none)."""
+    path = run_dir / STATE_NAME
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return {}  # a damaged record only costs a recomputation
+
+
+def write_state(run_dir: Path, state: dict[str, Any]) -> None:
+    """Record finished stages (atomically)."""
+    write_text(run_dir / STATE_NAME, json.dumps(state, indent=2) + "\n")
+
+
+def machine_description(device: torch.device) -> dict[str, Any]:
+    """Where the numbers were measured: CPU / GPU, cores, threads and versions."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    found = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "device": str(device),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+    if device.type == "cuda":
+        found["gpu"] = torch.cuda.get_device_name(device)
+    return found
+
+
+class Bench:
+    """Runs the bench's stages in order; see the module docstring."""
+
+    def __init__(self, options: BenchOptions) -> None:
+        self.options = options
+        self.profile: Profile = get_profile(options.profile)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise ConfigError(
+                "kptoolkit bench runs as one process (it uses one GPU when there is one); for "
+                "multi-GPU training use `torchrun ... kptoolkit train`"
+            )
+        if self.profile.needs_config and not options.config:
+            raise ConfigError(
+                f"the {self.profile.name} profile trains with a config's own widths and "
+                "schedule: give one with --config, e.g. configs/taichi-256.yaml from the "
+                "kptoolkit repository"
+            )
+        base = load_config(options.config) if options.config else ExperimentConfig()
+        self.profile.adjust(base)
+        self.base = apply_overrides(base, options.overrides)
+        self.entries = plan_entries(options.maskers, options.generators, options.baselines)
+        self.out = Path(options.out) if options.out else default_out_dir(self.profile.name)
+        self.device = torch.device(
+            options.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        )
+        if options.kp_checkpoint and not Path(options.kp_checkpoint).is_file():
+            raise ConfigError(f"--kp-checkpoint: no such file: {options.kp_checkpoint}")
+        self.real_dir: Path | None = None
+        self.dataset_root: Path | None = None
+        self.evaluators: list[torch.nn.Module] = []
+        self.evaluator_info: dict[str, Any] = {}
+        self.stage_index = 0
+
+    # -- reporting -----------------------------------------------------------------------------
+    def say(self, text: str) -> None:
+        """One progress line of the current stage."""
+        stage = STAGES[self.stage_index]
+        print(f"[bench {self.stage_index + 1}/{len(STAGES)} {stage}] {text}", flush=True)
+
+    def enter(self, stage: str) -> None:
+        """Start stage `stage`."""
+        self.stage_index = STAGES.index(stage)
+
+    # -- the whole bench -----------------------------------------------------------------------
+    def run(self) -> BenchOutcome:
+        """Every stage in order; returns the rows and the files written."""
+        started = time.perf_counter()
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.enter("data")
+        self.prepare_data()
+        self.enter("evaluators")
+        self.prepare_evaluators()
+        self.enter("detector")
+        detector = self.prepare_detector()
+        configs = {entry: self.entry_config(entry, detector) for entry in self.entries}
+        self.enter("train")
+        for entry in self.entries:
+            self.train(entry, configs[entry])
+        self.enter("reconstruct")
+        self.reconstruct_reference()
+        for entry in self.entries:
+            self.reconstruct(entry)
+        self.enter("metrics")
+        rows = [self.score_reference()] + [self.score(entry) for entry in self.entries]
+        self.enter("results")
+        files = self.write_figures()
+        report, written = self.write_results(rows)
+        seconds = time.perf_counter() - started
+        return BenchOutcome(self.out, rows, files + written, seconds, report)
+
+    # -- data ----------------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        """Point the base config at the dataset (rendering the synthetic one if needed)."""
+        data = self.base.data
+        chosen = self.options.dataset
+        if chosen:
+            if Path(chosen).is_dir():
+                if data.dataset != "fomm_frames":
+                    data.params = {}
+                data.dataset, data.root = "fomm_frames", str(Path(chosen).resolve())
+            elif chosen in DATASETS:
+                if data.dataset != chosen:
+                    data.params, data.root = {}, None
+                data.dataset = chosen
+            else:
+                raise ConfigError(
+                    f"--dataset {chosen!r} is neither a folder nor a registered dataset "
+                    f"({', '.join(DATASETS.names())})"
+                )
+        if data.dataset == "synthetic_puppets":
+            self._prepare_puppets()
+        test = build_dataset(self.base, "test")
+        train = build_dataset(self.base, "train")
+        if not test.videos or not train.videos:
+            raise BenchError(
+                f"the dataset has {len(train.videos)} train and {len(test.videos)} test videos; "
+                "the bench needs both"
+            )
+        self.real_dir = Path(test.videos[0].path).parent
+        root = Path(getattr(test, "root", self.real_dir))
+        self.dataset_root = root
+        self.say(
+            f"{data.dataset}: {len(train.videos)} train / {len(test.videos)} test videos at "
+            f"{self.base.data.frame_size} px in {root}"
+        )
+
+    def _prepare_puppets(self) -> None:
+        from kptoolkit.data.puppets import ensure_puppets
+
+        data = self.base.data
+        params = dict(data.params)
+        params.setdefault("size", data.frame_size)
+        known = ("size", "videos", "frames", "synth_seed", "workers")
+        chosen = {k: params[k] for k in known if k in params}
+        self.say("synthetic puppets: rendering on first use, then cached")
+        root = ensure_puppets(data.root, progress=self.options.progress, **chosen)
+        data.params, data.root = params, str(root)
+
+    # -- evaluators ----------------------------------------------------------------------------
+    def prepare_evaluators(self) -> None:
+        """Build (train once, or load) the pose and identity evaluators; report their floors."""
+        synthetic = self.dataset_root is not None and read_manifest(self.dataset_root) is not None
+        wanted = {
+            "pose": self.options.pose_evaluator,
+            "identity": self.options.id_evaluator,
+        }
+        cache_path = self.out / "evaluators.json"
+        cached = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
+        info: dict[str, Any] = {}
+        for kind, name in wanted.items():
+            if name is None:
+                name = SYNTHETIC_EVALUATORS[kind] if synthetic else "none"
+            if name == "none":
+                self.say(f"no {kind} evaluator: its metrics are left blank")
+                continue
+            evaluator = self._build_evaluator(name)
+            if evaluator.kind != kind:
+                raise ConfigError(f"evaluator '{name}' is a {evaluator.kind} one, not {kind}")
+            identity = {
+                "name": name,
+                "metadata": getattr(evaluator, "metadata", {}),
+                "weights": file_key(evaluator.cache_path)
+                if hasattr(evaluator, "cache_path")
+                else None,
+            }
+            previous = cached.get(kind, {})
+            if previous.get("identity") == identity:
+                floor = previous.get("floor")
+                self.say(f"{kind}: {name} (cached){_floor_text(floor)}")
+            else:
+                floor = self._floor(evaluator)
+                self.say(f"{kind}: {name}{_floor_text(floor)}")
+            info[kind] = {"identity": identity, "floor": floor}
+            self.evaluators.append(evaluator)
+        write_text(cache_path, json.dumps(info, indent=2) + "\n")
+        self.evaluator_info = info
+
+    def _build_evaluator(self, name: str) -> torch.nn.Module:
+        factory = EVALUATORS.get(name)
+        params: dict[str, Any] = {}
+        accepted = inspect.signature(factory).parameters
+        if "root" in accepted and self.dataset_root is not None:
+            params["root"] = str(self.dataset_root)
+        if "steps" in accepted and self.profile.evaluator_steps is not None:
+            params["steps"] = self.profile.evaluator_steps
+        if "progress" in accepted:
+            params["progress"] = self.options.progress
+        self.say(f"building evaluator {name} (trained once per dataset, then cached)")
+        return EVALUATORS.create(name, **params)
+
+    def _floor(self, evaluator: torch.nn.Module) -> dict[str, float] | None:
+        floor = getattr(evaluator, "floor", None)
+        if floor is None:
+            return None
+        return {k: v if isinstance(v, int) else float(v) for k, v in floor().items()}
+
+    # -- detector ------------------------------------------------------------------------------
+    def prepare_detector(self) -> str | None:
+        """The frozen detector of the keypoint maskers: the given file, or the FOMM baseline's."""
+        if self.options.kp_checkpoint:
+            path = str(Path(self.options.kp_checkpoint).resolve())
+            self.say(f"using the given keypoint detector {path}")
+            return path
+        needing = [e for e in self.entries if e.role == "variant" and _needs_detector(e.masker)]
+        if not needing:
+            self.say("no variant reads a pretrained detector")
+            return None
+        fomm = Entry(natural_masker("fomm"), "fomm", "baseline")
+        users = ", ".join(e.masker for e in needing)
+        self.say(f"the detector of {users} is the FOMM baseline's, trained first")
+        info = self.train(fomm, self.entry_config(fomm, None))
+        return str((self.run_dir(fomm) / "checkpoints" / info["checkpoint"]).resolve())
+
+    # -- configs and folders -------------------------------------------------------------------
+    def run_dir(self, entry: Entry) -> Path:
+        """The run folder of one row."""
+        return self.out / "runs" / entry.slug
+
+    def entry_config(self, entry: Entry, detector: str | None) -> ExperimentConfig:
+        """The base config with this row's masker and generator (same budget for every row)."""
+        config = structure(ExperimentConfig, unstructure(self.base))
+        config.name = f"bench-{entry.slug}"
+        if config.masker.name != entry.masker:
+            config.masker.params = {}
+        if config.generator.name != entry.generator:
+            config.generator.params = {}
+        config.masker.name, config.generator.name = entry.masker, entry.generator
+        masker_params = params_for(config, entry.masker, config.masker.params)
+        masker_factory = MASKERS.get(entry.masker)
+        if "num_kp" in inspect.signature(masker_factory).parameters and "num_kp" not in (
+            masker_params
+        ):
+            config.masker.params["num_kp"] = config.keypoints.num_kp
+            masker_params["num_kp"] = config.keypoints.num_kp
+        channels = getattr(MASKERS.create(entry.masker, **masker_params), "channels", 1)
+        generator_params = params_for(config, entry.generator, config.generator.params)
+        generator_factory = GENERATORS.get(entry.generator)
+        if (
+            channels != 1
+            and "mask_channels" in inspect.signature(generator_factory).parameters
+            and "mask_channels" not in generator_params
+        ):
+            config.generator.params["mask_channels"] = channels
+        if _needs_detector(entry.masker):
+            trains = "keypoints" in getattr(generator_factory, "requires", ())
+            config.keypoints.checkpoint = self.options.kp_checkpoint if trains else detector
+        return config
+
+    def _check_same_config(self, run_dir: Path, config: ExperimentConfig) -> None:
+        stored_path = run_dir / "config.yaml"
+        if not stored_path.is_file():
+            return
+        differences = config_differences(load_config(stored_path), config)
+        if differences:
+            shown = "; ".join(differences[:4])
+            more = f" (and {len(differences) - 4} more)" if len(differences) > 4 else ""
+            raise BenchError(
+                f"{run_dir} holds a run with other settings: {shown}{more}. Use another --out, "
+                "or delete that folder to retrain it (nothing was changed)"
+            )
+
+    # -- training ------------------------------------------------------------------------------
+    def train(self, entry: Entry, config: ExperimentConfig) -> dict[str, Any]:
+        """Train one row (or reuse / resume its run); returns its training record."""
+        run_dir = self.run_dir(entry)
+        self._check_same_config(run_dir, config)
+        state = read_state(run_dir)
+        done = state.get("train")
+        if done and (run_dir / "checkpoints" / done["checkpoint"]).is_file():
+            self.say(
+                f"{entry.label}: cached ({done['steps']} steps, "
+                f"{done['seconds'] / 60:.1f} min of training)"
+            )
+            return done
+        existing = list_checkpoints(run_dir / "checkpoints")
+        start = existing[-1][0] if existing else 0
+        how = f"resuming at step {start}" if existing else "from scratch"
+        self.say(f"{entry.label}: training {how} -> {run_dir}")
+        trainer = Trainer(
+            config,
+            run_dir,
+            resume=bool(existing),
+            context=DistContext(device=self.device),
+            progress=self.options.progress,
+        )
+        result = trainer.train()
+        if result.checkpoint is None:
+            raise BenchError(f"{entry.label}: training saved no checkpoint in {run_dir}")
+        segments = [
+            *state.get("train_segments", []),
+            {"from_step": start, "to_step": result.steps, "seconds": result.seconds},
+        ]
+        covered = sum(s["to_step"] - s["from_step"] for s in segments)
+        timed = sum(s["seconds"] for s in segments)
+        seconds = timed * result.steps / covered if covered else timed
+        done = {
+            "steps": result.steps,
+            "checkpoint": result.checkpoint.name,
+            "seconds": seconds,
+            "extrapolated": covered != result.steps,
+        }
+        state = {"train_segments": segments, "train": done}  # later stages are now stale
+        write_state(run_dir, state)
+        self.say(f"{entry.label}: {result.steps} steps in {result.seconds / 60:.1f} min")
+        return done
+
+    def _checkpoint(self, entry: Entry) -> Path:
+        state = read_state(self.run_dir(entry))
+        return self.run_dir(entry) / "checkpoints" / state["train"]["checkpoint"]
+
+    # -- reconstruction ------------------------------------------------------------------------
+    def reconstruct(self, entry: Entry) -> None:
+        """Reconstruct the test videos with the row's final checkpoint (PNG for the metrics)."""
+        run_dir = self.run_dir(entry)
+        state = read_state(run_dir)
+        checkpoint = self._checkpoint(entry)
+        key = file_key(checkpoint)
+        done = state.get("reconstruction")
+        if done and done["checkpoint"] == key and (run_dir / "reconstruction" / "png").is_dir():
+            self.say(f"{entry.label}: cached ({done['videos']} videos, {done['frames']} frames)")
+            return
+        config, models = load_run(checkpoint)
+        models.to(self.device)
+        result = reconstruct(
+            models,
+            build_dataset(config, "test"),
+            run_dir / "reconstruction",
+            batch_size=config.eval.batch_size,
+            max_videos=config.eval.max_videos,
+            save_png=True,
+            save_mp4=config.eval.save_mp4,
+            progress=self.options.progress,
+        )
+        if not result.videos:
+            raise BenchError(f"{entry.label}: no test video could be reconstructed")
+        state["reconstruction"] = {
+            "checkpoint": key,
+            "videos": len(result.videos),
+            "frames": result.frames,
+            "skipped": result.skipped,
+        }
+        state.pop("scores", None)
+        write_state(run_dir, state)
+        self.say(f"{entry.label}: {len(result.videos)} videos, L1 {result.l1:.4f}")
+
+    def reconstruct_reference(self) -> None:
+        """The no-motion reference: every test frame 'predicted' as the video's frame 0.
+
+        Any model that learned motion should beat it; on data with little motion it is hard to
+        beat, and the table should say so.
+        """
+        folder = self.out / REFERENCE_DIR
+        state = read_state(folder)
+        config = self.base
+        if state.get("reconstruction", {}).get("max_videos", -1) == config.eval.max_videos:
+            self.say(f"{REFERENCE_LABEL}: cached")
+            return
+        dataset = build_dataset(config, "test")
+        videos = dataset.videos[: config.eval.max_videos]
+        for video in videos:
+            frames = list(dataset.iter_video(video))
+            if not frames:
+                continue
+            first = quantize(frames[0][None]).numpy()
+            repeated = np.repeat(first, len(frames), axis=0)
+            write_stacked_png([repeated], folder / "png" / f"{video.name}.png")
+        write_state(folder, {"reconstruction": {"max_videos": config.eval.max_videos}})
+        self.say(f"{REFERENCE_LABEL}: {len(videos)} videos")
+
+    def score_reference(self) -> ResultRow:
+        """Metrics of the no-motion reference (no parameters, no training)."""
+        folder = self.out / REFERENCE_DIR
+        state = read_state(folder)
+        key = {k: v["identity"] for k, v in self.evaluator_info.items()}
+        done = state.get("scores")
+        if done and done["key"] == key:
+            self.say(f"{REFERENCE_LABEL}: cached")
+            scores = done["metrics"]
+        else:
+            scores = self._metrics(self.base, folder / "png", REFERENCE_LABEL)
+            state["scores"] = {"key": key, "metrics": scores}
+            write_state(folder, state)
+        return ResultRow(
+            method=REFERENCE_LABEL,
+            role="reference",
+            masker="-",
+            generator="-",
+            metrics={k: float(v) for k, v in scores.items()},
+            params=0,
+            ms_per_frame=math.nan,
+            train_seconds=math.nan,
+            steps=0,
+        )
+
+    # -- metrics -------------------------------------------------------------------------------
+    def score(self, entry: Entry) -> ResultRow:
+        """Metrics on the reconstructed PNGs, parameters and inference speed of one row."""
+        run_dir = self.run_dir(entry)
+        state = read_state(run_dir)
+        checkpoint = self._checkpoint(entry)
+        key = {
+            "checkpoint": file_key(checkpoint),
+            "evaluators": {k: v["identity"] for k, v in self.evaluator_info.items()},
+        }
+        done = state.get("scores")
+        if done and done["key"] == key:
+            self.say(f"{entry.label}: cached")
+        else:
+            done = self._measure(entry, checkpoint, key)
+            state["scores"] = done
+            write_state(run_dir, state)
+        train = state["train"]
+        return ResultRow(
+            method=entry.label,
+            role=entry.role,
+            masker=entry.masker,
+            generator=entry.generator,
+            metrics={k: float(v) for k, v in done["metrics"].items()},
+            params=int(done["params"]),
+            ms_per_frame=float(done["ms_per_frame"]),
+            train_seconds=float(train["seconds"]),
+            steps=int(train["steps"]),
+        )
+
+    def _metrics(self, config: ExperimentConfig, png_dir: Path, label: str) -> dict[str, float]:
+        """The config's metrics (those the evaluators allow) of generated PNGs vs real videos."""
+        kinds = {e.kind for e in self.evaluators}
+        metrics = {}
+        for metric in config.metrics:
+            needs = set(getattr(METRICS.get(metric.name), "requires", ()))
+            if needs <= kinds:
+                metrics[metric.name] = METRICS.create(metric.name, **metric.params)
+        self.say(f"{label}: scoring {', '.join(metrics)}")
+        scores, _ = evaluate_folders(
+            self.real_dir,
+            png_dir,
+            metrics,
+            self.evaluators,
+            batch_size=config.eval.batch_size,
+            progress=self.options.progress,
+        )
+        return scores
+
+    def _measure(self, entry: Entry, checkpoint: Path, key: dict[str, Any]) -> dict[str, Any]:
+        config, models = load_run(checkpoint)
+        models.to(self.device)
+        scores = self._metrics(config, self.run_dir(entry) / "reconstruction" / "png", entry.label)
+        frames = self._test_frames(config, config.eval.batch_size).to(self.device)
+        speed = ms_per_frame(models, frames, repeats=self.profile.timing_repeats)
+        self.say(
+            f"{entry.label}: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
+            + f"; {speed:.1f} ms/frame"
+        )
+        return {
+            "key": key,
+            "metrics": scores,
+            "params": inference_parameters(models),
+            "ms_per_frame": speed,
+            "timing": {"batch": int(frames.shape[0]), "device": str(self.device)},
+        }
+
+    def _test_frames(self, config: ExperimentConfig, count: int) -> torch.Tensor:
+        dataset = build_dataset(config, "test")
+        frames = []
+        for frame in dataset.iter_video(dataset.videos[0]):
+            frames.append(frame)
+            if len(frames) == count:
+                break
+        return torch.stack(frames)
+
+    # -- results -------------------------------------------------------------------------------
+    def write_figures(self) -> list[Path]:
+        """A sample GIF and a loss-curve PNG per row (redrawn only when the checkpoint changed)."""
+        written = []
+        for entry in self.entries:
+            run_dir = self.run_dir(entry)
+            state = read_state(run_dir)
+            checkpoint = self._checkpoint(entry)
+            gif = self.out / "figures" / f"{entry.slug}-sample.gif"
+            curves = self.out / "figures" / f"{entry.slug}-losses.png"
+            key = file_key(checkpoint)
+            if state.get("figures") == key and gif.is_file() and curves.is_file():
+                written += [gif, curves]
+                continue
+            config, models = load_run(checkpoint)
+            models.to(self.device)
+            frames = self._test_frames(config, SAMPLE_FRAMES)
+            written.append(figures.write_sample_gif(models, list(frames), gif))
+            written.append(figures.write_loss_curves(run_dir / "losses.csv", curves, entry.label))
+            state["figures"] = key
+            write_state(run_dir, state)
+        self.say(f"figures in {self.out / 'figures'}")
+        return written
+
+    def context(self) -> dict[str, Any]:
+        """Everything a reader needs to know about how the rows were measured."""
+        base = self.base
+        return {
+            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "profile": self.profile.name,
+            "machine": machine_description(self.device),
+            "dataset": {
+                "name": base.data.dataset,
+                "root": base.data.root,
+                "frame_size": base.data.frame_size,
+            },
+            "budget": {
+                "steps": read_state(self.run_dir(self.entries[0]))["train"]["steps"],
+                "batch_size": base.train.batch_size,
+                "lr": base.train.lr,
+            },
+            "evaluators": self.evaluator_info,
+        }
+
+    def write_results(self, rows: list[ResultRow]) -> tuple[str, list[Path]]:
+        """Markdown, CSV, JSON and LaTeX of the measured table, the published table apart."""
+        context = self.context()
+        caption = (
+            f"kptoolkit bench, {self.profile.name} profile, {context['dataset']['name']} at "
+            f"{context['dataset']['frame_size']} px, {context['budget']['steps']} steps per model"
+        )
+        report = f"{_markdown_header(context)}\n\n{results_markdown(rows)}"
+        published = published_markdown()
+        files = [
+            write_text(self.out / "results.md", f"{report}\n\n{published}\n"),
+            write_text(self.out / "results.csv", results_csv(rows)),
+            write_text(self.out / "results.json", results_json(rows, context)),
+            write_text(self.out / "results.tex", results_latex(rows, caption)),
+            write_text(self.out / "published.md", published + "\n"),
+            write_text(self.out / "published.tex", published_latex()),
+        ]
+        return report, files
+
+
+def _needs_detector(masker: str) -> bool:
+    return bool(getattr(MASKERS.get(masker), "needs_detector", False))
+
+
+def _floor_text(floor: dict[str, float] | None) -> str:
+    if not floor:
+        return ""
+    parts = [f"{k} {v:.3f}" for k, v in floor.items() if isinstance(v, float) and math.isfinite(v)]
+    return f"; floor: {', '.join(parts)}" if parts else ""
+
+
+def _markdown_header(context: dict[str, Any]) -> str:
+    machine = context["machine"]
+    where = machine.get("gpu") or f"{machine['cpu']} ({machine['torch_threads']} threads)"
+    lines = [
+        f"## kptoolkit bench: {context['profile']} profile",
+        "",
+        f"Measured {context['date']} on {where}, torch {machine['torch']}. Dataset "
+        f"{context['dataset']['name']} at {context['dataset']['frame_size']} px; every row "
+        f"trained {context['budget']['steps']} steps at batch {context['budget']['batch_size']}.",
+        "L1, PSNR and SSIM on the reconstructed test frames; AKD and MKR from the pose "
+        "evaluator, AED from the identity evaluator; lower is better except PSNR and SSIM. "
+        "Improvement rows: relative change against the FOMM row (positive = better). "
+        f"'{REFERENCE_LABEL}' repeats each test video's frame 0: a model that transfers "
+        "motion should beat it.",
+    ]
+    for kind, info in context["evaluators"].items():
+        floor = info.get("floor")
+        if floor:
+            text = ", ".join(
+                f"{k} {v:.3f}"
+                for k, v in floor.items()
+                if k != "frames" and isinstance(v, float) and math.isfinite(v)
+            )
+            lines.append(f"- {kind} evaluator `{info['identity']['name']}` floor: {text}")
+    return "\n".join(lines)
