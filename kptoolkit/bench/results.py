@@ -102,7 +102,9 @@ def _number(value: float, digits: int) -> str:
 
 
 def _percent(value: float) -> str:
-    return "-" if math.isnan(value) else f"{value:+.1f}%"
+    if math.isnan(value):
+        return "-"
+    return "0.0%" if round(value, 1) == 0 else f"{value:+.1f}%"
 
 
 def _table_cells(
@@ -116,9 +118,11 @@ def _table_cells(
     return header, body
 
 
-def markdown(header: Sequence[str], body: Sequence[Sequence[str]]) -> str:
-    """A GitHub Markdown table, numbers right-aligned."""
-    align = [":---", *("---:" for _ in header[1:])]
+def markdown(
+    header: Sequence[str], body: Sequence[Sequence[str]], text_columns: Sequence[int] = (0,)
+) -> str:
+    """A GitHub Markdown table: `text_columns` left-aligned, numbers right-aligned."""
+    align = [":---" if index in text_columns else "---:" for index in range(len(header))]
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in body]
     return "\n".join(lines)
@@ -196,7 +200,8 @@ def _published_cells(
 
 def published_markdown(published: Sequence[PublishedRow] = PUBLISHED_TAICHI) -> str:
     """The published Tai-Chi-HD rows under their own title."""
-    return f"### {TITLE}\n\n" + markdown(*_published_cells(published))
+    header, body = _published_cells(published)
+    return f"### {TITLE}\n\n" + markdown(header, body, text_columns=(0, len(header) - 1))
 
 
 def published_latex(published: Sequence[PublishedRow] = PUBLISHED_TAICHI) -> str:

@@ -23,6 +23,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -398,7 +399,8 @@ class Bench:
             params["steps"] = self.profile.evaluator_steps
         if "progress" in accepted:
             params["progress"] = self.options.progress
-        self.say(f"building evaluator {name} (trained once per dataset, then cached)")
+        how = "trained once per dataset, then cached" if "root" in params else "shipped model"
+        self.say(f"building evaluator {name} ({how})")
         return EVALUATORS.create(name, **params)
 
     def _floor(self, evaluator: torch.nn.Module) -> dict[str, float] | None:
@@ -565,9 +567,16 @@ class Bench:
         folder = self.out / REFERENCE_DIR
         state = read_state(folder)
         config = self.base
-        if state.get("reconstruction", {}).get("max_videos", -1) == config.eval.max_videos:
+        key = {
+            "dataset": config.data.dataset,
+            "root": config.data.root,
+            "frame_size": config.data.frame_size,
+            "max_videos": config.eval.max_videos,
+        }
+        if state.get("reconstruction") == key:
             self.say(f"{REFERENCE_LABEL}: cached")
             return
+        shutil.rmtree(folder / "png", ignore_errors=True)
         dataset = build_dataset(config, "test")
         videos = dataset.videos[: config.eval.max_videos]
         for video in videos:
@@ -577,14 +586,17 @@ class Bench:
             first = quantize(frames[0][None]).numpy()
             repeated = np.repeat(first, len(frames), axis=0)
             write_stacked_png([repeated], folder / "png" / f"{video.name}.png")
-        write_state(folder, {"reconstruction": {"max_videos": config.eval.max_videos}})
+        write_state(folder, {"reconstruction": key})
         self.say(f"{REFERENCE_LABEL}: {len(videos)} videos")
 
     def score_reference(self) -> ResultRow:
         """Metrics of the no-motion reference (no parameters, no training)."""
         folder = self.out / REFERENCE_DIR
         state = read_state(folder)
-        key = {k: v["identity"] for k, v in self.evaluator_info.items()}
+        key = {
+            "reconstruction": state.get("reconstruction"),
+            "evaluators": {k: v["identity"] for k, v in self.evaluator_info.items()},
+        }
         done = state.get("scores")
         if done and done["key"] == key:
             self.say(f"{REFERENCE_LABEL}: cached")
