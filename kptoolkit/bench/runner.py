@@ -260,6 +260,7 @@ class Bench:
         if options.kp_checkpoint and not Path(options.kp_checkpoint).is_file():
             raise ConfigError(f"--kp-checkpoint: no such file: {options.kp_checkpoint}")
         self.real_dir: Path | None = None
+        self.test_dataset: Any = None  # built once by the data stage, read by every later one
         self.dataset_root: Path | None = None
         self.evaluators: list[torch.nn.Module] = []
         self.evaluator_info: dict[str, Any] = {}
@@ -330,6 +331,7 @@ class Bench:
                 f"the dataset has {len(train.videos)} train and {len(test.videos)} test videos; "
                 "the bench needs both"
             )
+        self.test_dataset = test
         self.real_dir = Path(test.videos[0].path).parent
         root = Path(getattr(test, "root", self.real_dir))
         self.dataset_root = root
@@ -538,7 +540,7 @@ class Bench:
         models.to(self.device)
         result = reconstruct(
             models,
-            build_dataset(config, "test"),
+            self.test_dataset,
             run_dir / "reconstruction",
             batch_size=config.eval.batch_size,
             max_videos=config.eval.max_videos,
@@ -577,7 +579,7 @@ class Bench:
             self.say(f"{REFERENCE_LABEL}: cached")
             return
         shutil.rmtree(folder / "png", ignore_errors=True)
-        dataset = build_dataset(config, "test")
+        dataset = self.test_dataset
         videos = dataset.videos[: config.eval.max_videos]
         for video in videos:
             frames = list(dataset.iter_video(video))
@@ -670,7 +672,7 @@ class Bench:
         config, models = load_run(checkpoint)
         models.to(self.device)
         scores = self._metrics(config, self.run_dir(entry) / "reconstruction" / "png", entry.label)
-        frames = self._test_frames(config, config.eval.batch_size).to(self.device)
+        frames = self._test_frames(config.eval.batch_size).to(self.device)
         speed = ms_per_frame(models, frames, repeats=self.profile.timing_repeats)
         self.say(
             f"{entry.label}: "
@@ -685,8 +687,9 @@ class Bench:
             "timing": {"batch": int(frames.shape[0]), "device": str(self.device)},
         }
 
-    def _test_frames(self, config: ExperimentConfig, count: int) -> torch.Tensor:
-        dataset = build_dataset(config, "test")
+    def _test_frames(self, count: int) -> torch.Tensor:
+        """The first `count` frames of the first test video."""
+        dataset = self.test_dataset
         frames = []
         for frame in dataset.iter_video(dataset.videos[0]):
             frames.append(frame)
@@ -708,9 +711,9 @@ class Bench:
             if state.get("figures") == key and gif.is_file() and curves.is_file():
                 written += [gif, curves]
                 continue
-            config, models = load_run(checkpoint)
+            _, models = load_run(checkpoint)
             models.to(self.device)
-            frames = self._test_frames(config, SAMPLE_FRAMES)
+            frames = self._test_frames(SAMPLE_FRAMES)
             written.append(figures.write_sample_gif(models, list(frames), gif))
             written.append(figures.write_loss_curves(run_dir / "losses.csv", curves, entry.label))
             state["figures"] = key

@@ -29,6 +29,7 @@ from kptoolkit.data.synthetic import JOINT_NAMES, load_groundtruth, read_manifes
 from kptoolkit.data.video_io import iter_frames
 from kptoolkit.errors import KptoolkitError
 from kptoolkit.evaluators.base import MISSING, Evaluator
+from kptoolkit.metrics.keypoint_metrics import akd_per_frame, mkr_per_frame
 
 CACHE_FORMAT = 1
 DEFAULT_BACKBONE = "resnet10t"
@@ -289,17 +290,14 @@ class SyntheticPoseEvaluator(_SyntheticEvaluator):
 def pose_scores(
     gt_joints: np.ndarray, gt_visible: np.ndarray, predicted: np.ndarray
 ) -> dict[str, float]:
-    """AKD and MKR of predicted keypoints (N, J, 2; -1 = missing) against ground truth."""
-    pred_present = (predicted != MISSING).all(-1)
-    both = gt_visible & pred_present
-    diff = np.abs(gt_joints - predicted).mean(-1)  # mean over x and y: FOMM's |gt - pred| mean
-    has_both = both.any(-1)
-    akd = (diff * both).sum(-1)[has_both] / both.sum(-1)[has_both]
-    has_gt = gt_visible.any(-1)
-    lost = (gt_visible & ~pred_present).sum(-1)[has_gt] / gt_visible.sum(-1)[has_gt]
+    """AKD and MKR of predicted keypoints (N, J, 2; -1 = missing) against ground truth, per
+    frame as the metrics define them, then averaged over the frames that have a value."""
+    real = torch.from_numpy(np.where(gt_visible[..., None], gt_joints, MISSING)).double()
+    fake = torch.tensor(np.asarray(predicted), dtype=torch.float64)
+    akd, mkr = akd_per_frame(real, fake), mkr_per_frame(real, fake)
     return {
-        "akd": float(akd.mean()) if len(akd) else float("nan"),
-        "mkr": float(lost.mean()) if len(lost) else float("nan"),
+        "akd": float(akd.nanmean()),  # NaN when no frame has a value
+        "mkr": float(mkr.nanmean()),
         "frames": len(gt_joints),
     }
 

@@ -42,6 +42,27 @@ def present(keypoints: torch.Tensor) -> torch.Tensor:
     return ~(keypoints == MISSING).all(dim=-1)
 
 
+def _rate(total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+    """total / count per frame, NaN (a skipped frame) where count is 0."""
+    nan = torch.full_like(total, float("nan"))
+    return torch.where(count > 0, total / count.clamp(min=1), nan)
+
+
+def akd_per_frame(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """(B,) AKD of (B, J, 2) keypoint pairs; NaN for a frame with no joint present in both."""
+    both = present(real) & present(fake)
+    difference = (real - fake).abs().sum(dim=-1)  # over coordinates
+    total = torch.where(both, difference, torch.zeros_like(difference)).sum(dim=-1)
+    return _rate(total, both.sum(dim=-1) * real.shape[-1])
+
+
+def mkr_per_frame(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    """(B,) MKR of (B, J, 2) keypoint pairs; NaN for a frame with no joint in the real one."""
+    in_real = present(real)
+    lost = (in_real & ~present(fake)).sum(dim=-1).double()
+    return _rate(lost, in_real.sum(dim=-1).double())
+
+
 class AkdMetric(Metric):
     """Average keypoint distance (pixels): mean |real - fake| over joints present in both."""
 
@@ -49,13 +70,7 @@ class AkdMetric(Metric):
     higher_is_better = False
 
     def frame_values(self, pairs: FramePairs) -> torch.Tensor:
-        real, fake = _keypoint_pair(pairs, "akd")
-        both = present(real) & present(fake)
-        difference = (real - fake).abs().sum(dim=-1)  # over coordinates
-        total = torch.where(both, difference, torch.zeros_like(difference)).sum(dim=-1)
-        count = both.sum(dim=-1) * real.shape[-1]
-        nan = torch.full_like(total, float("nan"))
-        return torch.where(count > 0, total / count.clamp(min=1), nan)
+        return akd_per_frame(*_keypoint_pair(pairs, "akd"))
 
 
 class MkrMetric(Metric):
@@ -65,12 +80,7 @@ class MkrMetric(Metric):
     higher_is_better = False
 
     def frame_values(self, pairs: FramePairs) -> torch.Tensor:
-        real, fake = _keypoint_pair(pairs, "mkr")
-        in_real = present(real)
-        lost = (in_real & ~present(fake)).sum(dim=-1).double()
-        count = in_real.sum(dim=-1).double()
-        nan = torch.full_like(count, float("nan"))
-        return torch.where(count > 0, lost / count.clamp(min=1), nan)
+        return mkr_per_frame(*_keypoint_pair(pairs, "mkr"))
 
 
 class AedMetric(Metric):
