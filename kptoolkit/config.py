@@ -19,6 +19,7 @@ import attrs
 import yaml
 
 from kptoolkit.errors import ConfigError, KptoolkitError
+from kptoolkit.metrics.aggregate import AVERAGES
 
 T = TypeVar("T")
 
@@ -100,15 +101,43 @@ class TrainConfig:
     log_every: int = attrs.field(default=10, validator=_positive)
 
 
+def _average(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    if value not in AVERAGES:
+        raise ValueError(f"'{attribute.name}' must be one of {', '.join(AVERAGES)}, got {value!r}")
+
+
+def _confidence(instance: Any, attribute: attrs.Attribute, value: float) -> None:
+    if not 0 < value < 1:
+        raise ValueError(f"'{attribute.name}' must be between 0 and 1, got {value}")
+
+
 @attrs.define
 class EvalConfig:
-    """Reconstruction and animation settings."""
+    """Reconstruction, animation and scoring settings.
+
+    `average`: "frames" pools every frame of every test video (the published protocol),
+    "videos" averages each video first. `bootstrap_resamples` resamples of the test videos
+    (seed `bootstrap_seed`) give each score's `confidence` interval in the bench's tables.
+    """
 
     batch_size: int = attrs.field(default=16, validator=_positive)
     max_videos: int | None = attrs.field(default=None, validator=_positive)
     save_png: bool = True
     save_mp4: bool = True
     evaluators: list[str] = attrs.field(factory=list)
+    average: str = attrs.field(default="frames", validator=_average)
+    bootstrap_resamples: int = attrs.field(default=1000, validator=_positive)
+    bootstrap_seed: int = 0
+    confidence: float = attrs.field(default=0.95, validator=_confidence)
+
+
+# settings that change how stored per-video scores are summarised, not any trained model
+SCORING_KEYS = (
+    "eval.average",
+    "eval.bootstrap_resamples",
+    "eval.bootstrap_seed",
+    "eval.confidence",
+)
 
 
 def _cpu_component_params() -> dict[str, dict[str, Any]]:

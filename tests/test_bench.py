@@ -16,10 +16,11 @@ import yaml
 from kptoolkit.bench.published import PUBLISHED_TAICHI
 from kptoolkit.bench.results import (
     ResultRow,
-    improvement,
-    improvements_over_fomm,
+    TableSettings,
+    build_table,
     published_markdown,
     results_csv,
+    results_json,
     results_latex,
     results_markdown,
 )
@@ -40,16 +41,16 @@ SLUGS = [
 
 
 def _copy_source_l1(out):
-    """Mean over the reconstructed test videos of mean |frame - frame 0|, by hand."""
-    config = yaml.safe_load((out / "runs" / SLUGS[0] / "config.yaml").read_text())
+    """Mean over every frame of the reconstructed test videos of |frame - frame 0|, by hand."""
+    config = yaml.safe_load((out / "runs" / f"{SLUGS[0]}-seed0" / "config.yaml").read_text())
     test = Path(config["data"]["root"]) / "test"
     names = sorted(p.stem for p in (out / "reference-source-frame" / "png").glob("*.png"))
     assert len(names) == 2  # micro: eval.max_videos
-    per_video = []
+    per_frame = []
     for name in names:
         frames = np.stack(list(iter_frames(test / name))).astype(np.float64) / 255
-        per_video.append(np.abs(frames - frames[:1]).mean())
-    return float(np.mean(per_video))
+        per_frame += list(np.abs(frames - frames[:1]).mean(axis=(1, 2, 3)))
+    return float(np.mean(per_frame))
 
 
 def _stamps(folder):
@@ -68,7 +69,7 @@ def micro_bench(tmp_path_factory):
         first, second = io.StringIO(), io.StringIO()
         with contextlib.redirect_stdout(first):
             assert main([*args, "--no-progress"]) == 0
-        stamps = {slug: _stamps(out / "runs" / slug) for slug in SLUGS}
+        stamps = {slug: _stamps(out / "runs" / f"{slug}-seed0") for slug in SLUGS}
         stamps["reference"] = _stamps(out / "reference-source-frame")
         with contextlib.redirect_stdout(second):
             assert main([*args, "--no-progress"]) == 0
@@ -84,7 +85,7 @@ def test_micro_bench_writes_every_output(micro_bench):
     for slug in SLUGS:
         assert (out / "figures" / f"{slug}-sample.gif").stat().st_size > 0
         assert (out / "figures" / f"{slug}-losses.png").stat().st_size > 0
-        assert (out / "runs" / slug / "reconstruction" / "png").is_dir()
+        assert (out / "runs" / f"{slug}-seed0" / "reconstruction" / "png").is_dir()
     assert "| Method | L1 | AKD | MKR | AED | PSNR | SSIM |" in first
     assert "Improvement over FOMM (heatmap_sum + two_stage)" in first
 
@@ -93,8 +94,10 @@ def test_micro_bench_rows_are_measured(micro_bench):
     out = micro_bench[0]
     payload = json.loads((out / "results.json").read_text())
     rows = {row["method"]: row for row in payload["rows"]}
+    floor = "Evaluator floor (synthetic_pose: real frames vs ground truth)"
     assert list(rows) == [
         "Source frame (no motion)",
+        floor,
         "FOMM",
         "X2Face",
         "heatmap_sum + two_stage",
@@ -105,6 +108,10 @@ def test_micro_bench_rows_are_measured(micro_bench):
     reference = rows.pop("Source frame (no motion)")
     assert reference["params"] == 0 and reference["steps"] == 0
     assert reference["metrics"]["l1"] == pytest.approx(_copy_source_l1(out), abs=1e-9)
+    low, high = reference["interval"]["l1"]
+    assert low <= reference["metrics"]["l1"] <= high and low < high
+    floor_row = rows.pop(floor)
+    assert set(floor_row["metrics"]) == {"akd", "mkr"} and floor_row["metrics"]["akd"] > 0
     for row in rows.values():
         for key in ("l1", "akd", "mkr", "aed", "psnr", "ssim"):
             assert math.isfinite(row["metrics"][key]), (row["method"], key)
@@ -131,7 +138,7 @@ def test_second_bench_reuses_every_stage(micro_bench):
         assert all("cached" in line for line in cached), cached
     assert "(cached)" in second  # the evaluators' floors
     for slug in SLUGS:
-        assert _stamps(out / "runs" / slug) == stamps[slug], (
+        assert _stamps(out / "runs" / f"{slug}-seed0") == stamps[slug], (
             slug
         )  # nothing was retrained, rewritten or redrawn
 
@@ -139,7 +146,7 @@ def test_second_bench_reuses_every_stage(micro_bench):
 def test_interrupted_training_resumes_from_its_checkpoint(micro_bench, capsys, monkeypatch):
     out, _, _, _, root = micro_bench
     monkeypatch.setenv("KPTOOLKIT_CACHE", str(root / "cache"))
-    run = out / "runs" / "frame+x2face"
+    run = out / "runs" / "frame+x2face-seed0"
     (run / "checkpoints" / "step-00000004.pth").unlink()  # as if stopped after step 2
     (run / "bench-state.json").unlink()
     args = ["bench", "--profile", "micro", "--masker", "heatmap_sum", "--out", str(out)]
@@ -152,12 +159,12 @@ def test_interrupted_training_resumes_from_its_checkpoint(micro_bench, capsys, m
 def test_other_settings_in_the_same_folder_are_refused(micro_bench, capsys, monkeypatch):
     out, _, _, _, root = micro_bench
     monkeypatch.setenv("KPTOOLKIT_CACHE", str(root / "cache"))
-    before = (out / "runs" / "frame+x2face" / "config.yaml").read_text()
+    before = (out / "runs" / "frame+x2face-seed0" / "config.yaml").read_text()
     args = ["bench", "--profile", "micro", "--baselines", "x2face", "--out", str(out)]
     assert main([*args, "--set", "train.lr=0.001", "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "train.lr: 0.0002 -> 0.001" in err and "another --out" in err
-    assert (out / "runs" / "frame+x2face" / "config.yaml").read_text() == before
+    assert (out / "runs" / "frame+x2face-seed0" / "config.yaml").read_text() == before
 
 
 def test_all_k_gets_a_k_channel_generator_and_the_fomm_detector():
@@ -189,32 +196,116 @@ def test_plan_puts_baselines_first_and_checks_names():
     assert issubclass(BenchError, Exception)
 
 
-def _row(method, role, generator, **metrics):
-    return ResultRow(method, role, "m", generator, metrics, 2_500_000, 12.5, 90.0, 100)
+def _row(method, role, generator, per_video=None, seeds=(0,), **metrics):
+    return ResultRow(
+        method,
+        role,
+        "m",
+        generator,
+        metrics,
+        2_500_000,
+        12.5,
+        90.0,
+        100,
+        list(seeds),
+        per_video or {},
+    )
 
 
 def test_improvement_over_fomm_by_hand():
+    """Rows with point values only: relative changes, no intervals."""
     fomm = _row(
         "FOMM", "baseline", "fomm", l1=0.050, akd=2.0, mkr=0.1, aed=0.4, psnr=20.0, ssim=0.5
     )
     ours = _row("ours", "variant", "two_stage", l1=0.040, akd=2.5, mkr=0.0, aed=0.2, psnr=22.0)
-    gain = improvement(ours, fomm)
+    table = build_table([fomm, ours])
+    gain = {key: change.value for key, change in table.improvements["ours"].items()}
     assert gain["l1"] == pytest.approx(20.0)  # (0.05 - 0.04) / 0.05
     assert gain["akd"] == pytest.approx(-25.0)  # worse: negative
     assert gain["mkr"] == pytest.approx(100.0)
     assert gain["psnr"] == pytest.approx(10.0)  # higher is better
     assert math.isnan(gain["ssim"])  # not measured for `ours`
-    assert improvements_over_fomm([ours]) == {}  # no FOMM row, no improvement row
-    table = results_markdown([fomm, ours])
+    assert build_table([ours]).improvements == {}  # no FOMM row, no improvement row
+    text = results_markdown(table)
     assert "| Improvement over FOMM (ours) | +20.0% | -25.0% | +100.0% | +50.0% | +10.0% | - |" in (
-        table
+        text
     )
-    assert "| FOMM | 0.0500 | 2.000 | 0.100 | 0.400 | 20.00 | 0.500 | 2.50 | 12.5 | 1.5 |" in table
-    lines = results_csv([fomm, ours]).splitlines()
-    assert lines[0].startswith("method,kind,masker,generator,l1,akd")
+    assert "| FOMM | 0.0500 | 2.000 | 0.100 | 0.400 | 20.00 | 0.500 | 2.50 | 12.5 | 1.5 |" in text
+    lines = results_csv(table).splitlines()
+    assert lines[0].startswith("method,kind,masker,generator,l1,l1_ci_low,l1_ci_high,l1_seed_std,")
     assert lines[-1].startswith("ours,improvement_over_fomm_percent,,,20.0")
-    latex = results_latex([fomm, ours], "a caption with under_score")
+    latex = results_latex(table, "a caption with under_score")
     assert r"\toprule" in latex and r"under\_score" in latex and r"+20.0\%" in latex
+
+
+# four test videos of unequal length: per-video sums and frame counts of a metric
+COUNTS = np.array([[10.0, 2.0, 30.0, 5.0]])
+FOMM_SUMS = np.array([[1.0, 0.1, 2.4, 0.6]])  # frame means 0.1, 0.05, 0.08, 0.12
+BETTER_SUMS = FOMM_SUMS * 0.8  # 20% lower on every video
+NOISY_SUMS = FOMM_SUMS * np.array([[0.9, 1.3, 1.02, 0.85]])  # better on some, worse on others
+
+
+def _bootstrap_by_hand(sums, counts, resamples, seed):
+    """Percentile interval of the pooled mean over videos drawn with replacement."""
+    draws = np.random.default_rng(seed).integers(
+        0, sums.shape[-1], size=(resamples, sums.shape[-1])
+    )
+    pooled = [sums[0, d].sum() / counts[0, d].sum() for d in draws]
+    return draws, np.percentile(pooled, [2.5, 97.5])
+
+
+def test_bootstrap_intervals_and_paired_changes_by_hand():
+    settings = TableSettings(resamples=300, seed=3)
+    fomm = _row("FOMM", "baseline", "fomm", per_video={"l1": (FOMM_SUMS, COUNTS)})
+    better = _row("better", "variant", "two_stage", per_video={"l1": (BETTER_SUMS, COUNTS)})
+    noisy = _row("noisy", "variant", "two_stage", per_video={"l1": (NOISY_SUMS, COUNTS)})
+    table = build_table([fomm, better, noisy], settings)
+    found = table.estimate(fomm, "l1")
+    assert found.value == pytest.approx(4.1 / 47)  # frames pooled, not the mean of video means
+    assert table.estimate(fomm, "l1").value != pytest.approx(np.mean([0.1, 0.05, 0.08, 0.12]))
+    draws, (low, high) = _bootstrap_by_hand(FOMM_SUMS, COUNTS, 300, 3)
+    assert (found.low, found.high) == pytest.approx((low, high), abs=1e-12)
+    # the paired change: the same drawn videos for both rows
+    changes = []
+    for d in draws:
+        theirs = FOMM_SUMS[0, d].sum() / COUNTS[0, d].sum()
+        mine = NOISY_SUMS[0, d].sum() / COUNTS[0, d].sum()
+        changes.append(100 * (theirs - mine) / theirs)
+    noisy_change = table.improvements["noisy"]["l1"]
+    assert (noisy_change.low, noisy_change.high) == pytest.approx(
+        tuple(np.percentile(changes, [2.5, 97.5])), abs=1e-9
+    )
+    assert not noisy_change.significant and noisy_change.low < 0 < noisy_change.high
+    better_change = table.improvements["better"]["l1"]
+    assert better_change.value == pytest.approx(20.0) and better_change.significant
+    assert better_change.low == pytest.approx(20.0) == better_change.high  # paired: no noise
+    text = results_markdown(table)
+    assert "| Improvement over FOMM (better) | +20.0% [+20.0, +20.0]* |" in text
+    assert "| Improvement over FOMM (noisy) |" in text and "* |" not in text.split("(noisy)")[1]
+    cell = f"{found.value:.4f} ± {(found.high - found.low) / 2:.4f}"
+    assert f"| FOMM | {cell} |" in text
+    assert "4 test videos" in text and "300 resamples" in text
+    assert r"\pm" in results_latex(table, "caption") and "±" not in results_latex(table, "c")
+    rows = list(csv.DictReader(io.StringIO(results_csv(table))))
+    assert float(rows[0]["l1_ci_low"]) == pytest.approx(low, abs=1e-12)
+    payload = json.loads(results_json(table, {}))
+    assert payload["improvement_over_fomm_percent"]["better"]["l1"]["significant"] is True
+    assert payload["rows"][0]["interval"]["l1"] == pytest.approx([low, high], abs=1e-12)
+    assert payload["uncertainty"]["videos"] == 4
+
+
+def test_several_seeds_give_the_mean_and_their_spread():
+    sums = np.concatenate([FOMM_SUMS, BETTER_SUMS])  # two seeds, (2, 4)
+    counts = np.concatenate([COUNTS, COUNTS])
+    row = _row("two seeds", "variant", "two_stage", {"l1": (sums, counts)}, seeds=(0, 1))
+    table = build_table([row], TableSettings(resamples=50))
+    found = table.estimate(row, "l1")
+    per_seed = [4.1 / 47, 0.8 * 4.1 / 47]
+    assert found.value == pytest.approx(np.mean(per_seed))
+    assert found.seed_std == pytest.approx(np.std(per_seed, ddof=1))
+    assert found.seeds == 2 and found.low < found.value < found.high
+    assert f"(sd {found.seed_std:.4f})" in results_markdown(table)
+    assert "standard deviation across seeds" in results_markdown(table)
 
 
 def test_published_table_is_labelled_and_complete():
@@ -224,3 +315,75 @@ def test_published_table_is_labelled_and_complete():
     heatmap = next(p for p in PUBLISHED_TAICHI if p.method == "Keypoint mask, heatmap")
     assert (heatmap.l1, heatmap.akd, heatmap.aed) == (0.045, 5.551, 0.141)
     assert len(PUBLISHED_TAICHI) == 8
+
+
+@pytest.fixture(scope="module")
+def seeds_bench(tmp_path_factory):
+    """heatmap_sum + two_stage and FOMM, two seeds each, run twice into one folder."""
+    root = tmp_path_factory.mktemp("seeds")
+    out = root / "out"
+    args = ["bench", "--profile", "micro", "--baselines", "fomm", "--seeds", "0,1"]
+    outputs = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("KPTOOLKIT_CACHE", str(root / "cache"))
+        for _ in range(2):
+            printed = io.StringIO()
+            with contextlib.redirect_stdout(printed):
+                assert main([*args, "--out", str(out), "--no-progress"]) == 0
+            outputs.append(printed.getvalue())
+    return out, outputs, root
+
+
+def test_seeds_train_every_row_once_per_seed(seeds_bench):
+    out, (_, second), _ = seeds_bench
+    runs = sorted(p.name for p in (out / "runs").iterdir())
+    assert runs == [
+        "fomm_keypoints+fomm-seed0",
+        "fomm_keypoints+fomm-seed1",
+        "heatmap_sum+two_stage-seed0",
+        "heatmap_sum+two_stage-seed1",
+    ]
+    for run in runs:  # the seed is part of the run's own config
+        config = yaml.safe_load((out / "runs" / run / "config.yaml").read_text())
+        assert config["seed"] == int(run[-1])
+    # each seed's variant reads its own seed's FOMM detector
+    variant = yaml.safe_load((out / "runs" / runs[3] / "config.yaml").read_text())
+    assert "fomm_keypoints+fomm-seed1" in variant["keypoints"]["checkpoint"]
+    for stage, count in (("train", 4), ("reconstruct", 5), ("metrics", 5)):
+        lines = [line for line in second.splitlines() if f" {stage}] " in line]
+        assert len(lines) == count and all("cached" in line for line in lines), lines
+
+
+def test_seed_tables_carry_intervals_and_spread_in_every_format(seeds_bench):
+    out = seeds_bench[0]
+    markdown = (out / "results.md").read_text()
+    variant = next(line for line in markdown.splitlines() if line.startswith("| heatmap_sum"))
+    assert variant.count("±") == 6 and variant.count("(sd ") == 6
+    assert "once per seed (0, 1)" in markdown
+    payload = json.loads((out / "results.json").read_text())
+    row = next(r for r in payload["rows"] if r["method"] == "heatmap_sum + two_stage")
+    assert row["seeds"] == [0, 1] and math.isfinite(row["seed_std"]["l1"])
+    low, high = row["interval"]["l1"]
+    assert low <= row["metrics"]["l1"] <= high
+    gains = payload["improvement_over_fomm_percent"]["heatmap_sum + two_stage"]["l1"]
+    assert set(gains) == {"value", "low", "high", "significant"}
+    with open(out / "results.csv", newline="") as handle:
+        rows = {(r["method"], r["kind"]): r for r in csv.DictReader(handle)}
+    assert float(rows["heatmap_sum + two_stage", "variant"]["l1_seed_std"]) == pytest.approx(
+        row["seed_std"]["l1"]
+    )
+    latex = (out / "results.tex").read_text()
+    assert r"$\pm$" in latex and "(sd " in latex and "mean of seeds 0, 1" in latex
+
+
+def test_averaging_can_change_without_retraining(seeds_bench, monkeypatch, capsys):
+    out, _, root = seeds_bench
+    monkeypatch.setenv("KPTOOLKIT_CACHE", str(root / "cache"))
+    args = ["bench", "--profile", "micro", "--baselines", "fomm", "--seeds", "0,1"]
+    assert main([*args, "--out", str(out), "--no-progress", "--set", "eval.average=videos"]) == 0
+    printed = capsys.readouterr().out
+    assert "per-video means averaged over videos" in printed
+    scoring = [line for line in printed.splitlines() if " metrics] " in line]
+    assert all("cached" in line for line in scoring)
+    assert main([*args, "--out", str(out), "--no-progress", "--seeds", "1,1"]) == 1
+    assert "a seed twice" in capsys.readouterr().err

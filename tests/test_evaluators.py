@@ -16,6 +16,7 @@ from kptoolkit.evaluators.synthetic import (
     load_split,
     pose_scores,
 )
+from kptoolkit.metrics.base import VideoScores
 
 POSE_STEPS = 80
 ID_STEPS = 4
@@ -155,8 +156,12 @@ def test_identity_embeddings(identity: SyntheticIdEvaluator, dataset: str) -> No
 
 def test_floors_keys(pose: SyntheticPoseEvaluator, identity: SyntheticIdEvaluator) -> None:
     floor = pose.floor()
-    assert set(floor) == {"akd", "mkr", "frames"}
+    assert set(floor) == {"akd", "mkr", "frames", "per_video"}
     assert floor["frames"] > 0 and floor["akd"] >= 0 and 0 <= floor["mkr"] <= 1
+    for metric in ("akd", "mkr"):  # the per-video sums pool back to the floor's value
+        per_video = VideoScores.from_json(floor["per_video"][metric])
+        assert per_video.value("frames") == pytest.approx(floor[metric], abs=1e-12)
+        assert per_video.counts.sum() <= floor["frames"]
     id_floor = identity.floor()
     assert set(id_floor) == {"heldout_accuracy", "aed_same", "aed_different"}
     assert 0 <= id_floor["heldout_accuracy"] <= 1

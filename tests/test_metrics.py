@@ -1,4 +1,5 @@
-"""Metrics: hand-computed per-frame values, per-video averaging, state sums, tables."""
+"""Metrics: hand-computed per-frame values, pooled and per-video averaging, per-video states,
+distributed gathering, tables."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import torch
 import torch.distributed as dist
 
 from kptoolkit.errors import ConfigError, KptoolkitError
-from kptoolkit.metrics.base import FramePairs, Metric
+from kptoolkit.metrics.base import FramePairs, Metric, VideoScores
 from kptoolkit.metrics.image_metrics import L1Metric, LpipsMetric, PsnrMetric, SsimMetric
 from kptoolkit.metrics.keypoint_metrics import AedMetric, AkdMetric, MkrMetric, present
 from kptoolkit.metrics.tables import export_table, import_table
@@ -70,12 +71,15 @@ def test_ssim_of_identical_and_constant_frames():
     assert SsimMetric.higher_is_better
 
 
-def test_frames_are_averaged_within_videos_then_videos_averaged():
+def test_frames_are_pooled_over_videos_by_default():
     short = pairs([0.5], [0.6])  # one frame, L1 0.1
     long = [pairs([0.0, 0.2], [0.4, 0.6]), pairs([0.9], [0.5])]  # three frames, L1 0.4
-    result = score(L1Metric(), short, long)
-    assert result == pytest.approx((0.1 + 0.4) / 2)  # not (0.1 + 3 * 0.4) / 4
-    assert result != pytest.approx((0.1 + 3 * 0.4) / 4)
+    metric = L1Metric()
+    pooled = score(metric, short, long)
+    assert pooled == pytest.approx((0.1 + 3 * 0.4) / 4)  # the published protocol
+    assert metric.compute("videos") == pytest.approx((0.1 + 0.4) / 2)  # per video first
+    with pytest.raises(ValueError, match=r"frames.*videos"):
+        metric.compute("clips")
 
 
 def test_compute_needs_finished_videos_and_reset_forgets():
@@ -84,19 +88,26 @@ def test_compute_needs_finished_videos_and_reset_forgets():
     metric.update(pairs([0.5], [0.6]))
     with pytest.raises(RuntimeError, match="end_video"):
         metric.compute()
-    metric.end_video()
+    metric.end_video("a")
     assert metric.compute() == pytest.approx(0.1)
     metric.reset()
-    assert all(float(state) == 0 for state in metric.states().values())
+    assert metric.videos == 0 and float(metric.frame_sum) == 0 and float(metric.frame_count) == 0
     assert score(metric, pairs([0.5], [0.8])) == pytest.approx(0.3)
 
 
-def test_states_are_float64_buffers():
+def test_video_scores_keep_each_video_sum_and_count():
     metric = L1Metric()
-    states = metric.states()
-    assert set(states) == {"frame_sum", "frame_count", "video_mean_sum", "videos"}
-    assert all(s.dtype == torch.float64 for s in states.values())
-    assert dict(metric.named_buffers()).keys() == states.keys()
+    metric.update(pairs([0.5, 0.5], [0.6, 0.7]))
+    metric.end_video("b#1")
+    metric.update(pairs([0.0], [0.5]))
+    metric.end_video("a#1")
+    scores = metric.video_scores()
+    assert scores.names == ("b#1", "a#1")
+    np.testing.assert_allclose(scores.sums, [0.3, 0.5], atol=1e-7)
+    np.testing.assert_array_equal(scores.counts, [2, 1])
+    assert scores.sums.dtype == np.float64 and metric.frame_sum.dtype == torch.float64
+    again = VideoScores.from_json(scores.to_json())
+    assert again.names == scores.names and again.value("videos") == scores.value("videos")
 
 
 # keypoints: 4 joints; a missing joint is (-1, -1)
@@ -124,8 +135,10 @@ def keypoint_pairs(rows: slice = slice(None)) -> FramePairs:
     return FramePairs(frames, frames, real_keypoints=real_kp, fake_keypoints=fake_kp)
 
 
-def test_present_needs_every_coordinate_minus_one_to_be_missing():
-    assert present(torch.tensor([[[M, M], [M, 3.0], [0.0, 0.0]]])).tolist() == [[False, True, True]]
+def test_a_joint_is_missing_when_its_x_is_minus_one():
+    # cmp_with_missing.py: missing = (x == -1), whatever y holds
+    found = present(torch.tensor([[[M, M], [M, 3.0], [3.0, M], [0.0, 0.0]]]))
+    assert found.tolist() == [[False, False, True, True]]
 
 
 def test_akd_over_joints_present_in_both():
@@ -151,7 +164,8 @@ def test_video_without_valid_frame_is_ignored():
     metric = AkdMetric()
     # video 1: frames 1 and 3 only (no AKD value); video 2: frame 0 (1.75)
     assert score(metric, keypoint_pairs(slice(1, 4, 2)), keypoint_pairs(slice(0, 1))) == 1.75
-    assert int(metric.videos) == 1
+    assert metric.compute("videos") == 1.75  # the empty video weighs nothing either way
+    assert metric.videos == 2 and metric.video_scores().counts.tolist() == [0, 1]
 
 
 def test_aed_is_the_squared_l2_distance():
@@ -181,34 +195,46 @@ def test_sync_is_a_no_op_without_a_process_group():
     assert not dist.is_initialized()
     metric = L1Metric()
     score(metric, pairs([0.5], [0.6]))
-    before = {name: state.clone() for name, state in metric.states().items()}
+    before = metric.video_scores()
     metric.sync()
-    assert all(torch.equal(before[name], state) for name, state in metric.states().items())
+    after = metric.video_scores()
+    assert after.names == before.names and after.sums.tolist() == before.sums.tolist()
 
 
-def test_summed_states_of_two_processes_give_the_global_result():
-    videos = [keypoint_pairs(slice(0, 2)), keypoint_pairs(slice(2, 4)), keypoint_pairs()]
-    alone = score(MkrMetric(), *videos)
-    first, second = MkrMetric(), MkrMetric()
-    score(first, videos[0])  # "rank 0" scores one video
-    score(second, *videos[1:])  # "rank 1" the other two
-    for name, state in first.states().items():  # what sync()'s all-reduce SUM does
-        state += second.states()[name]
-    assert first.compute() == pytest.approx(alone)
-    assert alone == pytest.approx((1 / 3 + (3 / 4 + 1) / 2 + (1 / 3 + 3 / 4 + 1) / 3) / 3)
-
-
-def test_sync_sums_over_a_real_process_group(tmp_path):
-    store = dist.FileStore(str(tmp_path / "store"), 1)
-    dist.init_process_group("gloo", store=store, rank=0, world_size=1)
+def _score_shard(rank: int, world: int, store_path: str, queue) -> None:
+    """One process of a two-process evaluation: score its own videos, gather, compute."""
+    store = dist.FileStore(store_path, world)
+    dist.init_process_group("gloo", store=store, rank=rank, world_size=world)
     try:
-        metric = L1Metric()
-        score(metric, pairs([0.5], [0.6]))
-        metric.sync()  # one process: the sum is the state itself
-        assert metric.compute() == pytest.approx(0.1)
-        assert float(metric.videos) == 1
+        videos = [keypoint_pairs(slice(0, 2)), keypoint_pairs(slice(2, 4)), keypoint_pairs()]
+        metric = MkrMetric()
+        for index in range(rank, len(videos), world):  # rank 0: videos 0, 2; rank 1: video 1
+            metric.update(videos[index])
+            metric.end_video(f"v{index}")
+        metric.sync()
+        queue.put((rank, metric.compute(), metric.compute("videos"), metric.video_scores().names))
     finally:
         dist.destroy_process_group()
+
+
+def test_sync_gathers_the_videos_of_every_process(tmp_path):
+    import torch.multiprocessing as mp
+
+    videos = [keypoint_pairs(slice(0, 2)), keypoint_pairs(slice(2, 4)), keypoint_pairs()]
+    alone = MkrMetric()
+    for index in (0, 2, 1):
+        alone.update(videos[index])
+        alone.end_video(f"v{index}")
+    context = mp.get_context("spawn")
+    queue = context.Queue()
+    mp.spawn(_score_shard, args=(2, str(tmp_path / "store"), queue), nprocs=2, join=True)
+    results = sorted(queue.get(timeout=60) for _ in range(2))
+    for _, pooled, per_video, names in results:
+        assert names == ("v0", "v2", "v1")  # rank order
+        assert pooled == pytest.approx(alone.compute(), abs=1e-12)
+        assert per_video == pytest.approx(alone.compute("videos"), abs=1e-12)
+    # by hand: frame MKRs 1/3 | 3/4, 1 | 1/3, 3/4, 1 (pooled over the 6 frames with a value)
+    assert alone.compute() == pytest.approx((2 / 3 + 2 * (3 / 4 + 1)) / 6)
 
 
 def test_lpips_with_random_weights():
@@ -243,7 +269,8 @@ def test_tables_round_trip_in_frame_order(tmp_path):
     assert list(frame.columns) == ["file_name", "frame_number", "value"]
     table = import_table(path)
     assert list(table) == ["a.mp4", "b.mp4"]
-    assert [v[0, 0] for v in table["b.mp4"]] == [0.0, 1.0]
+    assert list(table["b.mp4"]) == [0, 1]  # frame numbers, sorted
+    assert [v[0, 0] for v in table["b.mp4"].values()] == [0.0, 1.0]
     np.testing.assert_array_equal(table["a.mp4"][0], kp[2])
 
 

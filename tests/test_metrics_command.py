@@ -29,10 +29,13 @@ def make_folders(tmp_path, offset=10):
 def test_l1_over_stacked_pngs(tmp_path, capsys):
     real, fake = make_folders(tmp_path)
     metrics = {"l1": create_metric("l1"), "psnr": create_metric("psnr")}
-    scores, missing = evaluate_folders(real, fake, metrics, progress=False)
+    evaluation = evaluate_folders(real, fake, metrics, progress=False)
+    scores = evaluation.values()
     assert scores["l1"] == pytest.approx(10 / 255, abs=1e-6)
     assert scores["psnr"] == pytest.approx(20 * np.log10(255 / 10), abs=1e-3)
-    assert missing == ["c#1"]
+    assert evaluation.missing == ["c#1"]
+    assert evaluation.scores["l1"].names == ("a#1", "b#1")
+    assert evaluation.scores["l1"].counts.tolist() == [4, 6]
     assert main(["metrics", "--real", str(real), "--fake", str(fake), "--metrics", "l1"]) == 0
     out = capsys.readouterr().out
     assert "0.0392" in out and "c#1" in out
@@ -63,6 +66,34 @@ def test_pose_metrics_through_an_evaluator(tmp_path, capsys):
     lines = dict(line.split() for line in capsys.readouterr().out.splitlines()[:5])
     assert float(lines["akd"]) == pytest.approx(10.0, abs=1e-3)  # (20 levels) / 255 * 255 / 2
     assert float(lines["mkr"]) == 0.0
+
+
+def test_exported_tables_give_the_same_numbers(tmp_path, capsys):
+    """kptoolkit's evaluator outputs, written as pose-evaluation tables, score the same through
+    the table path (and through the scripts' logic, in test_protocol)."""
+    pytest.importorskip("pandas")
+    real, fake = make_folders(tmp_path, offset=20)
+    tables = tmp_path / "tables"
+    EVALUATORS.register("brightness_pose")(BrightnessPose)
+    try:
+        metrics = {"akd": create_metric("akd"), "mkr": create_metric("mkr")}
+        evaluation = evaluate_folders(
+            real, fake, metrics, [BrightnessPose(255.0)], progress=False, export_tables=tables
+        )
+    finally:
+        EVALUATORS.unregister("brightness_pose")
+    assert sorted(p.name for p in evaluation.tables) == ["pose_gen.pkl", "pose_gt.pkl"]
+    from kptoolkit.engine.evaluate import evaluate_tables
+    from kptoolkit.metrics.tables import import_table
+
+    assert list(import_table(tables / "pose_gen.pkl")) == ["a#1.png", "b#1.png"]
+    again = evaluate_tables(
+        tables / "pose_gt.pkl",
+        tables / "pose_gen.pkl",
+        {"akd": create_metric("akd"), "mkr": create_metric("mkr")},
+    )
+    assert again.values() == pytest.approx(evaluation.values(), abs=1e-9)
+    assert again.scores["akd"].counts.tolist() == [4, 6]
 
 
 def test_errors(tmp_path):

@@ -1,7 +1,10 @@
 """The bench's results: measured rows, improvement over FOMM, and their text forms.
 
-One table in Markdown, CSV, JSON and LaTeX. Published numbers (`published.py`) are written as a
-separate table with its own title and never enter the measured one.
+A row carries each metric's per-video sums and counts (per seed); `build_table` turns them into
+scores with bootstrap intervals over test videos, seed spread and paired-bootstrap improvements
+over FOMM (`kptoolkit.metrics.aggregate`). One table in Markdown, CSV, JSON and LaTeX. Published
+numbers (`published.py`) are written as a separate table with its own title and never enter the
+measured one.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import numpy as np
 
 from kptoolkit.bench.published import PUBLISHED_TAICHI, TITLE, PublishedRow
+from kptoolkit.metrics import aggregate
 
 
 @attrs.frozen
@@ -48,10 +53,16 @@ REFERENCE_GENERATOR = "fomm"
 
 @attrs.define
 class ResultRow:
-    """The measured outcome of one trained masker x generator pair."""
+    """The measured outcome of one row: a trained masker x generator pair (over one or several
+    seeds), or a reference row (the no-motion copy, the evaluator floor).
+
+    `per_video` holds, per metric, the (seeds, videos) sums and counts of valid frame values on
+    the table's test videos (in one shared order): every score and interval derives from them.
+    `metrics` holds point values for metrics without per-video data (hand-built rows).
+    """
 
     method: str
-    role: str  # "baseline" or "variant"
+    role: str  # "baseline", "variant", "reference" or "floor"
     masker: str
     generator: str
     metrics: dict[str, float]
@@ -59,9 +70,11 @@ class ResultRow:
     ms_per_frame: float
     train_seconds: float
     steps: int
+    seeds: list[int] = attrs.field(factory=list)
+    per_video: dict[str, tuple[np.ndarray, np.ndarray]] = attrs.field(factory=dict, repr=False)
 
     def value(self, key: str) -> float:
-        """The number of column `key` (NaN when it was not measured)."""
+        """The number of a cost column `key`, or a metric's stored point value (NaN if none)."""
         if key == "params_m":
             return self.params / 1e6
         if key == "ms_per_frame":
@@ -71,49 +84,150 @@ class ResultRow:
         return float(self.metrics.get(key, math.nan))
 
 
-def improvement(row: ResultRow, reference: ResultRow) -> dict[str, float]:
-    """Relative improvement of `row` over `reference` per metric, in percent (positive = better).
+@attrs.frozen
+class TableSettings:
+    """How per-video scores become the table's numbers (`eval.*` of the config)."""
 
-    Lower-is-better metrics: (reference - row) / reference; higher-is-better: (row - ref) / ref.
-    """
-    found = {}
-    for column in METRIC_COLUMNS:
-        mine, theirs = row.value(column.key), reference.value(column.key)
-        if math.isnan(mine) or math.isnan(theirs) or theirs == 0:
-            found[column.key] = math.nan
-            continue
-        change = (theirs - mine) if column.lower_is_better else (mine - theirs)
-        found[column.key] = 100.0 * change / abs(theirs)
-    return found
+    average: str = "frames"
+    resamples: int = aggregate.DEFAULT_RESAMPLES
+    seed: int = aggregate.DEFAULT_SEED
+    confidence: float = aggregate.DEFAULT_CONFIDENCE
+
+    def describe(self) -> str:
+        """One sentence for captions."""
+        how = (
+            "frames pooled over all test videos"
+            if self.average == "frames"
+            else "per-video means averaged over videos"
+        )
+        return (
+            f"Scores: {how}. ± is half the width of the {self.confidence:.0%} percentile "
+            f"bootstrap interval over test videos ({self.resamples} resamples of whole videos, "
+            f"seed {self.seed})"
+        )
 
 
-def improvements_over_fomm(rows: Sequence[ResultRow]) -> dict[str, dict[str, float]]:
-    """Per variant, its improvement over the FOMM baseline row (empty without that row)."""
-    reference = next(
+@attrs.define
+class Table:
+    """Rows with their estimates, and each variant's paired change against FOMM."""
+
+    rows: list[ResultRow]
+    estimates: dict[str, dict[str, aggregate.Estimate]]  # method -> metric -> estimate
+    improvements: dict[str, dict[str, aggregate.Change]]  # variant -> metric -> change
+    settings: TableSettings
+    videos: int  # test videos the intervals resample
+
+    @property
+    def several_seeds(self) -> bool:
+        """True when some row averages more than one seed."""
+        return any(len(r.seeds) > 1 for r in self.rows)
+
+    def estimate(self, row: ResultRow, key: str) -> aggregate.Estimate:
+        """The estimate of metric `key` for `row`."""
+        found = self.estimates[row.method].get(key)
+        if found is None:
+            return aggregate.Estimate(row.value(key), math.nan, math.nan)
+        return found
+
+
+def _row_estimates(
+    row: ResultRow, settings: TableSettings, indices: np.ndarray | None
+) -> dict[str, aggregate.Estimate]:
+    return {
+        key: aggregate.estimate(sums, counts, settings.average, indices, settings.confidence)
+        for key, (sums, counts) in row.per_video.items()
+    }
+
+
+def _fomm_row(rows: Sequence[ResultRow]) -> ResultRow | None:
+    return next(
         (r for r in rows if r.role == "baseline" and r.generator == REFERENCE_GENERATOR), None
     )
-    if reference is None:
-        return {}
-    return {r.method: improvement(r, reference) for r in rows if r.role == "variant"}
+
+
+def build_table(rows: Sequence[ResultRow], settings: TableSettings = TableSettings()) -> Table:
+    """Estimates, intervals and paired improvements over FOMM for `rows`.
+
+    Every row's per-video arrays must cover the same videos in the same order (the bench scores
+    them so); the bootstrap draws one set of resampled videos for the whole table.
+    """
+    videos = {sums.shape[-1] for r in rows for sums, _ in r.per_video.values()}
+    if len(videos) > 1:
+        raise ValueError(f"rows are scored on different numbers of videos: {sorted(videos)}")
+    count = videos.pop() if videos else 0
+    indices = (
+        aggregate.resample_indices(count, settings.resamples, settings.seed) if count else None
+    )
+    estimates = {r.method: _row_estimates(r, settings, indices) for r in rows}
+    table = Table(list(rows), estimates, {}, settings, count)
+    fomm = _fomm_row(rows)
+    if fomm is None:
+        return table
+    for row in rows:
+        if row.role != "variant":
+            continue
+        changes = {}
+        for column in METRIC_COLUMNS:
+            if column.key in row.per_video and column.key in fomm.per_video:
+                changes[column.key] = aggregate.paired_change(
+                    row.per_video[column.key],
+                    fomm.per_video[column.key],
+                    column.lower_is_better,
+                    settings.average,
+                    indices,
+                    settings.confidence,
+                )
+            else:
+                mine = table.estimate(row, column.key).value
+                theirs = table.estimate(fomm, column.key).value
+                value = float(
+                    aggregate.relative_change(
+                        np.asarray(mine), np.asarray(theirs), column.lower_is_better
+                    )
+                )
+                changes[column.key] = aggregate.Change(value, math.nan, math.nan)
+        table.improvements[row.method] = changes
+    return table
 
 
 def _number(value: float, digits: int) -> str:
     return "-" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
-def _percent(value: float) -> str:
-    if math.isnan(value):
+def _cell(estimate: aggregate.Estimate, digits: int, pm: str) -> str:
+    if math.isnan(estimate.value):
         return "-"
-    return "0.0%" if round(value, 1) == 0 else f"{value:+.1f}%"
+    text = f"{estimate.value:.{digits}f}"
+    if math.isfinite(estimate.half_width):
+        text += f" {pm} {estimate.half_width:.{digits}f}"
+    if estimate.seeds > 1 and math.isfinite(estimate.seed_std):
+        text += f" (sd {estimate.seed_std:.{digits}f})"
+    return text
 
 
-def _table_cells(
-    rows: Sequence[ResultRow], gains: dict[str, dict[str, float]]
-) -> tuple[list[str], list[list[str]]]:
+def _percent(change: aggregate.Change) -> str:
+    if math.isnan(change.value):
+        return "-"
+    text = "0.0%" if round(change.value, 1) == 0 else f"{change.value:+.1f}%"
+    if math.isfinite(change.low):
+        text += f" [{change.low:+.1f}, {change.high:+.1f}]"
+        if change.significant:
+            text += "*"
+    return text
+
+
+def _table_cells(table: Table, pm: str = "±") -> tuple[list[str], list[list[str]]]:
     header = ["Method", *(c.header for c in COLUMNS)]
-    body = [[r.method, *(_number(r.value(c.key), c.digits) for c in COLUMNS)] for r in rows]
-    for method, gain in gains.items():
-        cells = [_percent(gain[c.key]) for c in METRIC_COLUMNS]
+    body = []
+    for row in table.rows:
+        metrics = [_cell(table.estimate(row, c.key), c.digits, pm) for c in METRIC_COLUMNS]
+        costs = [
+            "-" if row.role == "floor" else _number(row.value(c.key), c.digits)
+            for c in COST_COLUMNS
+        ]
+        body.append([row.method, *metrics, *costs])
+    for method, changes in table.improvements.items():
+        cells = [_percent(changes[c.key]) for c in METRIC_COLUMNS]
         body.append([f"Improvement over FOMM ({method})", *cells, *("" for _ in COST_COLUMNS)])
     return header, body
 
@@ -128,24 +242,55 @@ def markdown(
     return "\n".join(lines)
 
 
-def results_markdown(rows: Sequence[ResultRow]) -> str:
-    """The measured table with its improvement-over-FOMM rows, in Markdown."""
-    return markdown(*_table_cells(rows, improvements_over_fomm(rows)))
+def table_notes(table: Table) -> str:
+    """What the ± , sd and improvement intervals mean, in one paragraph."""
+    notes = [f"{table.settings.describe()}, {table.videos} test videos."]
+    if table.several_seeds:
+        notes.append(
+            "With several seeds a cell is the mean over seeds, its interval resamples the "
+            "videos for all seeds at once, and (sd x) is the standard deviation across seeds."
+        )
+    if table.improvements:
+        notes.append(
+            "Improvement rows: relative change against FOMM (positive = better) with its "
+            f"{table.settings.confidence:.0%} paired-bootstrap interval (the same resampled "
+            "videos for both rows); * marks an interval that excludes zero."
+        )
+    return " ".join(notes)
 
 
-def results_csv(rows: Sequence[ResultRow]) -> str:
-    """One line per measured row (full precision), then the improvement rows in percent."""
+def results_markdown(table: Table) -> str:
+    """The measured table with its improvement-over-FOMM rows, in Markdown, then its notes."""
+    return markdown(*_table_cells(table)) + "\n\n" + table_notes(table)
+
+
+def results_csv(table: Table) -> str:
+    """One line per row (full precision, interval bounds and seed spread in their own
+    columns), then the improvement rows in percent with their paired intervals."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["method", "kind", "masker", "generator", *(c.key for c in COLUMNS), "steps"])
-    for r in rows:
-        values = [_csv_number(r.value(c.key)) for c in COLUMNS]
-        writer.writerow([r.method, r.role, r.masker, r.generator, *values, r.steps])
-    for method, gain in improvements_over_fomm(rows).items():
-        values = [_csv_number(gain[c.key]) for c in METRIC_COLUMNS]
+    metric_keys = [f"{c.key}{suffix}" for c in METRIC_COLUMNS for suffix in ("", *CSV_SUFFIXES)]
+    cost_keys = [c.key for c in COST_COLUMNS]
+    writer.writerow(["method", "kind", "masker", "generator", *metric_keys, *cost_keys])
+    for r in table.rows:
+        values = []
+        for column in METRIC_COLUMNS:
+            found = table.estimate(r, column.key)
+            values += [_csv_number(v) for v in (found.value, found.low, found.high)]
+            values.append(_csv_number(found.seed_std))
+        costs = [_csv_number(r.value(c.key)) for c in COST_COLUMNS]
+        writer.writerow([r.method, r.role, r.masker, r.generator, *values, *costs])
+    for method, changes in table.improvements.items():
+        values = []
+        for column in METRIC_COLUMNS:
+            change = changes[column.key]
+            values += [_csv_number(v) for v in (change.value, change.low, change.high)] + [""]
         blanks = ["" for _ in COST_COLUMNS]
-        writer.writerow([method, "improvement_over_fomm_percent", "", "", *values, *blanks, ""])
+        writer.writerow([method, "improvement_over_fomm_percent", "", "", *values, *blanks])
     return buffer.getvalue()
+
+
+CSV_SUFFIXES = ("_ci_low", "_ci_high", "_seed_std")
 
 
 def _csv_number(value: float) -> str:
@@ -175,9 +320,15 @@ def latex(header: Sequence[str], body: Sequence[Sequence[str]], caption: str) ->
     return "\n".join(lines)
 
 
-def results_latex(rows: Sequence[ResultRow], caption: str) -> str:
-    """The measured table with its improvement rows, as LaTeX (booktabs)."""
-    return latex(*_table_cells(rows, improvements_over_fomm(rows)), caption)
+def results_latex(table: Table, caption: str) -> str:
+    """The measured table with its improvement rows, as LaTeX (booktabs); ± is `$\\pm$`."""
+    header, body = _table_cells(table, pm=PM_PLACEHOLDER)
+    notes = table_notes(table).replace("±", PM_PLACEHOLDER)
+    text = latex(header, body, f"{caption}. {notes}")
+    return text.replace(PM_PLACEHOLDER, r"$\pm$")
+
+
+PM_PLACEHOLDER = "\x00pm\x00"  # survives escaping, becomes $\\pm$
 
 
 def _published_cells(
@@ -219,12 +370,45 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def results_json(rows: Sequence[ResultRow], context: dict[str, Any]) -> str:
-    """Rows, improvements, context (machine, profile, floors) and, apart, the published rows."""
+def _row_json(table: Table, row: ResultRow) -> dict[str, Any]:
+    metrics, intervals, spread = {}, {}, {}
+    for column in METRIC_COLUMNS:
+        found = table.estimate(row, column.key)
+        if math.isnan(found.value):
+            continue
+        metrics[column.key] = found.value
+        intervals[column.key] = [found.low, found.high]
+        spread[column.key] = found.seed_std
+    return {
+        "method": row.method,
+        "role": row.role,
+        "masker": row.masker,
+        "generator": row.generator,
+        "seeds": list(row.seeds),
+        "metrics": metrics,
+        "interval": intervals,
+        "seed_std": spread,
+        "params": row.params,
+        "ms_per_frame": row.ms_per_frame,
+        "train_seconds": row.train_seconds,
+        "steps": row.steps,
+    }
+
+
+def results_json(table: Table, context: dict[str, Any]) -> str:
+    """Rows with intervals and seed spread, paired improvements, context (machine, profile,
+    floors, how scores are averaged) and, apart, the published rows."""
     payload = {
         **context,
-        "rows": [attrs.asdict(r) for r in rows],
-        "improvement_over_fomm_percent": improvements_over_fomm(rows),
+        "uncertainty": {**attrs.asdict(table.settings), "videos": table.videos},
+        "rows": [_row_json(table, r) for r in table.rows],
+        "improvement_over_fomm_percent": {
+            method: {
+                key: {**attrs.asdict(change), "significant": change.significant}
+                for key, change in changes.items()
+            }
+            for method, changes in table.improvements.items()
+        },
         "published_taichi_256": {
             "note": TITLE,
             "rows": [attrs.asdict(p) for p in PUBLISHED_TAICHI],

@@ -3,8 +3,10 @@ results.
 
 Everything lands under one output folder:
 
-    <out>/runs/<masker>+<generator>/     a normal training run (config.yaml, losses.csv,
-                                          checkpoints/), plus reconstruction/ and bench-state.json
+    <out>/runs/<masker>+<generator>-seed<N>/
+                                         a normal training run per row and seed (config.yaml,
+                                          losses.csv, checkpoints/), plus reconstruction/ and
+                                          bench-state.json (with each test video's metric sums)
     <out>/evaluators.json                the evaluators used and their floors
     <out>/figures/<row>-sample.gif       source | driving | source mask | driving mask | prediction
     <out>/figures/<row>-losses.png       training loss curves
@@ -37,6 +39,8 @@ from kptoolkit.bench import figures
 from kptoolkit.bench.profiles import Profile, get_profile
 from kptoolkit.bench.results import (
     ResultRow,
+    TableSettings,
+    build_table,
     published_latex,
     published_markdown,
     results_csv,
@@ -47,6 +51,7 @@ from kptoolkit.bench.results import (
 )
 from kptoolkit.bench.timing import inference_parameters, ms_per_frame
 from kptoolkit.config import (
+    SCORING_KEYS,
     ExperimentConfig,
     apply_overrides,
     load_config,
@@ -62,6 +67,7 @@ from kptoolkit.engine.experiment import build_dataset
 from kptoolkit.engine.inference import quantize, reconstruct, write_stacked_png
 from kptoolkit.engine.trainer import Trainer
 from kptoolkit.errors import ConfigError, KptoolkitError
+from kptoolkit.metrics.base import VideoScores
 from kptoolkit.models import natural_masker
 from kptoolkit.registry import DATASETS, EVALUATORS, GENERATORS, MASKERS, METRICS
 
@@ -73,6 +79,7 @@ DEFAULT_BASELINES = ("fomm", "x2face")
 SAMPLE_FRAMES = 32
 REFERENCE_LABEL = "Source frame (no motion)"
 REFERENCE_DIR = "reference-source-frame"
+SCORES_PROTOCOL = 2  # per-video sums and counts (protocol 1 stored per-video-averaged scores)
 
 
 class BenchError(KptoolkitError):
@@ -143,6 +150,7 @@ class BenchOptions:
     pose_evaluator: str | None = None
     id_evaluator: str | None = None
     device: str | None = None
+    seeds: list[int] | None = None  # None: the config's own seed
     progress: bool = True
 
 
@@ -176,13 +184,16 @@ def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     return {prefix.rstrip("."): data}
 
 
-def config_differences(old: ExperimentConfig, new: ExperimentConfig) -> list[str]:
-    """'key: old -> new' for every setting that differs between two configs."""
+def config_differences(
+    old: ExperimentConfig, new: ExperimentConfig, ignore: Sequence[str] = ()
+) -> list[str]:
+    """'key: old -> new' for every setting that differs between two configs (`ignore`: keys
+    left out of the comparison)."""
     before, after = _flatten(unstructure(old)), _flatten(unstructure(new))
     return [
         f"{key}: {before.get(key, '<absent>')!r} -> {after.get(key, '<absent>')!r}"
         for key in sorted(set(before) | set(after))
-        if before.get(key, "<absent>") != after.get(key, "<absent>")
+        if before.get(key, "<absent>") != after.get(key, "<absent>") and key not in ignore
     ]
 
 
@@ -253,6 +264,7 @@ class Bench:
         self.profile.adjust(base)
         self.base = apply_overrides(base, options.overrides)
         self.entries = plan_entries(options.maskers, options.generators, options.baselines)
+        self.seeds = _check_seeds(options.seeds if options.seeds else [self.base.seed])
         self.out = Path(options.out) if options.out else default_out_dir(self.profile.name)
         self.device = torch.device(
             options.device or ("cuda" if torch.cuda.is_available() else "cpu")
@@ -265,6 +277,7 @@ class Bench:
         self.evaluators: list[torch.nn.Module] = []
         self.evaluator_info: dict[str, Any] = {}
         self.stage_index = 0
+        self.video_names: list[str] = []  # the table's test videos, in the reference row's order
 
     # -- reporting -----------------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -286,17 +299,19 @@ class Bench:
         self.enter("evaluators")
         self.prepare_evaluators()
         self.enter("detector")
-        detector = self.prepare_detector()
-        configs = {entry: self.entry_config(entry, detector) for entry in self.entries}
+        detectors = {seed: self.prepare_detector(seed) for seed in self.seeds}
         self.enter("train")
-        for entry in self.entries:
-            self.train(entry, configs[entry])
+        for seed in self.seeds:
+            for entry in self.entries:
+                self.train(entry, seed, self.entry_config(entry, detectors[seed], seed))
         self.enter("reconstruct")
         self.reconstruct_reference()
-        for entry in self.entries:
-            self.reconstruct(entry)
+        for seed in self.seeds:
+            for entry in self.entries:
+                self.reconstruct(entry, seed)
         self.enter("metrics")
-        rows = [self.score_reference()] + [self.score(entry) for entry in self.entries]
+        rows = [self.score_reference(), *self.floor_rows()]
+        rows += [self.score(entry) for entry in self.entries]
         self.enter("results")
         files = self.write_figures()
         report, written = self.write_results(rows)
@@ -374,6 +389,7 @@ class Bench:
                 raise ConfigError(f"evaluator '{name}' is a {evaluator.kind} one, not {kind}")
             identity = {
                 "name": name,
+                "protocol": SCORES_PROTOCOL,
                 "metadata": getattr(evaluator, "metadata", {}),
                 "weights": file_key(evaluator.cache_path)
                 if hasattr(evaluator, "cache_path")
@@ -409,11 +425,12 @@ class Bench:
         floor = getattr(evaluator, "floor", None)
         if floor is None:
             return None
-        return {k: v if isinstance(v, int) else float(v) for k, v in floor().items()}
+        return {k: v if isinstance(v, int | dict) else float(v) for k, v in floor().items()}
 
     # -- detector ------------------------------------------------------------------------------
-    def prepare_detector(self) -> str | None:
-        """The frozen detector of the keypoint maskers: the given file, or the FOMM baseline's."""
+    def prepare_detector(self, seed: int) -> str | None:
+        """The frozen detector of the keypoint maskers: the given file, or the FOMM baseline's
+        (of the same seed: a seed replicates the whole pipeline)."""
         if self.options.kp_checkpoint:
             path = str(Path(self.options.kp_checkpoint).resolve())
             self.say(f"using the given keypoint detector {path}")
@@ -425,18 +442,24 @@ class Bench:
         fomm = Entry(natural_masker("fomm"), "fomm", "baseline")
         users = ", ".join(e.masker for e in needing)
         self.say(f"the detector of {users} is the FOMM baseline's, trained first")
-        info = self.train(fomm, self.entry_config(fomm, None))
-        return str((self.run_dir(fomm) / "checkpoints" / info["checkpoint"]).resolve())
+        info = self.train(fomm, seed, self.entry_config(fomm, None, seed))
+        return str((self.run_dir(fomm, seed) / "checkpoints" / info["checkpoint"]).resolve())
 
     # -- configs and folders -------------------------------------------------------------------
-    def run_dir(self, entry: Entry) -> Path:
-        """The run folder of one row."""
-        return self.out / "runs" / entry.slug
+    def run_dir(self, entry: Entry, seed: int) -> Path:
+        """The run folder of one row trained with one seed."""
+        return self.out / "runs" / f"{entry.slug}-seed{seed}"
 
-    def entry_config(self, entry: Entry, detector: str | None) -> ExperimentConfig:
-        """The base config with this row's masker and generator (same budget for every row)."""
+    def run_label(self, entry: Entry, seed: int) -> str:
+        """The row's name in progress lines (with its seed when there are several)."""
+        return f"{entry.label} (seed {seed})" if len(self.seeds) > 1 else entry.label
+
+    def entry_config(self, entry: Entry, detector: str | None, seed: int = 0) -> ExperimentConfig:
+        """The base config with this row's masker, generator and seed (same budget for every
+        row)."""
         config = structure(ExperimentConfig, unstructure(self.base))
         config.name = f"bench-{entry.slug}"
+        config.seed = seed
         if config.masker.name != entry.masker:
             config.masker.params = {}
         if config.generator.name != entry.generator:
@@ -467,7 +490,7 @@ class Bench:
         stored_path = run_dir / "config.yaml"
         if not stored_path.is_file():
             return
-        differences = config_differences(load_config(stored_path), config)
+        differences = config_differences(load_config(stored_path), config, ignore=SCORING_KEYS)
         if differences:
             shown = "; ".join(differences[:4])
             more = f" (and {len(differences) - 4} more)" if len(differences) > 4 else ""
@@ -477,22 +500,24 @@ class Bench:
             )
 
     # -- training ------------------------------------------------------------------------------
-    def train(self, entry: Entry, config: ExperimentConfig) -> dict[str, Any]:
-        """Train one row (or reuse / resume its run); returns its training record."""
-        run_dir = self.run_dir(entry)
+    def train(self, entry: Entry, seed: int, config: ExperimentConfig) -> dict[str, Any]:
+        """Train one row with one seed (or reuse / resume its run); returns its training
+        record."""
+        run_dir = self.run_dir(entry, seed)
+        label = self.run_label(entry, seed)
         self._check_same_config(run_dir, config)
         state = read_state(run_dir)
         done = state.get("train")
         if done and (run_dir / "checkpoints" / done["checkpoint"]).is_file():
             self.say(
-                f"{entry.label}: cached ({done['steps']} steps, "
+                f"{label}: cached ({done['steps']} steps, "
                 f"{done['seconds'] / 60:.1f} min of training)"
             )
             return done
         existing = list_checkpoints(run_dir / "checkpoints")
         start = existing[-1][0] if existing else 0
         how = f"resuming at step {start}" if existing else "from scratch"
-        self.say(f"{entry.label}: training {how} -> {run_dir}")
+        self.say(f"{label}: training {how} -> {run_dir}")
         trainer = Trainer(
             config,
             run_dir,
@@ -502,7 +527,7 @@ class Bench:
         )
         result = trainer.train()
         if result.checkpoint is None:
-            raise BenchError(f"{entry.label}: training saved no checkpoint in {run_dir}")
+            raise BenchError(f"{label}: training saved no checkpoint in {run_dir}")
         segments = [
             *state.get("train_segments", []),
             {"from_step": start, "to_step": result.steps, "seconds": result.seconds},
@@ -518,23 +543,24 @@ class Bench:
         }
         state = {"train_segments": segments, "train": done}  # later stages are now stale
         write_state(run_dir, state)
-        self.say(f"{entry.label}: {result.steps} steps in {result.seconds / 60:.1f} min")
+        self.say(f"{label}: {result.steps} steps in {result.seconds / 60:.1f} min")
         return done
 
-    def _checkpoint(self, entry: Entry) -> Path:
-        state = read_state(self.run_dir(entry))
-        return self.run_dir(entry) / "checkpoints" / state["train"]["checkpoint"]
+    def _checkpoint(self, entry: Entry, seed: int) -> Path:
+        state = read_state(self.run_dir(entry, seed))
+        return self.run_dir(entry, seed) / "checkpoints" / state["train"]["checkpoint"]
 
     # -- reconstruction ------------------------------------------------------------------------
-    def reconstruct(self, entry: Entry) -> None:
-        """Reconstruct the test videos with the row's final checkpoint (PNG for the metrics)."""
-        run_dir = self.run_dir(entry)
+    def reconstruct(self, entry: Entry, seed: int) -> None:
+        """Reconstruct the test videos with a run's final checkpoint (PNG for the metrics)."""
+        run_dir = self.run_dir(entry, seed)
+        label = self.run_label(entry, seed)
         state = read_state(run_dir)
-        checkpoint = self._checkpoint(entry)
+        checkpoint = self._checkpoint(entry, seed)
         key = file_key(checkpoint)
         done = state.get("reconstruction")
         if done and done["checkpoint"] == key and (run_dir / "reconstruction" / "png").is_dir():
-            self.say(f"{entry.label}: cached ({done['videos']} videos, {done['frames']} frames)")
+            self.say(f"{label}: cached ({done['videos']} videos, {done['frames']} frames)")
             return
         config, models = load_run(checkpoint)
         models.to(self.device)
@@ -549,7 +575,7 @@ class Bench:
             progress=self.options.progress,
         )
         if not result.videos:
-            raise BenchError(f"{entry.label}: no test video could be reconstructed")
+            raise BenchError(f"{label}: no test video could be reconstructed")
         state["reconstruction"] = {
             "checkpoint": key,
             "videos": len(result.videos),
@@ -558,7 +584,7 @@ class Bench:
         }
         state.pop("scores", None)
         write_state(run_dir, state)
-        self.say(f"{entry.label}: {len(result.videos)} videos, L1 {result.l1:.4f}")
+        self.say(f"{label}: {len(result.videos)} videos, L1 {result.l1:.4f}")
 
     def reconstruct_reference(self) -> None:
         """The no-motion reference: every test frame 'predicted' as the video's frame 0.
@@ -591,66 +617,115 @@ class Bench:
         write_state(folder, {"reconstruction": key})
         self.say(f"{REFERENCE_LABEL}: {len(videos)} videos")
 
-    def score_reference(self) -> ResultRow:
-        """Metrics of the no-motion reference (no parameters, no training)."""
-        folder = self.out / REFERENCE_DIR
-        state = read_state(folder)
-        key = {
-            "reconstruction": state.get("reconstruction"),
+    def _scores_key(self, **extra: Any) -> dict[str, Any]:
+        return {
+            **extra,
+            "protocol": SCORES_PROTOCOL,
             "evaluators": {k: v["identity"] for k, v in self.evaluator_info.items()},
         }
+
+    def score_reference(self) -> ResultRow:
+        """Metrics of the no-motion reference (no parameters, no training); its videos fix the
+        order in which every row's per-video scores are aligned."""
+        folder = self.out / REFERENCE_DIR
+        state = read_state(folder)
+        key = self._scores_key(reconstruction=state.get("reconstruction"))
         done = state.get("scores")
         if done and done["key"] == key:
             self.say(f"{REFERENCE_LABEL}: cached")
-            scores = done["metrics"]
         else:
-            scores = self._metrics(self.base, folder / "png", REFERENCE_LABEL)
-            state["scores"] = {"key": key, "metrics": scores}
+            per_video = self._metrics(self.base, folder / "png", REFERENCE_LABEL)
+            done = {"key": key, "per_video": per_video}
+            state["scores"] = done
             write_state(folder, state)
+        self.video_names = _video_names(done["per_video"])
+        return self._untrained_row(REFERENCE_LABEL, "reference", done["per_video"])
+
+    def _untrained_row(self, method: str, role: str, per_video: dict[str, Any]) -> ResultRow:
         return ResultRow(
-            method=REFERENCE_LABEL,
-            role="reference",
+            method=method,
+            role=role,
             masker="-",
             generator="-",
-            metrics={k: float(v) for k, v in scores.items()},
+            metrics={},
             params=0,
             ms_per_frame=math.nan,
             train_seconds=math.nan,
             steps=0,
+            per_video=self._aligned([per_video]),
         )
+
+    def floor_rows(self) -> list[ResultRow]:
+        """The evaluators' own error on real test frames against ground truth, where the
+        evaluator reports it per video (the synthetic pose evaluator): one row, or none."""
+        rows = []
+        for info in self.evaluator_info.values():
+            per_video = (info.get("floor") or {}).get("per_video")
+            if not per_video:
+                continue
+            name = info["identity"]["name"]
+            method = f"Evaluator floor ({name}: real frames vs ground truth)"
+            rows.append(self._untrained_row(method, "floor", per_video))
+        return rows
+
+    def _aligned(self, runs: list[dict[str, Any]]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """Per metric, (seeds, videos) sums and counts in the reference row's video order; a
+        video a run lacks weighs nothing (count 0)."""
+        position = {name: i for i, name in enumerate(self.video_names)}
+        metrics = [m for m in runs[0] if all(m in run for run in runs)]
+        aligned = {}
+        for metric in metrics:
+            sums = np.zeros((len(runs), len(position)))
+            counts = np.zeros((len(runs), len(position)))
+            for seed_index, run in enumerate(runs):
+                scores = VideoScores.from_json(run[metric])
+                for name, total, count in zip(
+                    scores.names, scores.sums, scores.counts, strict=True
+                ):
+                    if name in position:
+                        sums[seed_index, position[name]] = total
+                        counts[seed_index, position[name]] = count
+            aligned[metric] = (sums, counts)
+        return aligned
 
     # -- metrics -------------------------------------------------------------------------------
     def score(self, entry: Entry) -> ResultRow:
-        """Metrics on the reconstructed PNGs, parameters and inference speed of one row."""
-        run_dir = self.run_dir(entry)
-        state = read_state(run_dir)
-        checkpoint = self._checkpoint(entry)
-        key = {
-            "checkpoint": file_key(checkpoint),
-            "evaluators": {k: v["identity"] for k, v in self.evaluator_info.items()},
-        }
-        done = state.get("scores")
-        if done and done["key"] == key:
-            self.say(f"{entry.label}: cached")
-        else:
-            done = self._measure(entry, checkpoint, key)
-            state["scores"] = done
-            write_state(run_dir, state)
-        train = state["train"]
+        """Metrics on the reconstructed PNGs of every seed's run, parameters and inference
+        speed: one row (the seeds' training times and speeds averaged)."""
+        measured, trained = [], []
+        for seed in self.seeds:
+            run_dir = self.run_dir(entry, seed)
+            state = read_state(run_dir)
+            checkpoint = self._checkpoint(entry, seed)
+            key = self._scores_key(checkpoint=file_key(checkpoint))
+            done = state.get("scores")
+            if done and done["key"] == key:
+                self.say(f"{self.run_label(entry, seed)}: cached")
+            else:
+                done = self._measure(entry, seed, checkpoint, key)
+                state["scores"] = done
+                write_state(run_dir, state)
+            measured.append(done)
+            trained.append(state["train"])
         return ResultRow(
             method=entry.label,
             role=entry.role,
             masker=entry.masker,
             generator=entry.generator,
-            metrics={k: float(v) for k, v in done["metrics"].items()},
-            params=int(done["params"]),
-            ms_per_frame=float(done["ms_per_frame"]),
-            train_seconds=float(train["seconds"]),
-            steps=int(train["steps"]),
+            metrics={},
+            params=int(measured[0]["params"]),
+            ms_per_frame=float(np.mean([m["ms_per_frame"] for m in measured])),
+            train_seconds=float(np.mean([t["seconds"] for t in trained])),
+            steps=int(trained[0]["steps"]),
+            seeds=list(self.seeds),
+            per_video=self._aligned([m["per_video"] for m in measured]),
         )
 
-    def _metrics(self, config: ExperimentConfig, png_dir: Path, label: str) -> dict[str, float]:
-        """The config's metrics (those the evaluators allow) of generated PNGs vs real videos."""
+    def _metrics(
+        self, config: ExperimentConfig, png_dir: Path, label: str
+    ) -> dict[str, dict[str, list]]:
+        """Per metric of the config (those the evaluators allow), each test video's sum and
+        count of frame values for the generated PNGs against the real videos."""
         kinds = {e.kind for e in self.evaluators}
         metrics = {}
         for metric in config.metrics:
@@ -658,7 +733,7 @@ class Bench:
             if needs <= kinds:
                 metrics[metric.name] = METRICS.create(metric.name, **metric.params)
         self.say(f"{label}: scoring {', '.join(metrics)}")
-        scores, _ = evaluate_folders(
+        evaluation = evaluate_folders(
             self.real_dir,
             png_dir,
             metrics,
@@ -666,22 +741,27 @@ class Bench:
             batch_size=config.eval.batch_size,
             progress=self.options.progress,
         )
-        return scores
+        return {name: scores.to_json() for name, scores in evaluation.scores.items()}
 
-    def _measure(self, entry: Entry, checkpoint: Path, key: dict[str, Any]) -> dict[str, Any]:
+    def _measure(
+        self, entry: Entry, seed: int, checkpoint: Path, key: dict[str, Any]
+    ) -> dict[str, Any]:
         config, models = load_run(checkpoint)
         models.to(self.device)
-        scores = self._metrics(config, self.run_dir(entry) / "reconstruction" / "png", entry.label)
+        label = self.run_label(entry, seed)
+        png_dir = self.run_dir(entry, seed) / "reconstruction" / "png"
+        per_video = self._metrics(config, png_dir, label)
         frames = self._test_frames(config.eval.batch_size).to(self.device)
         speed = ms_per_frame(models, frames, repeats=self.profile.timing_repeats)
+        pooled = {k: VideoScores.from_json(v).value("frames") for k, v in per_video.items()}
         self.say(
-            f"{entry.label}: "
-            + ", ".join(f"{k} {v:.4f}" for k, v in scores.items())
+            f"{label}: "
+            + ", ".join(f"{k} {v:.4f}" for k, v in pooled.items())
             + f"; {speed:.1f} ms/frame"
         )
         return {
             "key": key,
-            "metrics": scores,
+            "per_video": per_video,
             "params": inference_parameters(models),
             "ms_per_frame": speed,
             "timing": {"batch": int(frames.shape[0]), "device": str(self.device)},
@@ -699,12 +779,14 @@ class Bench:
 
     # -- results -------------------------------------------------------------------------------
     def write_figures(self) -> list[Path]:
-        """A sample GIF and a loss-curve PNG per row (redrawn only when the checkpoint changed)."""
+        """A sample GIF and a loss-curve PNG per row, from its first seed's run (redrawn only
+        when that checkpoint changed)."""
         written = []
+        seed = self.seeds[0]
         for entry in self.entries:
-            run_dir = self.run_dir(entry)
+            run_dir = self.run_dir(entry, seed)
             state = read_state(run_dir)
-            checkpoint = self._checkpoint(entry)
+            checkpoint = self._checkpoint(entry, seed)
             gif = self.out / "figures" / f"{entry.slug}-sample.gif"
             curves = self.out / "figures" / f"{entry.slug}-losses.png"
             key = file_key(checkpoint)
@@ -734,9 +816,10 @@ class Bench:
                 "frame_size": base.data.frame_size,
             },
             "budget": {
-                "steps": read_state(self.run_dir(self.entries[0]))["train"]["steps"],
+                "steps": read_state(self.run_dir(self.entries[0], self.seeds[0]))["train"]["steps"],
                 "batch_size": base.train.batch_size,
                 "lr": base.train.lr,
+                "seeds": list(self.seeds),
             },
             "evaluators": self.evaluator_info,
         }
@@ -748,17 +831,52 @@ class Bench:
             f"kptoolkit bench, {self.profile.name} profile, {context['dataset']['name']} at "
             f"{context['dataset']['frame_size']} px, {context['budget']['steps']} steps per model"
         )
-        report = f"{_markdown_header(context)}\n\n{results_markdown(rows)}"
+        if len(self.seeds) > 1:
+            caption += f", mean of seeds {', '.join(map(str, self.seeds))}"
+        table = build_table(rows, table_settings(self.base))
+        report = f"{_markdown_header(context)}\n\n{results_markdown(table)}"
         published = published_markdown()
         files = [
             write_text(self.out / "results.md", f"{report}\n\n{published}\n"),
-            write_text(self.out / "results.csv", results_csv(rows)),
-            write_text(self.out / "results.json", results_json(rows, context)),
-            write_text(self.out / "results.tex", results_latex(rows, caption)),
+            write_text(self.out / "results.csv", results_csv(table)),
+            write_text(self.out / "results.json", results_json(table, context)),
+            write_text(self.out / "results.tex", results_latex(table, caption)),
             write_text(self.out / "published.md", published + "\n"),
             write_text(self.out / "published.tex", published_latex()),
         ]
         return report, files
+
+
+def _seed_text(seeds: Sequence[int]) -> str:
+    if len(seeds) == 1:
+        return f", seed {seeds[0]}"
+    return f", once per seed ({', '.join(map(str, seeds))})"
+
+
+def _check_seeds(seeds: Sequence[int]) -> list[int]:
+    seeds = [int(seed) for seed in seeds]
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds lists a seed twice: {seeds}")
+    if any(seed < 0 for seed in seeds):
+        raise ConfigError(f"--seeds must be >= 0, got {seeds}")
+    return seeds
+
+
+def _video_names(per_video: dict[str, dict[str, list]]) -> list[str]:
+    names: list[str] = []
+    for scores in per_video.values():
+        names += [n for n in scores["names"] if n not in names]
+    return names
+
+
+def table_settings(config: ExperimentConfig) -> TableSettings:
+    """How the config asks per-video scores to be summarised (`eval.*`)."""
+    return TableSettings(
+        average=config.eval.average,
+        resamples=config.eval.bootstrap_resamples,
+        seed=config.eval.bootstrap_seed,
+        confidence=config.eval.confidence,
+    )
 
 
 def _needs_detector(masker: str) -> bool:
@@ -780,12 +898,13 @@ def _markdown_header(context: dict[str, Any]) -> str:
         "",
         f"Measured {context['date']} on {where}, torch {machine['torch']}. Dataset "
         f"{context['dataset']['name']} at {context['dataset']['frame_size']} px; every row "
-        f"trained {context['budget']['steps']} steps at batch {context['budget']['batch_size']}.",
+        f"trained {context['budget']['steps']} steps at batch {context['budget']['batch_size']}"
+        f"{_seed_text(context['budget']['seeds'])}.",
         "L1, PSNR and SSIM on the reconstructed test frames; AKD and MKR from the pose "
         "evaluator, AED from the identity evaluator; lower is better except PSNR and SSIM. "
-        "Improvement rows: relative change against the FOMM row (positive = better). "
         f"'{REFERENCE_LABEL}' repeats each test video's frame 0: a model that transfers "
-        "motion should beat it.",
+        "motion should beat it. The evaluator-floor row is the pose evaluator's own error on "
+        "real frames against the ground-truth joints: differences below it are not resolved.",
     ]
     for kind, info in context["evaluators"].items():
         floor = info.get("floor")
@@ -795,5 +914,7 @@ def _markdown_header(context: dict[str, Any]) -> str:
                 for k, v in floor.items()
                 if k != "frames" and isinstance(v, float) and math.isfinite(v)
             )
-            lines.append(f"- {kind} evaluator `{info['identity']['name']}` floor: {text}")
+            if not text:
+                continue
+            lines.append(f"- {kind} evaluator `{info['identity']['name']}`, own error: {text}")
     return "\n".join(lines)

@@ -67,11 +67,32 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="NAME",
         help="identity evaluator for AED (default: synthetic_id on synthetic data, else none)",
     )
+    parser.add_argument(
+        "--seeds",
+        metavar="S,S,...",
+        help="train every row once per seed (e.g. 0,1,2) and report the mean, the bootstrap "
+        "interval and the spread across seeds (default: the config's seed)",
+    )
     parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     parser.add_argument(
         "--out", metavar="DIR", help="output folder (default: bench-results/<profile>)"
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
+def parse_seeds(text: str | None) -> list[int] | None:
+    """'0,1,2' -> [0, 1, 2]; None stays None; anything else is a ConfigError."""
+    if text is None:
+        return None
+    from kptoolkit.errors import ConfigError
+
+    try:
+        seeds = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise ConfigError(f"--seeds takes integers separated by commas, got {text!r}") from None
+    if not seeds:
+        raise ConfigError("--seeds is empty")
+    return seeds
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
         pose_evaluator=args.pose_evaluator,
         id_evaluator=args.id_evaluator,
         device=args.device,
+        seeds=parse_seeds(args.seeds),
         progress=not args.no_progress,
     )
     outcome = Bench(options).run()

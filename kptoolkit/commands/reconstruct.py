@@ -89,7 +89,7 @@ def format_table(result: ReconstructionResult) -> str:
             lines.append(f"... {len(result.videos) - MAX_TABLE_ROWS} more in {result.csv_path}")
     lines.append(
         f"L1 {result.l1:.4f} over {len(result.videos)} videos ({result.frames} frames), "
-        "averaged per frame, then over videos"
+        "frames of all videos pooled (the published protocol)"
     )
     if result.skipped:
         lines.append(f"skipped {len(result.skipped)} unreadable: {', '.join(result.skipped)}")

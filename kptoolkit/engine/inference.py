@@ -15,7 +15,8 @@ extra masker call). Outputs, under `out_dir`:
   never evaluate on them).
 - `reconstruction.csv`: `video,frames,l1` per video. L1 is the mean absolute difference in [0, 1]
   between the saved 8-bit frames (exactly what the PNGs hold) and the dataset's frames, averaged
-  per frame, then over the frames of the video; the overall L1 averages the videos.
+  per frame, then over the frames of the video; the overall L1 pools the frames of all videos
+  (the published protocol), i.e. it weighs each video by its frame count.
 
 Animation streams a driving video of any length: a chunk of frames is decoded, generated and
 written to the MP4 before the next is read, so memory does not grow with the video's length.
@@ -96,10 +97,10 @@ class ReconstructionResult:
 
     @property
     def l1(self) -> float:
-        """Mean over videos of the per-video L1 (NaN when no video was reconstructed)."""
-        if not self.videos:
+        """Mean L1 over all reconstructed frames, videos pooled (NaN when there is none)."""
+        if not self.frames:
             return math.nan
-        return sum(v.l1 for v in self.videos) / len(self.videos)
+        return sum(v.l1 * v.frames for v in self.videos) / self.frames
 
     @property
     def frames(self) -> int:

@@ -20,6 +20,9 @@ class Evaluator(nn.Module):
     """Base class of evaluators; subclasses implement `_keypoints` or `_embeddings`."""
 
     kind: ClassVar[str] = ""
+    # Pose evaluators that find all joints or none (a face or no face): a frame with no joint
+    # is exported to pose-evaluation tables as None, which the face script `cmp_kp.py` skips.
+    missing_as_none: ClassVar[bool] = False
 
     def keypoints(self, frames: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) frames in [0, 1] -> (B, J, 2) float pixels, -1 for missing joints."""

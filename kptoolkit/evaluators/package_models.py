@@ -270,6 +270,7 @@ class DlibFaceLandmarksEvaluator(_DlibFaceEvaluator):
 
     kind = "pose"
     component = "dlib_face_landmarks"
+    missing_as_none = True
     num_points: ClassVar[int] = 68
 
     def __init__(self, landmark_model: str | None = None, upsample: int = 1) -> None:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -29,6 +31,7 @@ from kptoolkit.data.synthetic import JOINT_NAMES, load_groundtruth, read_manifes
 from kptoolkit.data.video_io import iter_frames
 from kptoolkit.errors import KptoolkitError
 from kptoolkit.evaluators.base import MISSING, Evaluator
+from kptoolkit.metrics.base import VideoScores
 from kptoolkit.metrics.keypoint_metrics import akd_per_frame, mkr_per_frame
 
 CACHE_FORMAT = 1
@@ -275,31 +278,50 @@ class SyntheticPoseEvaluator(_SyntheticEvaluator):
         present = (logits.sigmoid() >= 0.5) & inside
         return torch.where(present[..., None], coords, torch.full_like(coords, MISSING))
 
-    def floor(self, split: str = "test") -> dict[str, float]:
+    def floor(self, split: str = "test") -> dict[str, Any]:
         """AKD and MKR of this model on real frames of `split` against ground truth.
 
         AKD: per frame the mean |gt - pred| (pixels, both coordinates) over joints present in
-        both, averaged over frames with at least one such joint. MKR: per frame the fraction of
-        ground-truth-present joints predicted missing, averaged over frames with any present.
+        both; MKR: per frame the fraction of ground-truth-present joints predicted missing; both
+        pooled over the frames that have a value. `per_video` holds each video's sums and
+        counts (the bench's floor row and its interval).
         """
         data = load_split(self.root, split)
         predicted = self._batched(data["frames"], self.keypoints).numpy()
-        return pose_scores(data["joints"], data["visible"], predicted)
+        return pose_scores(data["joints"], data["visible"], predicted, data["video"], data["names"])
 
 
 def pose_scores(
-    gt_joints: np.ndarray, gt_visible: np.ndarray, predicted: np.ndarray
-) -> dict[str, float]:
+    gt_joints: np.ndarray,
+    gt_visible: np.ndarray,
+    predicted: np.ndarray,
+    video_of_frame: np.ndarray | None = None,
+    names: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """AKD and MKR of predicted keypoints (N, J, 2; -1 = missing) against ground truth, per
-    frame as the metrics define them, then averaged over the frames that have a value."""
+    frame as the metrics define them, then pooled over the frames that have a value.
+
+    With `video_of_frame` (N,) indices into `names`, also `per_video`: per metric each video's
+    names, sums and counts of frame values (`VideoScores.to_json`).
+    """
     real = torch.from_numpy(np.where(gt_visible[..., None], gt_joints, MISSING)).double()
     fake = torch.tensor(np.asarray(predicted), dtype=torch.float64)
-    akd, mkr = akd_per_frame(real, fake), mkr_per_frame(real, fake)
-    return {
-        "akd": float(akd.nanmean()),  # NaN when no frame has a value
-        "mkr": float(mkr.nanmean()),
+    values = {"akd": akd_per_frame(real, fake).numpy(), "mkr": mkr_per_frame(real, fake).numpy()}
+    found: dict[str, Any] = {
+        "akd": float(np.nanmean(values["akd"])) if np.isfinite(values["akd"]).any() else math.nan,
+        "mkr": float(np.nanmean(values["mkr"])) if np.isfinite(values["mkr"]).any() else math.nan,
         "frames": len(gt_joints),
     }
+    if video_of_frame is not None and names is not None:
+        found["per_video"] = {}
+        for metric, per_frame in values.items():
+            valid = np.isfinite(per_frame)
+            sums = np.bincount(
+                video_of_frame[valid], per_frame[valid], minlength=len(names)
+            ).astype(np.float64)
+            counts = np.bincount(video_of_frame[valid], minlength=len(names)).astype(np.float64)
+            found["per_video"][metric] = VideoScores(tuple(names), sums, counts).to_json()
+    return found
 
 
 class SyntheticIdEvaluator(_SyntheticEvaluator):

@@ -1,21 +1,25 @@
-"""The metric interface: per-frame values, averaged within each video, then over videos.
+"""The metric interface: per-frame values, kept as per-video sums and counts.
 
-The reconstruction protocol (FACTS section 7) scores every frame, averages the frames of a video,
-then averages the videos. A metric therefore keeps four float64 sums and counts:
+The reconstruction protocol (FACTS section 7) scores every frame. A metric keeps, for the video
+being scored, the float64 sum and count of its valid frame values (`frame_sum`, `frame_count`),
+and for every finished video its name, sum and count. From these, `compute()` gives either
+average (`kptoolkit.metrics.aggregate`):
 
-- `frame_sum`, `frame_count`: the valid frame values of the current video;
-- `video_mean_sum`, `videos`: the sum of finished videos' means and how many there are.
+- `"frames"` (the default, the published protocol): all frames of all videos pooled, as FOMM's
+  reconstruction L1 and the public pose-evaluation scripts compute their numbers;
+- `"videos"`: each video's mean first, then the mean over videos.
 
-`update(pairs)` adds a batch of frames of the current video, `end_video()` folds its mean into the
-video sums (a video without a single valid frame is ignored) and `compute()` returns
-`video_mean_sum / videos` (NaN when no video has a valid frame). A frame without a valid value
-(a NaN from `frame_values`, e.g. AKD with no joint present in both frames) counts neither in the
-numerator nor in the denominator of its video's mean.
+The per-video records (`video_scores()`) are what the bench's bootstrap intervals resample.
 
-Distributed evaluation: each process scores whole videos and calls `end_video()` after each;
-`sync()` then sums every state over the processes (once, right before `compute()`), so the result
-is the mean over all videos of all processes. States are buffers: `metric.to(device)` moves them,
-but do not cast a metric to another dtype (`.half()`, `.to(torch.float32)`): the sums are float64.
+`update(pairs)` adds a batch of frames of the current video and `end_video(name)` closes it. A
+frame without a valid value (a NaN from `frame_values`, e.g. AKD with no joint present in both
+frames) counts neither in the sum nor in the count; a video without a single valid frame is kept
+with count 0: it weighs nothing in either average.
+
+Distributed evaluation: each process scores whole videos; `sync()` then gathers every process's
+finished videos (once, right before `compute()`), so the result covers all videos of all
+processes. `frame_sum` and `frame_count` are buffers: `metric.to(device)` moves them, but do not
+cast a metric to another dtype (`.half()`): the sums are float64.
 """
 
 from __future__ import annotations
@@ -23,9 +27,12 @@ from __future__ import annotations
 from typing import ClassVar
 
 import attrs
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
+
+from kptoolkit.metrics import aggregate
 
 POSE = "pose"
 IDENTITY = "identity"
@@ -41,34 +48,78 @@ class FramePairs:
     """A batch of real frames and their reconstructions, from one video.
 
     `real`, `fake`: (B, 3, H, W) float in [0, 1]. Keypoints (B, J, 2) are in pixels, a missing
-    joint being (-1, -1); embeddings are (B, D). Keypoints and embeddings are only needed by the
-    metrics that `require` "pose" or "identity".
+    joint having x = -1; embeddings are (B, D). Keypoints and embeddings are only needed by the
+    metrics that `require` "pose" or "identity"; those metrics also run without frames (scoring
+    pose-evaluation tables), the pixel metrics do not.
     """
 
-    real: torch.Tensor
-    fake: torch.Tensor
+    real: torch.Tensor | None = attrs.field(default=None, converter=_optional_tensor)
+    fake: torch.Tensor | None = attrs.field(default=None, converter=_optional_tensor)
     real_keypoints: torch.Tensor | None = attrs.field(default=None, converter=_optional_tensor)
     fake_keypoints: torch.Tensor | None = attrs.field(default=None, converter=_optional_tensor)
     real_embeddings: torch.Tensor | None = attrs.field(default=None, converter=_optional_tensor)
     fake_embeddings: torch.Tensor | None = attrs.field(default=None, converter=_optional_tensor)
 
     def __attrs_post_init__(self) -> None:
-        if self.real.ndim != 4 or self.real.shape[1] != 3:
-            raise ValueError(f"real frames must be (B, 3, H, W), got {tuple(self.real.shape)}")
-        if self.fake.shape != self.real.shape:
-            raise ValueError(
-                f"fake frames {tuple(self.fake.shape)} do not match real {tuple(self.real.shape)}"
-            )
-        batch = self.real.shape[0]
-        for name in ("real_keypoints", "fake_keypoints", "real_embeddings", "fake_embeddings"):
-            value = getattr(self, name)
-            if value is not None and value.shape[0] != batch:
-                raise ValueError(f"{name} has {value.shape[0]} rows for {batch} frames")
+        if (self.real is None) != (self.fake is None):
+            raise ValueError("give both real and fake frames, or neither")
+        if self.real is not None:
+            if self.real.ndim != 4 or self.real.shape[1] != 3:
+                raise ValueError(f"real frames must be (B, 3, H, W), got {tuple(self.real.shape)}")
+            if self.fake.shape != self.real.shape:
+                raise ValueError(
+                    f"fake frames {tuple(self.fake.shape)} do not match real "
+                    f"{tuple(self.real.shape)}"
+                )
+        given = {name: value for name, value in attrs.asdict(self, recurse=False).items()}
+        sizes = {name: v.shape[0] for name, v in given.items() if v is not None}
+        if not sizes:
+            raise ValueError("FramePairs needs frames, keypoints or embeddings")
+        if len(set(sizes.values())) > 1:
+            shown = ", ".join(f"{name} {size}" for name, size in sizes.items())
+            raise ValueError(f"FramePairs fields have different batch sizes: {shown}")
 
     @property
     def batch_size(self) -> int:
         """Number of frame pairs."""
-        return self.real.shape[0]
+        first = next(v for v in attrs.astuple(self, recurse=False) if v is not None)
+        return first.shape[0]
+
+    def frames(self, metric: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """(real, fake) frames as float, or a ValueError naming `metric` when there are none."""
+        if self.real is None:
+            raise ValueError(f"{metric} needs real and fake frames; these pairs hold none")
+        return self.real.float(), self.fake.float()
+
+
+@attrs.frozen
+class VideoScores:
+    """One metric's finished videos: names, and the sum and count of valid frame values."""
+
+    names: tuple[str, ...]
+    sums: np.ndarray
+    counts: np.ndarray
+
+    def value(self, average: str = "frames") -> float:
+        """The score under `average` ("frames" pooled, or "videos")."""
+        return float(aggregate.average(self.sums, self.counts, average))
+
+    def to_json(self) -> dict[str, list]:
+        """A JSON-ready form (`from_json` reads it back)."""
+        return {
+            "names": list(self.names),
+            "sums": [float(v) for v in self.sums],
+            "counts": [float(v) for v in self.counts],
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, list]) -> VideoScores:
+        """Read what `to_json` wrote."""
+        return cls(
+            tuple(data["names"]),
+            np.asarray(data["sums"], dtype=np.float64),
+            np.asarray(data["counts"], dtype=np.float64),
+        )
 
 
 class Metric(nn.Module):
@@ -83,11 +134,11 @@ class Metric(nn.Module):
 
     def __init__(self) -> None:
         super().__init__()
-        self._defaults: dict[str, torch.Tensor] = {}
-        self.add_state("frame_sum", torch.tensor(0.0))
-        self.add_state("frame_count", torch.tensor(0.0))
-        self.add_state("video_mean_sum", torch.tensor(0.0))
-        self.add_state("videos", torch.tensor(0.0))
+        self.register_buffer("frame_sum", torch.zeros((), dtype=torch.float64), persistent=False)
+        self.register_buffer("frame_count", torch.zeros((), dtype=torch.float64), persistent=False)
+        self._names: list[str] = []
+        self._sums: list[float] = []
+        self._counts: list[float] = []
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -97,33 +148,40 @@ class Metric(nn.Module):
 
     # states ---------------------------------------------------------------------------------
 
-    def add_state(self, name: str, default: torch.Tensor) -> None:
-        """Register a float64 sum or count, reset to `default` and summed across processes."""
-        if name in self._defaults:
-            raise ValueError(f"state {name!r} is already registered")
-        default = torch.as_tensor(default, dtype=torch.float64).detach().clone()
-        self._defaults[name] = default
-        self.register_buffer(name, default.clone(), persistent=False)
-
-    def states(self) -> dict[str, torch.Tensor]:
-        """The registered states by name (the live buffers, not copies)."""
-        return {name: getattr(self, name) for name in self._defaults}
-
     def reset(self) -> None:
         """Forget every frame and video seen."""
-        for name, default in self._defaults.items():
-            getattr(self, name).copy_(default)
+        self.frame_sum.zero_()
+        self.frame_count.zero_()
+        self._names, self._sums, self._counts = [], [], []
+
+    @property
+    def videos(self) -> int:
+        """Number of finished videos (with or without a valid frame)."""
+        return len(self._sums)
+
+    def video_scores(self) -> VideoScores:
+        """The finished videos' names, sums and counts, in the order they were scored."""
+        self._check_finished()
+        return VideoScores(
+            tuple(self._names),
+            np.asarray(self._sums, dtype=np.float64),
+            np.asarray(self._counts, dtype=np.float64),
+        )
 
     def sync(self) -> None:
-        """Sum every state over the processes of the default group (no-op without one).
+        """Gather the finished videos of every process of the default group (no-op without one).
 
         Call it once, after the last `end_video()` and right before `compute()`: each call adds
-        the other processes' states again.
+        the other processes' videos again. Videos come in rank order.
         """
-        if not (dist.is_available() and dist.is_initialized()):
+        if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return
-        for state in self.states().values():
-            dist.all_reduce(state, op=dist.ReduceOp.SUM)
+        self._check_finished()
+        gathered: list = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, (self._names, self._sums, self._counts))
+        self._names = [n for names, _, _ in gathered for n in names]
+        self._sums = [v for _, sums, _ in gathered for v in sums]
+        self._counts = [v for _, _, counts in gathered for v in counts]
 
     # protocol -------------------------------------------------------------------------------
 
@@ -145,24 +203,26 @@ class Metric(nn.Module):
         self.frame_count += valid.sum()
 
     @torch.no_grad()
-    def end_video(self) -> None:
-        """Fold the current video's frame mean into the video sums and start a new video."""
-        if self.frame_count > 0:
-            self.video_mean_sum += self.frame_sum / self.frame_count
-            self.videos += 1
+    def end_video(self, name: str | None = None) -> None:
+        """Close the current video (named `name`, else by its position) and start a new one."""
+        self._names.append(str(name) if name is not None else f"video-{len(self._names)}")
+        self._sums.append(float(self.frame_sum))
+        self._counts.append(float(self.frame_count))
         self.frame_sum.zero_()
         self.frame_count.zero_()
 
-    def compute(self) -> float:
-        """Mean over videos of the per-video frame means (NaN when there is no video)."""
+    def _check_finished(self) -> None:
         if self.frame_count > 0:
             raise RuntimeError(
                 f"{type(self).__name__} has frames of an unfinished video: call end_video() "
                 "after each video's last update()"
             )
-        if self.videos == 0:
-            return float("nan")
-        return float(self.video_mean_sum / self.videos)
+
+    def compute(self, average: str = "frames") -> float:
+        """The score: frames pooled over all videos ("frames"), or the mean of per-video means
+        ("videos"); NaN when no frame has a valid value."""
+        aggregate.check_average(average)
+        return self.video_scores().value(average)
 
     def forward(self, pairs: FramePairs) -> torch.Tensor:
         """The per-frame values of a batch, without touching the states."""
@@ -170,4 +230,4 @@ class Metric(nn.Module):
             return self.frame_values(pairs)
 
     def extra_repr(self) -> str:
-        return f"videos={int(self.videos)}"
+        return f"videos={self.videos}"

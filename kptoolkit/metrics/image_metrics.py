@@ -15,7 +15,8 @@ class L1Metric(Metric):
     higher_is_better = False
 
     def frame_values(self, pairs: FramePairs) -> torch.Tensor:
-        return (pairs.fake.float() - pairs.real.float()).abs().flatten(1).mean(1)
+        real, fake = pairs.frames("l1")
+        return (fake - real).abs().flatten(1).mean(1)
 
 
 class PsnrMetric(Metric):
@@ -24,7 +25,8 @@ class PsnrMetric(Metric):
     higher_is_better = True
 
     def frame_values(self, pairs: FramePairs) -> torch.Tensor:
-        return piq.psnr(pairs.fake.float(), pairs.real.float(), data_range=1.0, reduction="none")
+        real, fake = pairs.frames("psnr")
+        return piq.psnr(fake, real, data_range=1.0, reduction="none")
 
 
 class SsimMetric(Metric):
@@ -33,7 +35,8 @@ class SsimMetric(Metric):
     higher_is_better = True
 
     def frame_values(self, pairs: FramePairs) -> torch.Tensor:
-        return piq.ssim(pairs.fake.float(), pairs.real.float(), data_range=1.0, reduction="none")
+        real, fake = pairs.frames("ssim")
+        return piq.ssim(fake, real, data_range=1.0, reduction="none")
 
 
 class LpipsMetric(Metric):
@@ -54,6 +57,5 @@ class LpipsMetric(Metric):
 
     def frame_values(self, pairs: FramePairs) -> torch.Tensor:
         device = next(self.lpips.parameters()).device
-        fake = pairs.fake.float().to(device) * 2 - 1
-        real = pairs.real.float().to(device) * 2 - 1
-        return self.lpips(fake, real).flatten()
+        real, fake = pairs.frames("lpips")
+        return self.lpips(fake.to(device) * 2 - 1, real.to(device) * 2 - 1).flatten()

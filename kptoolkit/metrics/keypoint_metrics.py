@@ -1,12 +1,13 @@
 """Metrics on detector outputs: AKD and MKR on keypoints, AED on identity embeddings.
 
-Keypoints are (B, J, 2) in pixels with (-1, -1) for a missing joint; a joint counts as missing
-when all its coordinates are -1. Definitions follow FACTS section 7 and the public
-pose-evaluation scripts:
+Keypoints are (B, J, 2) in pixels, (x, y), with -1 for a missing joint; as in the public
+pose-evaluation scripts (`cmp_with_missing.py`), a joint counts as missing when its x coordinate
+is -1, whatever its y. Definitions follow FACTS section 7 and those scripts:
 
 - AKD: per frame, the mean absolute coordinate difference |real - fake| over the coordinates of
   the joints present in both frames (pixels, no square root, no normalisation). A frame with no
-  joint present in both has no AKD value and does not count in its video's mean.
+  joint present in both has no AKD value and is left out (as is a frame whose generated
+  keypoints are all missing: `cmp_kp.py` skips a frame with no generated face).
 - MKR: per frame, (# joints present in the real frame but missing in the fake one) /
   (# joints present in the real frame). A frame with no real joint is skipped.
 - AED: per frame, the squared L2 distance (sum of squared differences, no square root) of the
@@ -38,8 +39,8 @@ def _keypoint_pair(pairs: FramePairs, metric: str) -> tuple[torch.Tensor, torch.
 
 
 def present(keypoints: torch.Tensor) -> torch.Tensor:
-    """(B, J) True where a joint is detected (not all its coordinates are -1)."""
-    return ~(keypoints == MISSING).all(dim=-1)
+    """(B, J) True where a joint is detected (its x coordinate is not -1)."""
+    return keypoints[..., 0] != MISSING
 
 
 def _rate(total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
