@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -19,6 +21,7 @@ from kptoolkit.losses.equivariance import (
     sample_transform,
     transform_jacobian,
     warp_frame,
+    warp_grid,
     warp_points,
 )
 from kptoolkit.losses.gan import FeatureMatchingLoss, GanLoss
@@ -245,9 +248,10 @@ def test_point_warp_maps_transformed_blobs_back_onto_the_driving_blobs():
     assert forward_error.mean() > 20 * inverse_error.mean()
 
 
-def test_transform_jacobian_matches_finite_differences_and_autograd():
+@pytest.mark.parametrize("kernel", ["kornia", "fomm"])
+def test_transform_jacobian_matches_finite_differences_and_autograd(kernel):
     gen = torch.Generator().manual_seed(2)
-    transform = sample_transform(3, 0.1, 0.05, generator=gen, dtype=torch.float64)
+    transform = sample_transform(3, 0.1, 0.05, generator=gen, dtype=torch.float64, kernel=kernel)
     points = torch.rand(3, 9, 2, generator=gen, dtype=torch.float64) * 2.4 - 1.2
     points[:, 0] = transform.centers[:, 12]  # exactly on a control point
     points[:, 1] = transform.centers[:, 12] + 1e-4
@@ -265,6 +269,78 @@ def test_transform_jacobian_matches_finite_differences_and_autograd():
     rows = [torch.autograd.grad(warped[..., i].sum(), free, retain_graph=True)[0] for i in range(2)]
     torch.testing.assert_close(jac, torch.stack(rows, dim=-2))
     assert (jac - torch.eye(2, dtype=torch.float64)).abs().max() > 0.05  # not trivially I
+
+
+def test_shared_kernel_grid_equals_kornia_within_1e_6():
+    """warp_grid's one (pixels x control points) kernel matrix gives kornia's sampling grid."""
+    gen = torch.Generator().manual_seed(4)
+    transform = sample_transform(3, 0.05, 0.005, generator=gen, dtype=torch.float64)
+    assert transform.kernel == "kornia"
+    grid = make_coordinate_grid(40, 48, dtype=torch.float64).expand(3, 40, 48, 2)
+    torch.testing.assert_close(warp_grid(transform, 40, 48), warp_points(transform, grid))
+    single = sample_transform(2, 0.05, 0.005, generator=gen)  # float32, as in training
+    grid32 = make_coordinate_grid(64, 64).expand(2, 64, 64, 2)
+    assert (warp_grid(single, 64, 64) - warp_points(single, grid32)).abs().max() < 1e-6
+    # the frame warp of the own kernels is grid_sample at that grid
+    fomm = RandomTransform(single.theta, single.centers, single.weights, kernel="fomm")
+    frame = torch.rand(2, 3, 64, 64, generator=gen)
+    expected = nn.functional.grid_sample(
+        frame, warp_grid(fomm, 64, 64), padding_mode="reflection", align_corners=True
+    )
+    torch.testing.assert_close(warp_frame(fomm, frame), expected)
+
+
+def test_fomm_kernel_by_hand():
+    """FOMM: T(z) = A z + t + sum_i w_i d_i^2 log(d_i + 1e-6), d_i = |z - c_i|_1, added to x and
+    y alike."""
+    theta = torch.tensor([[[1.1, 0.2, 0.05], [-0.1, 0.9, -0.02]]], dtype=torch.float64)
+    centers = torch.tensor([[[0.0, 0.0], [1.0, -1.0]]], dtype=torch.float64)
+    weights = torch.tensor([[[0.1, 0.1], [-0.3, -0.3]]], dtype=torch.float64)
+    transform = RandomTransform(theta, centers, weights, kernel="fomm")
+    points = torch.tensor([[[0.5, -0.25], [0.0, 0.0]]], dtype=torch.float64)
+
+    def expected(x, y):
+        d0, d1 = abs(x) + abs(y), abs(x - 1) + abs(y + 1)
+        spline = 0.1 * d0**2 * math.log(d0 + 1e-6) - 0.3 * d1**2 * math.log(d1 + 1e-6)
+        return [1.1 * x + 0.2 * y + 0.05 + spline, -0.1 * x + 0.9 * y - 0.02 + spline]
+
+    found = warp_points(transform, points)
+    torch.testing.assert_close(
+        found, torch.tensor([[expected(0.5, -0.25), expected(0.0, 0.0)]], dtype=torch.float64)
+    )
+    kornia = RandomTransform(theta, centers, weights, kernel="kornia")
+    assert (warp_points(kornia, points) - found).abs().max() > 1e-3  # another kernel
+    with pytest.raises(ValueError, match="fomm, kornia"):
+        RandomTransform(theta, centers, weights, kernel="gaussian")
+
+
+def test_fomm_kernel_warps_as_strongly_as_fomm():
+    """At FOMM's sigma_tps the L1-distance kernel moves pixels about 2.5x as far as the
+    thin-plate one; its size follows from the draw: RMS = sigma_tps * RMS_z |sum_i U_i(z)| under
+    independent weights, i.e. sigma_tps * sqrt(mean_z sum_i U_i(z)^2)."""
+    grid = make_coordinate_grid(64, 64, dtype=torch.float64).reshape(1, -1, 2)
+    rms = {}
+    for kernel in ("kornia", "fomm"):
+        gen = torch.Generator().manual_seed(0)
+        transform = sample_transform(
+            1024, 0.0, 0.005, generator=gen, dtype=torch.float64, kernel=kernel
+        )
+        moved = warp_grid(transform, 64, 64).reshape(1024, -1, 2) - grid
+        rms[kernel] = moved[..., 0].pow(2).mean().sqrt().item()
+        offsets = grid[0, :, None, :] - transform.centers[0]
+        if kernel == "fomm":
+            d = offsets.abs().sum(-1)
+            basis = d**2 * torch.log(d + 1e-6)
+        else:
+            r2 = offsets.pow(2).sum(-1)
+            basis = torch.where(r2 > 0, 0.5 * r2 * r2.clamp_min(1e-300).log(), 0 * r2)
+        predicted = 0.005 * basis.pow(2).sum(-1).mean().sqrt().item()
+        assert rms[kernel] == pytest.approx(predicted, rel=0.05)
+    assert rms["fomm"] == pytest.approx(0.089, abs=0.005)
+    assert 2.2 < rms["fomm"] / rms["kornia"] < 2.9
+    assert EquivarianceLoss(kernel="fomm").sample(loss_inputs(keypoint_frame(2), None)).kernel == (
+        "fomm"
+    )
 
 
 # ----------------------------------------------------------------------------- equivariance loss
