@@ -13,6 +13,12 @@ import numpy as np
 import pytest
 import yaml
 
+from kptoolkit.bench.detector_prior import (
+    ensure_prior,
+    prior_config,
+    prior_diagnostics,
+    prior_folder,
+)
 from kptoolkit.bench.published import PUBLISHED_TAICHI
 from kptoolkit.bench.results import (
     ResultRow,
@@ -26,10 +32,12 @@ from kptoolkit.bench.results import (
 )
 from kptoolkit.bench.runner import Bench, BenchError, BenchOptions, Entry, plan_entries
 from kptoolkit.cli import main
+from kptoolkit.config import ExperimentConfig, structure, unstructure
 from kptoolkit.data.video_io import iter_frames
 from kptoolkit.errors import ConfigError, UnknownComponentError
 
 ABLATION = "heatmap_sum,gaussian_circles,all_k,perturbed_mask"
+ORACLE = "Oracle: gt_circles + two_stage (ground-truth joints)"
 SLUGS = [
     "fomm_keypoints+fomm",
     "frame+x2face",
@@ -37,6 +45,7 @@ SLUGS = [
     "gaussian_circles+two_stage",
     "all_k+two_stage",
     "perturbed_mask+two_stage",
+    "gt_circles+two_stage",  # the oracle, added on synthetic data
 ]
 
 
@@ -63,7 +72,7 @@ def micro_bench(tmp_path_factory):
     """The four-masker ablation on the micro profile, run twice into the same folder."""
     root = tmp_path_factory.mktemp("bench")
     out = root / "out"
-    args = ["bench", "--profile", "micro", "--masker", ABLATION, "--out", str(out)]
+    args = ["bench", "--profile", "micro", "--masker", ABLATION, "--out", str(out), "--oracle"]
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("KPTOOLKIT_CACHE", str(root / "cache"))
         first, second = io.StringIO(), io.StringIO()
@@ -104,7 +113,20 @@ def test_micro_bench_rows_are_measured(micro_bench):
         "gaussian_circles + two_stage",
         "all_k + two_stage",
         "perturbed_mask + two_stage",
+        ORACLE,
+        "FOMM, driven by frame 0",
+        "FOMM, warped source only",
+        "X2Face, driven by frame 0",
+        "heatmap_sum + two_stage, driven by frame 0",
+        "gaussian_circles + two_stage, driven by frame 0",
+        "all_k + two_stage, driven by frame 0",
+        "perturbed_mask + two_stage, driven by frame 0",
+        f"{ORACLE}, driven by frame 0",
     ]
+    controls = {m: rows.pop(m) for m in list(rows) if ", " in m}
+    assert rows[ORACLE]["role"] == "oracle"
+    assert {row["role"] for row in controls.values()} == {"control"}
+    assert all(math.isfinite(row["metrics"]["l1"]) for row in controls.values())
     reference = rows.pop("Source frame (no motion)")
     assert reference["params"] == 0 and reference["steps"] == 0
     assert reference["metrics"]["l1"] == pytest.approx(_copy_source_l1(out), abs=1e-9)
@@ -120,9 +142,13 @@ def test_micro_bench_rows_are_measured(micro_bench):
     # all_k gets a K-channel generator; the others a one-channel one: more parameters
     assert rows["all_k + two_stage"]["params"] > rows["heatmap_sum + two_stage"]["params"]
     gains = payload["improvement_over_fomm_percent"]
-    assert set(gains) == {m for m in rows if "+" in m}
+    assert set(gains) == {m for m, row in rows.items() if row["role"] == "variant"}
     assert payload["machine"]["torch_threads"] >= 1
     assert payload["evaluators"]["pose"]["floor"]["akd"] >= 0
+    detector = payload["detector"]  # micro: the FOMM baseline's detector, with its diagnostics
+    assert "fomm_keypoints+fomm-seed0" in detector["checkpoint"] and detector["steps"] == 4
+    assert detector["keypoint_spread_px"] > 0 and math.isfinite(detector["probe_r2"])
+    assert "keypoint spread" in (out / "results.md").read_text()
     # published numbers stay apart
     assert len(payload["published_taichi_256"]["rows"]) == 8
     with open(out / "results.csv", newline="") as handle:
@@ -132,7 +158,7 @@ def test_micro_bench_rows_are_measured(micro_bench):
 
 def test_second_bench_reuses_every_stage(micro_bench):
     out, _, second, stamps, _ = micro_bench
-    for stage, count in (("train", 6), ("reconstruct", 7), ("metrics", 7)):
+    for stage, count in (("train", 7), ("reconstruct", 16), ("metrics", 16)):
         cached = [line for line in second.splitlines() if f" {stage}] " in line]
         assert len(cached) == count, cached
         assert all("cached" in line for line in cached), cached
@@ -346,10 +372,14 @@ def test_seeds_train_every_row_once_per_seed(seeds_bench):
     for run in runs:  # the seed is part of the run's own config
         config = yaml.safe_load((out / "runs" / run / "config.yaml").read_text())
         assert config["seed"] == int(run[-1])
-    # each seed's variant reads its own seed's FOMM detector
-    variant = yaml.safe_load((out / "runs" / runs[3] / "config.yaml").read_text())
-    assert "fomm_keypoints+fomm-seed1" in variant["keypoints"]["checkpoint"]
-    for stage, count in (("train", 4), ("reconstruct", 5), ("metrics", 5)):
+    # every seed's variant reads the same pretrained detector (here the seed-0 FOMM's)
+    checkpoints = {
+        yaml.safe_load((out / "runs" / run / "config.yaml").read_text())["keypoints"]["checkpoint"]
+        for run in runs[2:]
+    }
+    assert len(checkpoints) == 1 and "fomm_keypoints+fomm-seed0" in checkpoints.pop()
+    # rows: FOMM, heatmap; controls: FOMM static and warped, heatmap static
+    for stage, count in (("train", 4), ("reconstruct", 1 + 2 * 5), ("metrics", 1 + 2 * 5)):
         lines = [line for line in second.splitlines() if f" {stage}] " in line]
         assert len(lines) == count and all("cached" in line for line in lines), lines
 
@@ -387,3 +417,26 @@ def test_averaging_can_change_without_retraining(seeds_bench, monkeypatch, capsy
     assert all("cached" in line for line in scoring)
     assert main([*args, "--out", str(out), "--no-progress", "--seeds", "1,1"]) == 1
     assert "a seed twice" in capsys.readouterr().err
+
+
+def test_a_detector_prior_is_trained_once_per_dataset_and_cached(tmp_path, monkeypatch):
+    """A profile whose detector budget is not 1 trains the prior in the cache, once."""
+    monkeypatch.setenv("KPTOOLKIT_CACHE", str(tmp_path / "cache"))
+    bench = Bench(BenchOptions(["heatmap_sum"], ["two_stage"], [], profile="micro"))
+    bench.prepare_data()
+    fomm = Entry("fomm_keypoints", "fomm", "baseline")
+    config = prior_config(bench.entry_config(fomm, None), 2.0)
+    assert config.train.steps == 8  # twice the row's 4 steps
+    said = []
+    first = ensure_prior(config, bench.device, said.append, progress=False)
+    assert "detector-priors" in str(first) and first.name == "step-00000008.pth"
+    stamp = first.stat().st_mtime_ns
+    again = structure(ExperimentConfig, unstructure(config))
+    again.train.keep_last, again.name = 7, "renamed"  # neither changes the trained detector
+    assert ensure_prior(again, bench.device, said.append, progress=False) == first
+    assert first.stat().st_mtime_ns == stamp and "cached" in said[-1]
+    other = prior_config(bench.entry_config(fomm, None), 3.0)
+    assert prior_folder(other) != prior_folder(config)
+    info = prior_diagnostics(first, bench.dataset_root, bench.device)
+    assert info["steps"] == 8 and info["keypoint_spread_px"] > 0
+    assert info["figure_height_px"] > 0 and math.isfinite(info["probe_r2"])

@@ -23,6 +23,7 @@ from kptoolkit.engine.checkpoints import CHECKPOINT_VERSION, load_run
 from kptoolkit.engine.experiment import build_models
 from kptoolkit.engine.inference import (
     InferenceError,
+    ReconstructionMode,
     RelativeMotion,
     animate,
     build_test_dataset,
@@ -335,3 +336,67 @@ def test_cli_animate_errors(case, message, runs, driving_mp4, tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("kptoolkit: error:") and message in err
     assert not out.exists() and not list(tmp_path.glob(".*partial*"))
+
+
+def test_static_control_drives_every_frame_by_frame_zero(runs, data_root, tmp_path):
+    """The static control predicts every frame from frame 0's structure: one image per video,
+    the protocol's reconstruction of frame 0, scored against the moving real frames."""
+    _, models = load_run(runs["heatmap_sum"])
+    dataset = FramesDataset(data_root, "test")
+    normal = reconstruct(
+        models, dataset, tmp_path / "n", batch_size=4, save_mp4=False, progress=False
+    )
+    static = reconstruct(
+        models,
+        dataset,
+        tmp_path / "s",
+        batch_size=4,
+        save_mp4=False,
+        progress=False,
+        mode=ReconstructionMode(static=True),
+    )
+    for video in dataset.videos:
+        moving = list(iter_frames(tmp_path / "n" / "png" / f"{video.name}.png", SIZE))
+        still = list(iter_frames(tmp_path / "s" / "png" / f"{video.name}.png", SIZE))
+        assert len(still) == len(moving) == FRAMES
+        for frame in still:
+            np.testing.assert_array_equal(frame, moving[0])  # frame 0 reconstructs itself
+        assert any(not np.array_equal(frame, moving[0]) for frame in moving[1:])
+    assert static.l1 != normal.l1
+
+
+def test_another_generator_output_or_a_clear_error(runs, data_root, tmp_path):
+    _, models = load_run(runs["heatmap_sum"])
+    dataset = FramesDataset(data_root, "test")
+    with pytest.raises(InferenceError, match=r"no output 'deformed'.*low_res_prediction"):
+        reconstruct(
+            models,
+            dataset,
+            tmp_path,
+            save_mp4=False,
+            progress=False,
+            mode=ReconstructionMode(output="deformed"),
+        )
+    result = reconstruct(
+        models,
+        dataset,
+        tmp_path / "low",
+        batch_size=4,
+        save_mp4=False,
+        progress=False,
+        mode=ReconstructionMode(output="low_res_prediction"),
+    )
+    with inference_models(models):
+        frames = torch.stack(list(dataset.iter_video(dataset.videos[0])))
+        structure = compute_structure(models, frames)
+        first = first_of(structure)
+        expected = generate(
+            models, frames[:1], first, frames, "reconstruction", output="low_res_prediction"
+        )
+    kept = np.stack(
+        list(iter_frames(tmp_path / "low" / "png" / f"{dataset.videos[0].name}.png", SIZE))
+    )
+    np.testing.assert_allclose(
+        kept / 255.0, expected.permute(0, 2, 3, 1).numpy(), atol=0.5 / 255 + 1e-6
+    )
+    assert math.isfinite(result.l1)

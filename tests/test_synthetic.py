@@ -11,11 +11,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from kptoolkit.data.puppet_style import STYLES, motion_statistics
 from kptoolkit.data.synthetic import (
     JOINT_NAMES,
     PART_NAMES,
     Motion,
     PartStyle,
+    fit_in_frame,
+    forward_kinematics,
     generate_dataset,
     load_groundtruth,
     read_manifest,
@@ -377,3 +380,57 @@ def test_visibility_follows_the_pixel_centre_convention() -> None:
     # the frame spans [-0.5, size - 0.5] on both axes: pixel centres sit at integers
     points = np.array([[-0.4, 10], [-0.6, 10], [63.4, 5], [63.6, 5], [10, -0.6], [10, 63.6]])
     np.testing.assert_array_equal(visibility(points, 64), [True, False, True, False, False, False])
+
+
+def test_motion_statistics_by_hand() -> None:
+    # two joints; frame 1 translates both by (3, 4); frame 2 moves only joint 1 by (0, 2)
+    joints = np.array([[[0, 0], [10, 0]], [[3, 4], [13, 4]], [[0, 0], [10, 2]]], dtype=float)
+    visible = np.ones((3, 2), dtype=bool)
+    found = motion_statistics(joints, visible)
+    assert found["joint"] == pytest.approx((5 + 5 + 0 + 2) / 4)
+    assert found["centroid"] == pytest.approx((5 + 1) / 2)  # centroid moves (3,4) then (0,1)
+    assert found["articulated"] == pytest.approx((0 + 0 + 1 + 1) / 4)  # only the last frame
+    assert found["height"] == pytest.approx((0 + 0 + 2) / 3)
+    visible[2, 1] = False  # a hidden joint leaves the joint averages
+    assert motion_statistics(joints, visible)["joint"] == pytest.approx(10 / 3)
+
+
+def test_version_two_puppets_move_more_and_stay_inside_the_frame(tmp_path: Path) -> None:
+    moved = {}
+    for version, style in STYLES.items():
+        stats = []
+        for seed in range(12):
+            identity = sample_identity([seed, 1], style)
+            motion = sample_motion([seed, 2], 32, style=style)
+            motion = fit_in_frame(identity, motion, 64, style.margin)
+            joints = forward_kinematics(identity, motion, 64)
+            stats.append(motion_statistics(joints, visibility(joints, 64)))
+            if style.margin:  # every joint of the clip at least the margin inside the frame
+                inner = style.margin * 64 - 0.5 - 1e-6
+                assert joints.min() >= inner and joints.max() <= 63 - inner
+        moved[version] = {k: float(np.mean([s[k] for s in stats])) for k in stats[0]}
+    assert moved[2]["articulated"] > 1.5 * moved[1]["articulated"]
+    assert moved[2]["centroid"] > 1.5 * moved[1]["centroid"]
+    assert STYLES[2].patterns == ("plain",)  # flat clothes: motion, not texture, dominates
+    manifest = generate_dataset(tmp_path, videos=3, frames=4, workers=1, progress=False)
+    assert manifest["version"] == 2 and manifest["style"]["sinusoids"] == 2
+    for split in ("train", "test"):
+        assert manifest["motion"][split]["joint"] > 0
+        assert manifest["motion"][split]["visible"] == 1.0
+
+
+def test_fitting_shrinks_and_shifts_the_whole_clip_alike() -> None:
+    identity = sample_identity(3)
+    wide = Motion(
+        angles=sample_motion(0, 4, amplitude=0.0).angles,
+        centre=np.array([[0.2, 0.5], [0.5, 0.5], [0.8, 0.5], [0.95, 0.5]]),
+        scale=np.full(4, 0.9),
+    )
+    fitted = fit_in_frame(identity, wide, 64, 0.05)
+    ratio = fitted.scale / wide.scale
+    assert np.allclose(ratio, ratio[0]) and ratio[0] < 1  # one shrink for the whole clip
+    steps, fitted_steps = np.diff(wide.centre, axis=0), np.diff(fitted.centre, axis=0)
+    np.testing.assert_allclose(fitted_steps, ratio[0] * steps)  # the path keeps its shape
+    joints = forward_kinematics(identity, fitted, 64)
+    assert joints.min() >= 0.05 * 64 - 0.5 - 1e-6 and joints.max() <= 0.95 * 64 - 0.5 + 1e-6
+    assert fit_in_frame(identity, wide, 64, 0.0) is wide

@@ -22,16 +22,20 @@ NOT_PLOTTED = frozenset({"step", "epoch", "lr"})
 
 
 def sample_frames(
-    models: Models, frames: list[torch.Tensor], batch_size: int = 16
+    models: Models,
+    frames: list[torch.Tensor],
+    batch_size: int = 16,
+    joints: np.ndarray | None = None,
 ) -> list[np.ndarray]:
     """One picture per driving frame: source | driving | source mask | driving mask | prediction.
 
     Frame 0 is the source, as in reconstruction. Structures without a mask (FOMM's keypoints)
     are drawn as keypoints; maskers with no structure image (X2Face's frames) show none.
+    `joints` (T, J, 2) are the frames' ground-truth joints, for maskers that draw them.
     """
     pictures = []
     with inference_models(models):
-        for step in reconstruction_batches(models, frames, batch_size):
+        for step in reconstruction_batches(models, frames, batch_size, joints=joints):
             count = step.driving.shape[0]
             columns = comparison_columns(
                 step.source.expand(count, -1, -1, -1),
@@ -46,10 +50,14 @@ def sample_frames(
 
 
 def write_sample_gif(
-    models: Models, frames: list[torch.Tensor], path: Path, fps: float = 8.0
+    models: Models,
+    frames: list[torch.Tensor],
+    path: Path,
+    fps: float = 8.0,
+    joints: np.ndarray | None = None,
 ) -> Path:
     """Write `sample_frames` as a looping GIF."""
-    write_gif(sample_frames(models, frames), path, fps=fps)
+    write_gif(sample_frames(models, frames, joints=joints), path, fps=fps)
     return path
 
 

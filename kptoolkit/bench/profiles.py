@@ -30,6 +30,7 @@ class Profile:
     evaluator_steps: int | None = None  # None: the evaluators' own defaults
     timing_repeats: int = 10
     needs_config: bool = False
+    detector_budget: float = 1.0  # the detector prior's training, in units of a row's budget
 
 
 # Tiny widths (also the test suite's): a training step takes milliseconds at 64 px.
@@ -104,9 +105,17 @@ def _full(config: ExperimentConfig) -> None:
 
 PROFILES: dict[str, Profile] = {
     "micro": Profile(
-        "micro", "tiny data and widths, a few steps (tests, smoke runs)", _micro, 10, 2
+        "micro",
+        "tiny data and widths, a few steps (tests, smoke runs)",
+        _micro,
+        evaluator_steps=10,
+        timing_repeats=2,
     ),
-    "quick": Profile("quick", "synthetic puppets at 64 px, 1,500 steps per model (CPU)", _quick),
+    "quick": Profile(
+        "quick",
+        "synthetic puppets at 64 px, 1,500 steps per model (CPU)",
+        _quick,
+    ),
     "full": Profile(
         "full", "the given config's own widths and schedule (GPU)", _full, needs_config=True
     ),

@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from kptoolkit.bench import figures
+from kptoolkit.bench.detector_prior import ensure_prior, prior_config, prior_diagnostics
 from kptoolkit.bench.profiles import Profile, get_profile
 from kptoolkit.bench.results import (
     ResultRow,
@@ -64,7 +65,12 @@ from kptoolkit.engine.checkpoints import list_checkpoints, load_run
 from kptoolkit.engine.distributed import DistContext
 from kptoolkit.engine.evaluate import evaluate_folders
 from kptoolkit.engine.experiment import build_dataset
-from kptoolkit.engine.inference import quantize, reconstruct, write_stacked_png
+from kptoolkit.engine.inference import (
+    ReconstructionMode,
+    quantize,
+    reconstruct,
+    write_stacked_png,
+)
 from kptoolkit.engine.trainer import Trainer
 from kptoolkit.errors import ConfigError, KptoolkitError
 from kptoolkit.metrics.base import VideoScores
@@ -79,6 +85,8 @@ DEFAULT_BASELINES = ("fomm", "x2face")
 SAMPLE_FRAMES = 32
 REFERENCE_LABEL = "Source frame (no motion)"
 REFERENCE_DIR = "reference-source-frame"
+ORACLE_MASKER, ORACLE_GENERATOR = "gt_circles", "two_stage"
+CONTROL_LABELS = {"static": ", driven by frame 0", "warped": ", warped source only"}
 SCORES_PROTOCOL = 2  # per-video sums and counts (protocol 1 stored per-video-averaged scores)
 
 
@@ -99,6 +107,8 @@ class Entry:
         """The row's name in the tables."""
         if self.role == "baseline":
             return BASELINE_LABELS.get(self.generator, self.generator)
+        if self.role == "oracle":
+            return f"Oracle: {self.masker} + {self.generator} (ground-truth joints)"
         return f"{self.masker} + {self.generator}"
 
     @property
@@ -151,6 +161,7 @@ class BenchOptions:
     id_evaluator: str | None = None
     device: str | None = None
     seeds: list[int] | None = None  # None: the config's own seed
+    oracle: bool = False  # on data with ground-truth joints, add gt_circles + two_stage
     progress: bool = True
 
 
@@ -278,6 +289,8 @@ class Bench:
         self.evaluator_info: dict[str, Any] = {}
         self.stage_index = 0
         self.video_names: list[str] = []  # the table's test videos, in the reference row's order
+        self.detector_info: dict[str, Any] = {}
+        self._groundtruth_test: Any = None
 
     # -- reporting -----------------------------------------------------------------------------
     def say(self, text: str) -> None:
@@ -299,19 +312,26 @@ class Bench:
         self.enter("evaluators")
         self.prepare_evaluators()
         self.enter("detector")
-        detectors = {seed: self.prepare_detector(seed) for seed in self.seeds}
+        detector = self.prepare_detector()
         self.enter("train")
         for seed in self.seeds:
             for entry in self.entries:
-                self.train(entry, seed, self.entry_config(entry, detectors[seed], seed))
+                self.train(entry, seed, self.entry_config(entry, detector, seed))
         self.enter("reconstruct")
         self.reconstruct_reference()
         for seed in self.seeds:
             for entry in self.entries:
                 self.reconstruct(entry, seed)
+                for control in self.controls(entry):
+                    self.reconstruct(entry, seed, control)
         self.enter("metrics")
         rows = [self.score_reference(), *self.floor_rows()]
         rows += [self.score(entry) for entry in self.entries]
+        rows += [
+            self.score_control(entry, control)
+            for entry in self.entries
+            for control in self.controls(entry)
+        ]
         self.enter("results")
         files = self.write_figures()
         report, written = self.write_results(rows)
@@ -350,10 +370,21 @@ class Bench:
         self.real_dir = Path(test.videos[0].path).parent
         root = Path(getattr(test, "root", self.real_dir))
         self.dataset_root = root
+        if self.options.oracle and read_manifest(root) is not None:
+            oracle = Entry(ORACLE_MASKER, ORACLE_GENERATOR, "oracle")
+            if all(e.slug != oracle.slug for e in self.entries):
+                self.entries.append(oracle)
         self.say(
             f"{data.dataset}: {len(train.videos)} train / {len(test.videos)} test videos at "
             f"{self.base.data.frame_size} px in {root}"
         )
+        motion = (read_manifest(root) or {}).get("motion", {}).get("test")
+        if motion:
+            self.say(
+                f"test motion: joints {motion['joint']:.2f} px from frame 0 on average "
+                f"(centroid {motion['centroid']:.2f} px, articulated {motion['articulated']:.2f} "
+                f"px), figure {motion['height']:.1f} px tall"
+            )
 
     def _prepare_puppets(self) -> None:
         from kptoolkit.data.puppets import ensure_puppets
@@ -428,22 +459,33 @@ class Bench:
         return {k: v if isinstance(v, int | dict) else float(v) for k, v in floor().items()}
 
     # -- detector ------------------------------------------------------------------------------
-    def prepare_detector(self, seed: int) -> str | None:
-        """The frozen detector of the keypoint maskers: the given file, or the FOMM baseline's
-        (of the same seed: a seed replicates the whole pipeline)."""
-        if self.options.kp_checkpoint:
-            path = str(Path(self.options.kp_checkpoint).resolve())
-            self.say(f"using the given keypoint detector {path}")
-            return path
+    def prepare_detector(self) -> str | None:
+        """The frozen detector of the keypoint maskers, the same for every seed: the given file,
+        or the detector prior (FOMM trained once per dataset, cached); with its diagnostics."""
         needing = [e for e in self.entries if e.role == "variant" and _needs_detector(e.masker)]
-        if not needing:
+        if self.options.kp_checkpoint:
+            path = Path(self.options.kp_checkpoint).resolve()
+            self.say(f"using the given keypoint detector {path}")
+        elif not needing:
             self.say("no variant reads a pretrained detector")
             return None
-        fomm = Entry(natural_masker("fomm"), "fomm", "baseline")
-        users = ", ".join(e.masker for e in needing)
-        self.say(f"the detector of {users} is the FOMM baseline's, trained first")
-        info = self.train(fomm, seed, self.entry_config(fomm, None, seed))
-        return str((self.run_dir(fomm, seed) / "checkpoints" / info["checkpoint"]).resolve())
+        else:
+            fomm = Entry(natural_masker("fomm"), "fomm", "baseline")
+            fomm_config = self.entry_config(fomm, None, self.base.seed)
+            users = ", ".join(e.masker for e in needing)
+            budget = self.profile.detector_budget
+            if budget == 1.0:  # the FOMM baseline's own detector (trained first)
+                self.say(f"the detector of {users} is the FOMM baseline's, trained first")
+                info = self.train(fomm, self.base.seed, fomm_config)
+                path = self.run_dir(fomm, self.base.seed) / "checkpoints" / info["checkpoint"]
+            else:
+                self.say(f"the detector of {users}: FOMM's, trained once per dataset and cached")
+                config = prior_config(fomm_config, budget)
+                path = ensure_prior(config, self.device, self.say, self.options.progress)
+        self.detector_info = prior_diagnostics(path, self.dataset_root, self.device)
+        if "probe_r2" in self.detector_info:
+            self.say(_detector_text(self.detector_info))
+        return str(path)
 
     # -- configs and folders -------------------------------------------------------------------
     def run_dir(self, entry: Entry, seed: int) -> Path:
@@ -472,6 +514,10 @@ class Bench:
         ):
             config.masker.params["num_kp"] = config.keypoints.num_kp
             masker_params["num_kp"] = config.keypoints.num_kp
+        if _needs_groundtruth(entry.masker) and "scale_factor" not in masker_params:
+            # the oracle's mask has the size of the detector's padded heatmaps
+            config.masker.params["scale_factor"] = config.keypoints.scale_factor
+            masker_params["scale_factor"] = config.keypoints.scale_factor
         channels = getattr(MASKERS.create(entry.masker, **masker_params), "channels", 1)
         generator_params = params_for(config, entry.generator, config.generator.params)
         generator_factory = GENERATORS.get(entry.generator)
@@ -551,38 +597,50 @@ class Bench:
         return self.run_dir(entry, seed) / "checkpoints" / state["train"]["checkpoint"]
 
     # -- reconstruction ------------------------------------------------------------------------
-    def reconstruct(self, entry: Entry, seed: int) -> None:
-        """Reconstruct the test videos with a run's final checkpoint (PNG for the metrics)."""
+    def controls(self, entry: Entry) -> dict[str, ReconstructionMode]:
+        """The control reconstructions of a row: driven by frame 0, and for a generator that
+        warps the source, that warp alone (before any decoder)."""
+        found = {"static": ReconstructionMode(static=True)}
+        warped = getattr(GENERATORS.get(entry.generator), "warped_output", None)
+        if warped:
+            found["warped"] = ReconstructionMode(output=warped)
+        return found
+
+    def reconstruct(self, entry: Entry, seed: int, control: str | None = None) -> None:
+        """Reconstruct the test videos with a run's final checkpoint (PNG for the metrics), by
+        the protocol or as one of the row's controls."""
         run_dir = self.run_dir(entry, seed)
-        label = self.run_label(entry, seed)
+        label = self.run_label(entry, seed) + (f" [{control}]" if control else "")
+        folder = run_dir / _suffixed("reconstruction", control)
         state = read_state(run_dir)
         checkpoint = self._checkpoint(entry, seed)
         key = file_key(checkpoint)
-        done = state.get("reconstruction")
-        if done and done["checkpoint"] == key and (run_dir / "reconstruction" / "png").is_dir():
+        done = state.get(folder.name)
+        if done and done["checkpoint"] == key and (folder / "png").is_dir():
             self.say(f"{label}: cached ({done['videos']} videos, {done['frames']} frames)")
             return
         config, models = load_run(checkpoint)
         models.to(self.device)
         result = reconstruct(
             models,
-            self.test_dataset,
-            run_dir / "reconstruction",
+            self.test_dataset_for(entry),
+            folder,
             batch_size=config.eval.batch_size,
             max_videos=config.eval.max_videos,
             save_png=True,
-            save_mp4=config.eval.save_mp4,
+            save_mp4=config.eval.save_mp4 and control is None,
             progress=self.options.progress,
+            mode=self.controls(entry)[control] if control else None,
         )
         if not result.videos:
             raise BenchError(f"{label}: no test video could be reconstructed")
-        state["reconstruction"] = {
+        state[folder.name] = {
             "checkpoint": key,
             "videos": len(result.videos),
             "frames": result.frames,
             "skipped": result.skipped,
         }
-        state.pop("scores", None)
+        state.pop(_suffixed("scores", control), None)  # scored from the old PNGs
         write_state(run_dir, state)
         self.say(f"{label}: {len(result.videos)} videos, L1 {result.l1:.4f}")
 
@@ -721,6 +779,39 @@ class Bench:
             per_video=self._aligned([m["per_video"] for m in measured]),
         )
 
+    def score_control(self, entry: Entry, control: str) -> ResultRow:
+        """Metrics of one of a row's controls, over its seeds."""
+        measured = []
+        for seed in self.seeds:
+            run_dir = self.run_dir(entry, seed)
+            label = f"{self.run_label(entry, seed)} [{control}]"
+            state = read_state(run_dir)
+            name = _suffixed("scores", control)
+            key = self._scores_key(checkpoint=file_key(self._checkpoint(entry, seed)))
+            done = state.get(name)
+            if done and done["key"] == key:
+                self.say(f"{label}: cached")
+            else:
+                config = load_config(run_dir / "config.yaml")
+                png = run_dir / _suffixed("reconstruction", control) / "png"
+                done = {"key": key, "per_video": self._metrics(config, png, label)}
+                state[name] = done
+                write_state(run_dir, state)
+            measured.append(done["per_video"])
+        return ResultRow(
+            method=f"{entry.label}{CONTROL_LABELS[control]}",
+            role="control",
+            masker=entry.masker,
+            generator=entry.generator,
+            metrics={},
+            params=0,
+            ms_per_frame=math.nan,
+            train_seconds=math.nan,
+            steps=0,
+            seeds=list(self.seeds),
+            per_video=self._aligned(measured),
+        )
+
     def _metrics(
         self, config: ExperimentConfig, png_dir: Path, label: str
     ) -> dict[str, dict[str, list]]:
@@ -751,8 +842,13 @@ class Bench:
         label = self.run_label(entry, seed)
         png_dir = self.run_dir(entry, seed) / "reconstruction" / "png"
         per_video = self._metrics(config, png_dir, label)
-        frames = self._test_frames(config.eval.batch_size).to(self.device)
-        speed = ms_per_frame(models, frames, repeats=self.profile.timing_repeats)
+        frames, joints = self._test_frames(entry, config.eval.batch_size)
+        speed = ms_per_frame(
+            models,
+            frames.to(self.device),
+            repeats=self.profile.timing_repeats,
+            joints=None if joints is None else torch.from_numpy(joints).to(self.device),
+        )
         pooled = {k: VideoScores.from_json(v).value("frames") for k, v in per_video.items()}
         self.say(
             f"{label}: "
@@ -767,15 +863,27 @@ class Bench:
             "timing": {"batch": int(frames.shape[0]), "device": str(self.device)},
         }
 
-    def _test_frames(self, count: int) -> torch.Tensor:
-        """The first `count` frames of the first test video."""
-        dataset = self.test_dataset
+    def test_dataset_for(self, entry: Entry) -> Any:
+        """The test split as the row's masker reads it (with ground-truth joints for the
+        oracle), built once."""
+        if not _needs_groundtruth(entry.masker):
+            return self.test_dataset
+        if self._groundtruth_test is None:
+            self._groundtruth_test = build_dataset(self.entry_config(entry, None), "test")
+        return self._groundtruth_test
+
+    def _test_frames(self, entry: Entry, count: int) -> tuple[torch.Tensor, Any]:
+        """The first `count` frames of the first test video, and their ground-truth joints
+        when the row's masker draws them (else None)."""
+        dataset = self.test_dataset_for(entry)
+        video = dataset.videos[0]
         frames = []
-        for frame in dataset.iter_video(dataset.videos[0]):
+        for frame in dataset.iter_video(video):
             frames.append(frame)
             if len(frames) == count:
                 break
-        return torch.stack(frames)
+        joints = dataset.joints_of(video)[: len(frames)] if dataset.groundtruth else None
+        return torch.stack(frames), joints
 
     # -- results -------------------------------------------------------------------------------
     def write_figures(self) -> list[Path]:
@@ -795,8 +903,8 @@ class Bench:
                 continue
             _, models = load_run(checkpoint)
             models.to(self.device)
-            frames = self._test_frames(SAMPLE_FRAMES)
-            written.append(figures.write_sample_gif(models, list(frames), gif))
+            frames, joints = self._test_frames(entry, SAMPLE_FRAMES)
+            written.append(figures.write_sample_gif(models, list(frames), gif, joints=joints))
             written.append(figures.write_loss_curves(run_dir / "losses.csv", curves, entry.label))
             state["figures"] = key
             write_state(run_dir, state)
@@ -814,6 +922,7 @@ class Bench:
                 "name": base.data.dataset,
                 "root": base.data.root,
                 "frame_size": base.data.frame_size,
+                **_synthetic_description(self.dataset_root),
             },
             "budget": {
                 "steps": read_state(self.run_dir(self.entries[0], self.seeds[0]))["train"]["steps"],
@@ -822,6 +931,7 @@ class Bench:
                 "seeds": list(self.seeds),
             },
             "evaluators": self.evaluator_info,
+            "detector": self.detector_info,
         }
 
     def write_results(self, rows: list[ResultRow]) -> tuple[str, list[Path]]:
@@ -845,6 +955,30 @@ class Bench:
             write_text(self.out / "published.tex", published_latex()),
         ]
         return report, files
+
+
+def _detector_text(info: dict[str, Any]) -> str:
+    """One line on the keypoint maskers' detector: steps, spread and probe R^2."""
+    steps = f"{info['steps']} steps" if info.get("steps") is not None else "given file"
+    share = info["keypoint_spread_px"] / info["figure_height_px"]
+    return (
+        f"keypoint detector ({steps}): keypoint spread {info['keypoint_spread_px']:.2f} px "
+        f"({share:.0%} of the figure's height), linear-probe R^2 {info['probe_r2']:.3f} "
+        "(keypoints -> ground-truth joints, fitted on train frames, scored on test frames)"
+    )
+
+
+def _suffixed(name: str, control: str | None) -> str:
+    """The state key / folder of a reconstruction or its scores ("-<control>" for controls)."""
+    return f"{name}-{control}" if control else name
+
+
+def _synthetic_description(root: Path | None) -> dict[str, Any]:
+    """Version and motion statistics of a synthetic dataset (nothing for other data)."""
+    manifest = read_manifest(root) if root is not None else None
+    if manifest is None:
+        return {}
+    return {"version": manifest["version"], "motion": manifest.get("motion", {})}
 
 
 def _seed_text(seeds: Sequence[int]) -> str:
@@ -879,6 +1013,10 @@ def table_settings(config: ExperimentConfig) -> TableSettings:
     )
 
 
+def _needs_groundtruth(masker: str) -> bool:
+    return bool(getattr(MASKERS.get(masker), "needs_groundtruth", False))
+
+
 def _needs_detector(masker: str) -> bool:
     return bool(getattr(MASKERS.get(masker), "needs_detector", False))
 
@@ -906,6 +1044,8 @@ def _markdown_header(context: dict[str, Any]) -> str:
         "motion should beat it. The evaluator-floor row is the pose evaluator's own error on "
         "real frames against the ground-truth joints: differences below it are not resolved.",
     ]
+    if context.get("detector", {}).get("probe_r2") is not None:
+        lines.append(f"- {_detector_text(context['detector'])}")
     for kind, info in context["evaluators"].items():
         floor = info.get("floor")
         if floor:

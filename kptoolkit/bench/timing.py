@@ -30,12 +30,19 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def ms_per_frame(models: Models, frames: torch.Tensor, repeats: int = 10, warmup: int = 2) -> float:
+def ms_per_frame(
+    models: Models,
+    frames: torch.Tensor,
+    repeats: int = 10,
+    warmup: int = 2,
+    joints: torch.Tensor | None = None,
+) -> float:
     """Median milliseconds per frame of reconstruction inference on a batch of test frames.
 
     One pass = the driving structures of the batch plus the generated frames, with the source
     (frame 0) structure computed once beforehand, as in reconstruction. `frames` (B,3,H,W) must
-    be on the models' device.
+    be on the models' device; `joints` (B,J,2) are their ground-truth joints, for maskers that
+    draw them.
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
@@ -43,11 +50,20 @@ def ms_per_frame(models: Models, frames: torch.Tensor, repeats: int = 10, warmup
     times = []
     with inference_models(models), torch.inference_mode():
         source = frames[:1]
-        source_structure = first_of(compute_structure(models, source))
+        source_joints = joints[:1] if joints is not None else None
+        source_structure = first_of(compute_structure(models, source, source_joints))
         for index in range(warmup + repeats):
             _synchronize(device)
             started = time.perf_counter()
-            generate(models, source, source_structure, frames, "reconstruction")
+            driving_structure = compute_structure(models, frames, joints)
+            generate(
+                models,
+                source,
+                source_structure,
+                frames,
+                "reconstruction",
+                driving_structure=driving_structure,
+            )
             _synchronize(device)
             if index >= warmup:
                 times.append(time.perf_counter() - started)

@@ -73,6 +73,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="train every row once per seed (e.g. 0,1,2) and report the mean, the bootstrap "
         "interval and the spread across seeds (default: the config's seed)",
     )
+    parser.add_argument(
+        "--oracle",
+        action="store_true",
+        help="on data with ground-truth joints (the synthetic puppets), add the oracle row: "
+        "two_stage driven by circles at the true joints, the keypoint masks' upper bound",
+    )
     parser.add_argument("--device", help="cpu, cuda, cuda:1 (default: cuda when available)")
     parser.add_argument(
         "--out", metavar="DIR", help="output folder (default: bench-results/<profile>)"
@@ -114,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         id_evaluator=args.id_evaluator,
         device=args.device,
         seeds=parse_seeds(args.seeds),
+        oracle=args.oracle,
         progress=not args.no_progress,
     )
     outcome = Bench(options).run()

@@ -1,4 +1,5 @@
-"""`kptoolkit data synth|check`: make the synthetic puppets, or check any dataset folder."""
+"""`kptoolkit data synth|check|carve`: make the synthetic puppets, check any dataset folder, or
+carve a validation split out of a training split."""
 
 from __future__ import annotations
 
@@ -21,6 +22,16 @@ def configure(parser: argparse.ArgumentParser) -> None:
     synth.add_argument("--test-fraction", type=float, default=0.2, help="share of test videos")
     synth.add_argument("--workers", type=int, default=2, help="processes (default 2)")
 
+    carve = actions.add_parser(
+        "carve",
+        help="a validation dataset from a training split: held-out identities become its test/",
+    )
+    carve.add_argument("root", help="dataset folder (its train/ split is carved)")
+    carve.add_argument("--out", required=True, help="the validation dataset's folder")
+    carve.add_argument(
+        "--fraction", type=float, default=0.2, help="share of training videos held out"
+    )
+
     check = actions.add_parser("check", help="decode every frame; report counts and bad files")
     check.add_argument("root", help="dataset folder (train/ and test/, or flat)")
     check.add_argument(
@@ -32,8 +43,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    """Dispatch to synth or check."""
-    return _synth(args) if args.action == "synth" else _check(args)
+    """Dispatch to synth, carve or check."""
+    return {"synth": _synth, "carve": _carve, "check": _check}[args.action](args)
+
+
+def _carve(args: argparse.Namespace) -> int:
+    from kptoolkit.data.validation import carve_validation
+
+    summary = carve_validation(args.root, args.out, args.fraction)
+    counts = {split: len(names) for split, names in summary["videos"].items()}
+    print(
+        f"carved {args.out}: {counts['train']} train and {counts['test']} validation videos "
+        f"(test/) from the training split of {summary['source']}; its test split was not read"
+    )
+    return 0
 
 
 def _synth(args: argparse.Namespace) -> int:

@@ -329,6 +329,30 @@ def apply_params(
     return both[:batch], both[batch:]
 
 
+def augment_joints(
+    source: Tensor, driving: Tensor, params: PairParams, config: AugmentationConfig
+) -> tuple[Tensor, Tensor]:
+    """Move (B, J, 2) ground-truth joints (x, y in [-1, 1]) as `apply_params` moves the frames.
+
+    Time flips swap them and horizontal flips mirror x; the rotation / resize / crop warp is not
+    supported (its joints would need the inverse affine map): a clear error.
+    """
+    if config.geometric:
+        raise ValueError(
+            "ground-truth joints follow time and horizontal flips only; turn off rotation, "
+            "resize and crop augmentation (data.augmentation) for a masker that draws them"
+        )
+    if config.time_flip:
+        swap = params.swap.to(source.device).view(-1, 1, 1)
+        source, driving = torch.where(swap, driving, source), torch.where(swap, source, driving)
+    if config.horizontal_flip:
+        mirror = torch.tensor([-1.0, 1.0], dtype=source.dtype, device=source.device)
+        flip = params.flip.to(source.device).view(-1, 1, 1)
+        source = torch.where(flip, source * mirror, source)
+        driving = torch.where(flip, driving * mirror, driving)
+    return source, driving
+
+
 # -- module -----------------------------------------------------------------------------------
 
 

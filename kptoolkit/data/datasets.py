@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-from kptoolkit.data.layout import VideoEntry, discover_videos
+from kptoolkit.data.layout import DatasetLayoutError, VideoEntry, discover_videos
 from kptoolkit.data.video_io import VideoReadError, count_frames, iter_frames, read_frames
 
 MAX_SKIPS_IN_A_ROW = 16
@@ -65,6 +65,7 @@ class FramesDataset(Dataset):
         frame_width: int | None = None,
         max_frames: int | None = None,
         seed: int = 0,
+        groundtruth: bool = False,
     ) -> None:
         if repeats < 1:
             raise ValueError(f"repeats must be >= 1, got {repeats}")
@@ -85,6 +86,9 @@ class FramesDataset(Dataset):
             for identity in self.identities
         }
         self._frame_counts: dict[Path, int] = {}
+        self.groundtruth = groundtruth
+        if groundtruth:
+            self._check_groundtruth()
         self._warned: set[Path] = set()
         self._skipped = multiprocessing.Value("i", 0)
 
@@ -142,18 +146,48 @@ class FramesDataset(Dataset):
         frames = frames_to_tensor(
             read_frames(video.path, [first, second], self.frame_width), self.frame_size
         )
-        return {
+        item = {
             "source": frames[0],
             "driving": frames[1],
             "name": video.name,
             "frame_indices": torch.tensor([first, second]),
         }
+        if self.groundtruth:
+            joints = torch.from_numpy(self.joints_of(video))
+            item["source_joints"], item["driving_joints"] = joints[first], joints[second]
+        return item
 
     def _test_item(self, video: VideoEntry) -> dict[str, Any]:
         frames = list(self.iter_video(video))
         if not frames:
             raise VideoReadError(f"{video.path} has no frames")
         return {"video": torch.stack(frames, dim=1), "name": video.name}
+
+    # -- ground truth (synthetic data) ---------------------------------------------------------
+    def _groundtruth_path(self, video: VideoEntry) -> Path:
+        return self.root / "groundtruth" / self.split / f"{video.name}.npz"
+
+    def _check_groundtruth(self) -> None:
+        missing = [v.name for v in self.videos if not self._groundtruth_path(v).is_file()]
+        if missing:
+            raise DatasetLayoutError(
+                f"ground-truth joints are needed (a masker draws them) but {len(missing)} video(s) "
+                f"of {self.root} / {self.split} have none, e.g. {missing[0]}: only datasets with "
+                "groundtruth/<split>/<video>.npz (the synthetic puppets) can feed it"
+            )
+
+    def joints_of(self, video: VideoEntry) -> np.ndarray:
+        """Ground-truth joints of a video: (T, J, 2) float32, (x, y) in [-1, 1] over the frame
+        (pixel centres at -1 and 1), NaN where a joint is not visible."""
+        with np.load(self._groundtruth_path(video)) as data:
+            joints, visible = data["joints"].astype(np.float32), data["visible"].astype(bool)
+        height, width = read_frames(video.path, [0], self.frame_width).shape[1:3]
+        scale = np.array([2 / (width - 1), 2 / (height - 1)], dtype=np.float32)
+        normalised = joints * scale - 1
+        normalised[~visible] = np.nan
+        if self.max_frames is not None:
+            normalised = normalised[: self.max_frames]
+        return normalised
 
     def iter_video(self, video: VideoEntry) -> Iterator[torch.Tensor]:
         """Stream a video's frames as (3,H,W) tensors, up to `max_frames`."""

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 from kptoolkit.data.datasets import FramesDataset
 from kptoolkit.data.synthetic import GENERATOR_VERSION, generate_dataset, read_manifest
-from kptoolkit.paths import cache_dir
+from kptoolkit.paths import cache_dir, exclusive
 
 
 def default_root(size: int, videos: int, frames: int, synth_seed: int) -> Path:
@@ -18,33 +16,12 @@ def default_root(size: int, videos: int, frames: int, synth_seed: int) -> Path:
     return cache_dir() / "datasets" / name
 
 
-@contextlib.contextmanager
-def _exclusive(lock_path: Path) -> Iterator[None]:
-    """Hold an exclusive file lock (several processes, e.g. torchrun ranks, may ask at once)."""
-    lock_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock_path, "w") as handle:
-        try:
-            import fcntl
-        except ImportError:  # no POSIX locks: single-process use only
-            yield
-            return
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
-
-
 def _matches(manifest: dict | None, size: int, videos: int, frames: int, seed: int) -> bool:
     if manifest is None:
         return False
     total = sum(manifest["counts"].values())
-    return (manifest["size"], total, manifest["frames"], manifest["seed"]) == (
-        size,
-        videos,
-        frames,
-        seed,
-    )
+    found = (manifest["version"], manifest["size"], total, manifest["frames"], manifest["seed"])
+    return found == (GENERATOR_VERSION, size, videos, frames, seed)
 
 
 def ensure_puppets(
@@ -60,7 +37,7 @@ def ensure_puppets(
     root = Path(root) if root is not None else default_root(size, videos, frames, synth_seed)
     if _matches(read_manifest(root), size, videos, frames, synth_seed):
         return root
-    with _exclusive(root.with_name(root.name + ".lock")):
+    with exclusive(root.with_name(root.name + ".lock")):
         if not _matches(read_manifest(root), size, videos, frames, synth_seed):
             generate_dataset(
                 root, videos, frames, size, synth_seed, workers=workers, progress=progress
@@ -81,6 +58,7 @@ def synthetic_puppets(
     max_frames: int | None = None,
     seed: int = 0,
     workers: int = min(2, os.cpu_count() or 1),
+    groundtruth: bool = False,
 ) -> FramesDataset:
     """Built-in synthetic puppets (FOMM layout, ground-truth joints), generated once and cached."""
     folder = ensure_puppets(root, size, videos, frames, synth_seed, workers)
@@ -92,4 +70,5 @@ def synthetic_puppets(
         repeats=repeats,
         max_frames=max_frames,
         seed=seed,
+        groundtruth=groundtruth,
     )

@@ -38,10 +38,12 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from kptoolkit.data.puppet_style import STYLES, PuppetStyle, motion_statistics, summarise_motion
 from kptoolkit.errors import KptoolkitError
 
 GENERATOR = "kptoolkit.synthetic_puppets"
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
+DEFAULT_STYLE = STYLES[GENERATOR_VERSION]
 SIZES = (64, 128, 256)
 SPLITS = ("train", "test")
 MANIFEST_NAME = "dataset.json"
@@ -70,7 +72,8 @@ JOINT_INDEX = {name: i for i, name in enumerate(JOINT_NAMES)}
 
 # Degrees of freedom of a pose, in radians. "r_" is the figure's right, seen on the image's left.
 # Positive shoulder/hip angles move the limb outwards, positive elbow angles bend the forearm
-# further outwards and up, positive knee angles bring the shin back under the body.
+# further outwards and up, positive knee angles bring the shin back under the body. Their rest
+# values, ranges and speeds belong to the dataset version's `PuppetStyle`.
 DOF_NAMES = (
     "torso",
     "head",
@@ -83,27 +86,6 @@ DOF_NAMES = (
     "l_hip",
     "l_knee",
 )
-REST_POSE = {
-    "torso": 0.0,
-    "head": 0.0,
-    "shoulder": 0.45,
-    "elbow": 0.65,
-    "hip": 0.12,
-    "knee": 0.14,
-}
-# the largest deviation from the rest pose; keeps poses plausible (elbows and knees never
-# bend backwards, arms stay in front of the body)
-MAX_DEVIATION = {
-    "torso": 0.12,
-    "head": 0.25,
-    "shoulder": 0.95,
-    "elbow": 0.6,
-    "hip": 0.12,
-    "knee": 0.14,
-}
-FREQUENCY_RANGE = (0.006, 0.03)  # cycles per frame: periods of about 30 to 170 frames
-DRIFT_FREQUENCY_RANGE = (0.003, 0.012)
-SINUSOIDS_PER_DOF = 3
 
 # body parts from back to front: the fixed depth order of compositing
 PART_NAMES = (
@@ -275,17 +257,19 @@ def _style(rng: np.random.Generator, colour: RGB, patterns: Sequence[str] = PATT
     )
 
 
-def _sample_styles(rng: np.random.Generator) -> dict[str, PartStyle]:
+def _sample_styles(
+    rng: np.random.Generator, patterns: Sequence[str] = PATTERNS
+) -> dict[str, PartStyle]:
     skin = _hsv(rng, rng.uniform(0.02, 0.1), (0.25, 0.6), (0.35, 0.95))
     shirt, trousers, shoes = (_random_colour(rng) for _ in range(3))
     plain_skin = PartStyle(skin, _accent(rng, skin), "plain", 0.1, 0.0)
-    sleeve = _style(rng, shirt)
+    sleeve = _style(rng, shirt, patterns)
     # clothes are symmetric: left and right limbs share a style
-    forearm = _style(rng, shirt) if rng.uniform() < 0.5 else plain_skin
-    thigh = _style(rng, trousers)
-    shin = _style(rng, trousers)
+    forearm = _style(rng, shirt, patterns) if rng.uniform() < 0.5 else plain_skin
+    thigh = _style(rng, trousers, patterns)
+    shin = _style(rng, trousers, patterns)
     shoe = _style(rng, shoes, ("plain",))
-    styles = {"torso": _style(rng, shirt), "neck": plain_skin, "head": plain_skin}
+    styles = {"torso": _style(rng, shirt, patterns), "neck": plain_skin, "head": plain_skin}
     for side in ("r", "l"):
         styles |= {
             f"{side}_upper_arm": sleeve,
@@ -298,7 +282,9 @@ def _sample_styles(rng: np.random.Generator) -> dict[str, PartStyle]:
     return styles
 
 
-def sample_identity(rng: np.random.Generator | int | Sequence[int]) -> Identity:
+def sample_identity(
+    rng: np.random.Generator | int | Sequence[int], style: PuppetStyle = DEFAULT_STYLE
+) -> Identity:
     """Draw a puppet's proportions, limb widths and part styles from a generator or seed."""
     rng = _as_rng(rng)
 
@@ -327,29 +313,36 @@ def sample_identity(rng: np.random.Generator | int | Sequence[int]) -> Identity:
         stature=float(rng.uniform(0.9, 1.05)),
         hair=_hsv(rng, rng.uniform(0.0, 0.15), (0.2, 0.8), (0.08, 0.6)),
         hairline=float(rng.uniform(-0.1, 0.45)),
-        styles=_sample_styles(rng),
+        styles=_sample_styles(rng, style.patterns),
     )
 
 
 def _sinusoids(
-    rng: np.random.Generator, t: np.ndarray, amplitude: float, freq: tuple[float, float]
+    rng: np.random.Generator,
+    t: np.ndarray,
+    amplitude: float,
+    freq: tuple[float, float],
+    count: int = 3,
 ) -> np.ndarray:
-    """A sum of a few sinusoids whose amplitudes add up to at most `amplitude`."""
-    weights = rng.dirichlet(np.ones(SINUSOIDS_PER_DOF)) * amplitude
-    freqs = rng.uniform(*freq, size=SINUSOIDS_PER_DOF)
-    phases = rng.uniform(0, 2 * np.pi, size=SINUSOIDS_PER_DOF)
+    """A sum of `count` sinusoids whose amplitudes add up to at most `amplitude`."""
+    weights = rng.dirichlet(np.ones(count)) * amplitude
+    freqs = rng.uniform(*freq, size=count)
+    phases = rng.uniform(0, 2 * np.pi, size=count)
     waves = np.sin(2 * np.pi * freqs[:, None] * t[None, :] + phases[:, None])
     return (weights[:, None] * waves).sum(axis=0)
 
 
 def sample_motion(
-    rng: np.random.Generator | int | Sequence[int], frames: int, amplitude: float = 1.0
+    rng: np.random.Generator | int | Sequence[int],
+    frames: int,
+    amplitude: float = 1.0,
+    style: PuppetStyle = DEFAULT_STYLE,
 ) -> Motion:
-    """Draw a slow, smooth tai-chi-like motion of `frames` frames.
+    """Draw a smooth tai-chi-like motion of `frames` frames.
 
-    Every joint angle is its rest value plus a sum of a few low-frequency sinusoids with random
-    phases; the figure's centre and size drift slowly. `amplitude` scales every deviation from
-    the rest pose (0 gives a still figure in the rest pose, centred).
+    Every joint angle is its rest value plus a sum of a few sinusoids with random phases; the
+    figure's centre and size drift (ranges and speeds from `style`). `amplitude` scales every
+    deviation from the rest pose (0 gives a still figure in the rest pose, centred).
     """
     _check_frames(frames)
     rng = _as_rng(rng)
@@ -357,13 +350,15 @@ def sample_motion(
     angles = np.empty((frames, len(DOF_NAMES)))
     for k, dof in enumerate(DOF_NAMES):
         group = _dof_group(dof)
-        swing = _sinusoids(rng, t, MAX_DEVIATION[group], FREQUENCY_RANGE)
-        angles[:, k] = REST_POSE[group] + amplitude * swing
-    drift_x = _sinusoids(rng, t, 0.06, DRIFT_FREQUENCY_RANGE)
-    drift_y = _sinusoids(rng, t, 0.03, DRIFT_FREQUENCY_RANGE)
+        deviation = style.max_deviation[group]
+        swing = _sinusoids(rng, t, deviation, style.frequency_range, style.sinusoids)
+        angles[:, k] = style.rest_pose[group] + amplitude * swing
+    drift_x = _sinusoids(rng, t, style.drift[0], style.drift_frequency_range)
+    drift_y = _sinusoids(rng, t, style.drift[1], style.drift_frequency_range)
     centre = 0.5 + amplitude * np.stack([drift_x, drift_y], axis=1)
-    base_scale = rng.uniform(0.74, 0.84)
-    scale = base_scale * (1 + amplitude * _sinusoids(rng, t, 0.05, DRIFT_FREQUENCY_RANGE))
+    base_scale = rng.uniform(*style.scale_range)
+    swing = _sinusoids(rng, t, style.scale_swing, style.drift_frequency_range)
+    scale = base_scale * (1 + amplitude * swing)
     return Motion(angles=angles, centre=centre, scale=scale)
 
 
@@ -373,11 +368,14 @@ def _pixel_grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     return u[None, :], u[:, None]
 
 
-def sample_background(rng: np.random.Generator | int | Sequence[int], size: int) -> np.ndarray:
+def sample_background(
+    rng: np.random.Generator | int | Sequence[int], size: int, style: PuppetStyle = DEFAULT_STYLE
+) -> np.ndarray:
     """Draw a smooth textured background, (size, size, 3) uint8.
 
-    A colour gradient plus a mixture of low-frequency plane waves and soft blobs; the pattern is
-    defined in frame fractions, so the same generator gives the same picture at every size.
+    A colour gradient plus a mixture of low-frequency plane waves and soft blobs (how many and
+    how strong: `style`); the pattern is defined in frame fractions, so the same generator gives
+    the same picture at every size.
     """
     _check_size(size)
     rng = _as_rng(rng)
@@ -386,19 +384,19 @@ def sample_background(rng: np.random.Generator | int | Sequence[int], size: int)
     angle = rng.uniform(0, 2 * np.pi)
     ramp = np.clip((x - 0.5) * np.cos(angle) + (y - 0.5) * np.sin(angle) + 0.5, 0, 1)
     image = start + ramp[..., None] * (end - start)
-    for _ in range(5):
-        freq = rng.uniform(1.0, 5.0)
+    for _ in range(style.background_waves):
+        freq = rng.uniform(*style.background_wave_frequency)
         direction = rng.uniform(0, 2 * np.pi)
         wave = np.sin(
             2 * np.pi * freq * (x * np.cos(direction) + y * np.sin(direction))
             + rng.uniform(0, 2 * np.pi)
         )
-        image = image + wave[..., None] * rng.normal(0, 11, size=3)
-    for _ in range(3):
+        image = image + wave[..., None] * rng.normal(0, style.background_wave_sigma, size=3)
+    for _ in range(style.background_blobs):
         cx, cy = rng.uniform(0, 1, size=2)
         radius = rng.uniform(0.08, 0.3)
         blob = np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * radius**2))
-        image = image + blob[..., None] * rng.normal(0, 35, size=3)
+        image = image + blob[..., None] * rng.normal(0, style.background_blob_sigma, size=3)
     return np.clip(image + 0.5, 0, 255).astype(np.uint8)
 
 
@@ -462,6 +460,28 @@ def forward_kinematics(identity: Identity, motion: Motion, size: int) -> np.ndar
     centre = motion.centre * size - 0.5
     unit = _pixels_per_unit(identity, motion, size)
     return centre[:, None, :] + unit[:, None, None] * (joints - middle)
+
+
+def fit_in_frame(identity: Identity, motion: Motion, size: int, margin: float) -> Motion:
+    """The motion, shrunk and shifted as a whole (every frame alike) so that every joint of
+    the clip stays `margin` (a fraction of the frame) inside the frame; unchanged if it fits.
+
+    Shrinking scales the figure about the frame's centre and a shift then brings the clip's
+    bounding box inside: the motion keeps its shape, only its size and place change.
+    """
+    if margin <= 0:
+        return motion
+    low, high = margin * size - 0.5, (1 - margin) * size - 0.5
+    joints = forward_kinematics(identity, motion, size)
+    centre = size / 2 - 0.5
+    extent = np.abs(joints - centre).max(axis=(0, 1))  # (2,) half-extent about the centre
+    room = (high - low) / 2
+    shrink = min(1.0, float(room / extent.max())) if extent.max() > 0 else 1.0
+    fitted = Motion(motion.angles, 0.5 + shrink * (motion.centre - 0.5), motion.scale * shrink)
+    joints = forward_kinematics(identity, fitted, size)
+    lowest, highest = joints.min(axis=(0, 1)), joints.max(axis=(0, 1))
+    shift = np.maximum(low - lowest, 0) - np.maximum(highest - high, 0)
+    return Motion(fitted.angles, fitted.centre + shift / size, fitted.scale)
 
 
 def visibility(joints: np.ndarray, size: int) -> np.ndarray:
@@ -692,21 +712,25 @@ def render_video(
     identity: Identity | None = None,
     motion: Motion | None = None,
     background: np.ndarray | None = None,
+    style: PuppetStyle = DEFAULT_STYLE,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Render one clip: (frames (T, H, W, 3) uint8, joints (T, 15, 2) float32, visible (T, 15)).
 
-    Whatever is not given is drawn from `rng` (a generator or a seed), in the order identity,
-    motion, background. Joints are in pixels (x, y), pixel centres at integer coordinates;
+    Whatever is not given is drawn from `rng` (a generator or a seed) with `style`, in the
+    order identity, motion, background; a drawn motion is fitted inside the frame
+    (`style.margin`). Joints are in pixels (x, y), pixel centres at integer coordinates;
     `visible` is False for joints outside the frame.
     """
     _check_size(size)
     _check_frames(frames)
     rng = _as_rng(rng)
-    identity = sample_identity(rng) if identity is None else identity
-    motion = sample_motion(rng, frames) if motion is None else motion
+    identity = sample_identity(rng, style) if identity is None else identity
+    if motion is None:
+        motion = fit_in_frame(identity, sample_motion(rng, frames, style=style), size, style.margin)
     if motion.frames != frames:
         raise SyntheticDataError(f"the motion has {motion.frames} frames, expected {frames}")
-    background = sample_background(rng, size) if background is None else background
+    if background is None:
+        background = sample_background(rng, size, style)
     if background.shape != (size, size, 3):
         raise SyntheticDataError(f"background must be ({size}, {size}, 3), got {background.shape}")
     joints = forward_kinematics(identity, motion, size)
@@ -779,9 +803,10 @@ def _write_png(frame: np.ndarray, path: Path) -> None:
     Image.fromarray(frame, mode="RGB").save(path, format="PNG", compress_level=1)
 
 
-def _render_job(job: _VideoJob) -> str:
-    """Render one clip and write its frames and ground truth; returns its name."""
-    identity = sample_identity(np.random.default_rng([job.seed, 1, job.identity]))
+def _render_job(job: _VideoJob) -> tuple[_VideoJob, dict[str, float]]:
+    """Render one clip and write its frames and ground truth; returns it with its motion
+    statistics."""
+    identity = sample_identity(np.random.default_rng([job.seed, 1, job.identity]), DEFAULT_STYLE)
     rng = np.random.default_rng([job.seed, 2, job.identity, job.clip])
     video, joints, visible = render_video(rng, job.frames, job.size, identity=identity)
     folder = job.out / job.split / job.name
@@ -791,7 +816,7 @@ def _render_job(job: _VideoJob) -> str:
     truth = job.out / "groundtruth" / job.split
     truth.mkdir(parents=True, exist_ok=True)
     np.savez(truth / f"{job.name}.npz", joints=joints, visible=visible)
-    return job.name
+    return job, motion_statistics(joints, visible)
 
 
 def _is_synthetic_dataset(out: Path) -> bool:
@@ -843,20 +868,26 @@ def _check_arguments(
         raise SyntheticDataError(f"test_fraction must be in [0, 1), got {test_fraction!r}")
 
 
-def _run_jobs(jobs: list[_VideoJob], workers: int, progress: bool) -> None:
+def _run_jobs(
+    jobs: list[_VideoJob], workers: int, progress: bool
+) -> dict[str, list[dict[str, float]]]:
+    """Render every job; the motion statistics of each clip, per split, in job order."""
     bar = tqdm(total=len(jobs), desc="synthetic puppets", unit="video", disable=not progress)
+    found: dict[_VideoJob, dict[str, float]] = {}
     with bar:
         if workers == 1:
             for job in jobs:
-                _render_job(job)
+                found[job] = _render_job(job)[1]
                 bar.update()
-            return
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else None)
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-            for future in as_completed([pool.submit(_render_job, job) for job in jobs]):
-                future.result()
-                bar.update()
+        else:
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("fork" if "fork" in methods else None)
+            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+                for future in as_completed([pool.submit(_render_job, job) for job in jobs]):
+                    job, statistics = future.result()
+                    found[job] = statistics
+                    bar.update()
+    return {split: [found[j] for j in jobs if j.split == split] for split in SPLITS}
 
 
 def generate_dataset(
@@ -885,7 +916,7 @@ def generate_dataset(
         for split in SPLITS
         for identity, clip in plan[split]
     ]
-    _run_jobs(jobs, min(workers, len(jobs)), progress)
+    statistics = _run_jobs(jobs, min(workers, len(jobs)), progress)
     for split in SPLITS:  # a split without videos is still a folder
         (out / split).mkdir(exist_ok=True)
         (out / "groundtruth" / split).mkdir(parents=True, exist_ok=True)
@@ -901,6 +932,9 @@ def generate_dataset(
         "joint_names": list(JOINT_NAMES),
         "identities": {split: sorted({f"id{i:04d}" for i, _ in plan[split]}) for split in SPLITS},
         "videos": {split: [video_name(i, c) for i, c in plan[split]] for split in SPLITS},
+        "style": DEFAULT_STYLE.to_json(),
+        # mean over each split's clips, in pixels: see kptoolkit.data.puppet_style
+        "motion": {split: summarise_motion(statistics[split]) for split in SPLITS},
     }
     _write_manifest(out, manifest)
     return manifest

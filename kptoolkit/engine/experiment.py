@@ -159,6 +159,9 @@ def dataset_params(
     params.update(split=split, frame_size=config.data.frame_size, seed=config.seed)
     if split == "train":
         params["repeats"] = config.train.repeats
+    masker = resolved_masker_name(config)
+    if masker in MASKERS and getattr(MASKERS.get(masker), "needs_groundtruth", False):
+        params["groundtruth"] = True  # the masker draws each frame's ground-truth joints
     chosen = root if root is not None else config.data.root
     if chosen is not None:
         params["root"] = str(chosen)

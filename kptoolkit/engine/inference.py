@@ -225,9 +225,19 @@ def _expand_frames(frames: torch.Tensor, batch: int) -> torch.Tensor:
     return _layout(frames.expand(batch, *frames.shape[1:]).contiguous())
 
 
+def needs_groundtruth(models: Models) -> bool:
+    """True when the masker is drawn from ground-truth joints (the oracle)."""
+    return bool(getattr(models.masker, "needs_groundtruth", False))
+
+
 @torch.inference_mode()
-def compute_structure(models: Models, frames: torch.Tensor) -> Structure:
-    """The masker's structure of (B,3,H,W) frames (already on the models' device)."""
+def compute_structure(
+    models: Models, frames: torch.Tensor, joints: torch.Tensor | None = None
+) -> Structure:
+    """The masker's structure of (B,3,H,W) frames (already on the models' device); `joints`
+    (B, J, 2) are the frames' ground-truth joints, for maskers that draw them."""
+    if needs_groundtruth(models):
+        return models.masker(_layout(frames), joints=joints)
     return models.masker(_layout(frames))
 
 
@@ -240,6 +250,7 @@ def generate(
     task: str = "animation",
     relative: RelativeMotion | None = None,
     driving_structure: Structure | None = None,
+    output: str = "prediction",
 ) -> torch.Tensor:
     """Generate one frame per driving frame: (B,3,H,W) predictions in [0, 1].
 
@@ -247,7 +258,8 @@ def generate(
     structure is computed unless given; with `relative`, it is re-expressed relative to the
     source (`relative_structure`); then the masker's `driving_for_inference(..., task)` gives
     what the generator sees (e.g. the perturbed-mask baseline refines it for animation only).
-    Call with models prepared by `inference_models`.
+    `output` names the generator output returned (e.g. FOMM's "deformed": the source warped by
+    the flow alone). Call with models prepared by `inference_models`.
     """
     if task not in TASKS:
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
@@ -268,7 +280,13 @@ def generate(
     driving_structure = models.masker.driving_for_inference(
         source, source_structure, driving_structure, task=task
     )
-    return models.generator(source, source_structure, driving_structure)["prediction"]
+    outputs = models.generator(source, source_structure, driving_structure)
+    if output not in outputs:
+        raise InferenceError(
+            f"generator {type(models.generator).__name__} has no output {output!r} "
+            f"(it gives {', '.join(sorted(outputs))})"
+        )
+    return outputs[output]
 
 
 def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -292,13 +310,15 @@ def reconstruct(
     save_png: bool = True,
     save_mp4: bool = True,
     progress: bool = True,
+    mode: ReconstructionMode | None = None,
 ) -> ReconstructionResult:
     """Reconstruct every test video of `dataset` (FOMM protocol) and score it with L1.
 
     `dataset` is a test-split `FramesDataset` (or anything with `videos` entries that have a
     `name`, and `iter_video(entry)` streaming (3,H,W) frames in [0, 1]). Writes `png/`,
     `mp4/` and `reconstruction.csv` under `out_dir` (see the module docstring). A video that
-    cannot be read is skipped with a warning and listed in `result.skipped`.
+    cannot be read is skipped with a warning and listed in `result.skipped`. `mode` selects a
+    control instead of the protocol (driving by frame 0, another generator output).
     """
     if not hasattr(dataset, "videos") or not hasattr(dataset, "iter_video"):
         raise InferenceError(
@@ -316,7 +336,7 @@ def reconstruct(
         for video in bar:
             try:
                 score = _reconstruct_video(
-                    models, dataset, video, out_dir, batch_size, save_png, save_mp4
+                    models, dataset, video, out_dir, batch_size, save_png, save_mp4, mode
                 )
             except VideoReadError as exc:
                 warnings.warn(
@@ -328,6 +348,19 @@ def reconstruct(
             bar.set_postfix(l1=f"{result.l1:.4f}")
     _write_csv(result)
     return result
+
+
+@attrs.frozen
+class ReconstructionMode:
+    """What a reconstruction feeds the generator and keeps of it.
+
+    `static`: every frame is driven by frame 0 (the source's own structure), a control that
+    shows what a model gives without any motion; `output`: the generator output kept (FOMM's
+    "deformed" is the source warped by the predicted flow alone, before the decoder).
+    """
+
+    static: bool = False
+    output: str = "prediction"
 
 
 @attrs.frozen
@@ -344,27 +377,43 @@ class ReconstructedBatch:
 
 @torch.inference_mode()
 def reconstruction_batches(
-    models: Models, frames: Iterable[torch.Tensor], batch_size: int
+    models: Models,
+    frames: Iterable[torch.Tensor],
+    batch_size: int,
+    mode: ReconstructionMode | None = None,
+    joints: np.ndarray | None = None,
 ) -> Iterator[ReconstructedBatch]:
     """Reconstruct a stream of (3,H,W) frames batch by batch, frame 0 being the source.
 
-    The source structure is computed once, from the first batch. Call with models prepared by
-    `inference_models`.
+    The source structure is computed once, from the first batch. With a static `mode`, every
+    frame is generated from frame 0's structure (the driving frames are still returned, as the
+    frames to compare with). `joints` (T, J, 2) are the frames' ground-truth joints, for
+    maskers that draw them. Call with models prepared by `inference_models`.
     """
+    mode = mode or ReconstructionMode()
     device = model_device(models)
     source = source_structure = None
+    start = 0
     for batch in chunks(frames, batch_size):
         driving = to_model_input(torch.stack(batch), device)
-        driving_structure = compute_structure(models, driving)
+        batch_joints = None
+        if joints is not None:
+            batch_joints = torch.from_numpy(joints[start : start + len(batch)]).to(device)
+        start += len(batch)
+        if source is None or not mode.static:
+            driving_structure = compute_structure(models, driving, batch_joints)
         if source is None:
             source, source_structure = driving[:1].clone(), first_of(driving_structure)
+        if mode.static:
+            driving_structure = expand_structure(source_structure, driving.shape[0])
         prediction = generate(
             models,
             source,
             source_structure,
-            driving,
+            _expand_frames(source, driving.shape[0]) if mode.static else driving,
             "reconstruction",
             driving_structure=driving_structure,
+            output=mode.output,
         )
         yield ReconstructedBatch(source, source_structure, driving, driving_structure, prediction)
 
@@ -377,6 +426,7 @@ def _reconstruct_video(
     batch_size: int,
     save_png: bool,
     save_mp4: bool,
+    mode: ReconstructionMode | None = None,
 ) -> VideoScore:
     name = video.name
     mp4_path = out_dir / "mp4" / f"{name}.mp4"
@@ -387,7 +437,9 @@ def _reconstruct_video(
         writer = stack.enter_context(Mp4Writer(partial)) if save_mp4 else None
         try:
             with torch.inference_mode():
-                for step in reconstruction_batches(models, dataset.iter_video(video), batch_size):
+                frames = dataset.iter_video(video)
+                joints = dataset.joints_of(video) if needs_groundtruth(models) else None
+                for step in reconstruction_batches(models, frames, batch_size, mode, joints):
                     driving = step.driving
                     generated = quantize(step.prediction)
                     real = driving.permute(0, 2, 3, 1).cpu()

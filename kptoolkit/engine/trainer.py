@@ -28,6 +28,7 @@ from kptoolkit.config import ExperimentConfig, LossConfig, save_config, unstruct
 from kptoolkit.data.augment import (
     PairAugmentation,
     apply_params,
+    augment_joints,
     augmentation_from_dict,
     sample_params,
 )
@@ -145,6 +146,11 @@ class Trainer:
         self.steps_per_epoch = len(self.sampler) // self.local_batch
         self.total_steps = train.steps or train.epochs * self.steps_per_epoch
         self.augment = PairAugmentation(augmentation_from_dict(config.data.augmentation))
+        if self.models.masker.needs_groundtruth and self.augment.config.geometric:
+            raise ConfigError(
+                f"masker '{config.masker.name}' draws ground-truth joints, which follow time and "
+                "horizontal flips only: remove rotation, scale and crop from data.augmentation"
+            )
         self.amp_dtype = None
         if train.amp:
             self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
@@ -206,9 +212,13 @@ class Trainer:
             for scheduler in self.schedulers.values():
                 scheduler.step()
 
-    def _augment(self, source: torch.Tensor, driving: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def _augment(
+        self, source: torch.Tensor, driving: torch.Tensor, joints: tuple | None = None
+    ) -> tuple[torch.Tensor, ...]:
+        """The augmented pair, then (with `joints`, the pair's ground-truth joints) the joints
+        moved alike."""
         if self.augment.config.is_identity:
-            return source, driving
+            return (source, driving, *joints) if joints else (source, driving)
         # parameters for the whole global batch, then this rank's rows: the same pair gets the
         # same augmentation whatever the number of processes
         global_batch = self.config.train.batch_size
@@ -216,7 +226,10 @@ class Trainer:
         params = sample_params(self.augment.config, global_batch, generator)
         rows = torch.arange(self.context.rank, global_batch, self.context.world_size)
         mine = map_tensors(params, lambda t: t[rows].to(source.device))
-        return apply_params(source, driving, mine, self.augment.config)
+        pair = apply_params(source, driving, mine, self.augment.config)
+        if joints:
+            pair = (*pair, *augment_joints(*joints, mine, self.augment.config))
+        return pair
 
     # -- one step ------------------------------------------------------------------------------
     def _active_losses(self) -> list[tuple[LossConfig, nn.Module]]:
@@ -227,14 +240,21 @@ class Trainer:
     ) -> tuple[LossInputs, list[tuple[LossConfig, nn.Module]]]:
         source = batch["source"].to(self.device, non_blocking=True)
         driving = batch["driving"].to(self.device, non_blocking=True)
-        source, driving = self._augment(source, driving)
+        truth: dict[str, Any] = {}
+        if self.models.masker.needs_groundtruth:
+            joints = (batch["source_joints"], batch["driving_joints"])
+            joints = tuple(j.to(self.device, non_blocking=True) for j in joints)
+            source, driving, *moved = self._augment(source, driving, joints)
+            truth = {"source": {"joints": moved[0]}, "driving": {"joints": moved[1]}}
+        else:
+            source, driving = self._augment(source, driving)
         masker = self.wrapped.get("masker", self.models.masker)
         generator_net = self.wrapped["generator"]
         active = self._active_losses()
         rank = self.context.rank
         with torch.autocast(self.device.type, self.amp_dtype, enabled=self.amp_dtype is not None):
-            source_structure = masker(source)
-            driving_structure = masker(driving)
+            source_structure = masker(source, **truth.get("source", {}))
+            driving_structure = masker(driving, **truth.get("driving", {}))
             extras: dict[str, torch.Tensor] = {}
             driving_input = driving_structure
             if any(loss.reads_extras for _, loss in active):

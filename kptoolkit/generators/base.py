@@ -22,6 +22,9 @@ class Generator(nn.Module):
     requires: ClassVar[frozenset[str]] = frozenset({"mask"})
     #: the masker used when an experiment names none
     natural_masker: ClassVar[str] = "heatmap_sum"
+    #: the output holding the source warped by the predicted motion alone (before any
+    #: decoder), for the bench's "warped source only" control; None when there is none
+    warped_output: ClassVar[str | None] = None
 
     def __init__(self) -> None:
         super().__init__()

@@ -81,6 +81,7 @@ class FommGenerator(Generator):
 
     requires: ClassVar[frozenset[str]] = frozenset({"keypoints", "jacobians"})
     natural_masker: ClassVar[str] = "fomm_keypoints"
+    warped_output: ClassVar[str | None] = "deformed"
 
     def __init__(
         self,

@@ -25,6 +25,8 @@ class Masker(nn.Module):
     trainable: ClassVar[bool] = False
     supports_relative: ClassVar[bool] = False
     needs_detector: ClassVar[bool] = False
+    #: True for maskers drawn from ground-truth joints: the engine passes `joints=` (B, J, 2)
+    needs_groundtruth: ClassVar[bool] = False
 
     def __init__(self) -> None:
         super().__init__()

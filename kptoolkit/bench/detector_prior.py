@@ -1,0 +1,145 @@
+"""The keypoint prior of the bench's keypoint maskers: a FOMM detector trained once per dataset.
+
+The paper's maskers read a frozen, pretrained FOMM detector. Without `--kp-checkpoint` the bench
+trains one: the FOMM baseline's recipe at the bench's widths, for `budget` times the rows'
+training budget, cached under `<cache>/detector-priors/` by everything that determines it (the
+dataset, the config, the budget), so every bench on that dataset reuses it. Its diagnostics
+(`kptoolkit.keypoints.diagnostics`: keypoint spread and linear-probe R^2 against the synthetic
+ground truth) go into every results table.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kptoolkit.config import ExperimentConfig, structure, unstructure
+from kptoolkit.data.synthetic import read_manifest
+from kptoolkit.engine.checkpoints import list_checkpoints
+from kptoolkit.engine.distributed import DistContext
+from kptoolkit.engine.trainer import Trainer
+from kptoolkit.keypoints.diagnostics import diagnose_detector
+from kptoolkit.keypoints.loading import load_detector
+from kptoolkit.paths import cache_dir, exclusive
+
+PRIOR_NAME = "detector-prior"
+DIAGNOSTICS_NAME = "diagnostics.json"
+
+
+def prior_config(fomm_config: ExperimentConfig, budget: float) -> ExperimentConfig:
+    """The FOMM row's config with `budget` times its training: more steps (with `train.steps`)
+    or more repeats per epoch (the learning-rate milestones keep their place)."""
+    config = structure(ExperimentConfig, unstructure(fomm_config))
+    config.name = PRIOR_NAME
+    train = config.train
+    if train.steps is not None:
+        train.steps = max(1, round(train.steps * budget))
+    else:
+        train.repeats = max(1, round(train.repeats * budget))
+    return config
+
+
+# settings that change how a run is logged, saved or scored, not the detector it trains
+UNTRAINED_KEYS = ("name", "eval", "metrics")
+UNTRAINED_TRAIN_KEYS = ("checkpoint_every", "keep_last", "sample_every", "log_every")
+
+
+def prior_folder(config: ExperimentConfig) -> Path:
+    """The cache folder of a prior: named by the dataset and a digest of everything in the
+    config that changes the trained detector."""
+    data = unstructure(config)
+    for key in UNTRAINED_KEYS:
+        data.pop(key, None)
+    for key in UNTRAINED_TRAIN_KEYS:
+        data["train"].pop(key, None)
+    text = json.dumps(data, sort_keys=True, default=str)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    dataset = Path(config.data.root).name if config.data.root else config.data.dataset
+    return cache_dir() / "detector-priors" / f"{dataset}-{digest}"
+
+
+def ensure_prior(
+    config: ExperimentConfig,
+    device: torch.device,
+    say: Callable[[str], None],
+    progress: bool = True,
+) -> Path:
+    """The final checkpoint of the prior's run, training (or resuming) it only when needed."""
+    folder = prior_folder(config)
+    done = folder / "done.json"
+    with exclusive(folder.with_name(folder.name + ".lock")):
+        if done.is_file():
+            checkpoint = folder / json.loads(done.read_text())["checkpoint"]
+            if checkpoint.is_file():
+                say(f"detector prior: cached ({checkpoint})")
+                return checkpoint
+        existing = list_checkpoints(folder / "checkpoints")
+        start = f"resuming at step {existing[-1][0]}" if existing else "from scratch"
+        say(f"detector prior: training the FOMM detector once for this dataset, {start}")
+        trainer = Trainer(
+            config,
+            folder,
+            resume=bool(existing),
+            context=DistContext(device=device),
+            progress=progress,
+        )
+        result = trainer.train()
+        if result.checkpoint is None:
+            raise RuntimeError(f"the detector prior saved no checkpoint in {folder}")
+        record = {"checkpoint": str(result.checkpoint.relative_to(folder)), "steps": result.steps}
+        partial = done.with_name(".done.json.partial")
+        partial.write_text(json.dumps(record) + "\n")
+        partial.replace(done)
+        say(f"detector prior: {result.steps} steps in {result.seconds / 60:.1f} min")
+        return result.checkpoint
+
+
+def prior_diagnostics(
+    checkpoint: Path, dataset_root: Path | None, device: torch.device
+) -> dict[str, Any]:
+    """Training steps, keypoint spread (px) and probe R^2 of a detector checkpoint on a synthetic
+    dataset (fitted on its train split, scored on its test split); only the steps elsewhere.
+
+    Cached next to the checkpoint, keyed by the dataset.
+    """
+    from kptoolkit.evaluators.synthetic import load_split
+
+    steps = _checkpoint_steps(checkpoint)
+    found: dict[str, Any] = {"checkpoint": str(checkpoint), "steps": steps}
+    if dataset_root is None or read_manifest(dataset_root) is None:
+        return found
+    cache = checkpoint.with_name(f"{checkpoint.name}.{DIAGNOSTICS_NAME}")
+    key = str(Path(dataset_root).resolve())
+    if cache.is_file():
+        stored = json.loads(cache.read_text())
+        if stored.get("dataset") == key:
+            return {**found, **stored["diagnostics"]}
+    detector = load_detector(checkpoint).to(device)
+    train, test = load_split(dataset_root, "train"), load_split(dataset_root, "test")
+    every = max(1, len(train["frames"]) // 2000)  # at most about 2,000 frames to fit on
+    fit = tuple(train[k][::every] for k in ("frames", "joints", "visible"))
+    held_out = tuple(test[k] for k in ("frames", "joints", "visible"))
+    diagnostics = diagnose_detector(detector, fit, held_out).to_json()
+    diagnostics["figure_height_px"] = _figure_height(test["joints"])
+    partial = cache.with_name(f".{cache.name}.partial")
+    partial.write_text(json.dumps({"dataset": key, "diagnostics": diagnostics}) + "\n")
+    partial.replace(cache)
+    return {**found, **diagnostics}
+
+
+def _figure_height(joints: Any) -> float:
+    return float((joints[..., 1].max(axis=1) - joints[..., 1].min(axis=1)).mean())
+
+
+def _checkpoint_steps(checkpoint: Path) -> int | None:
+    """The step a kptoolkit checkpoint was written at (None for an official FOMM file)."""
+    from kptoolkit.checkpoint_io import read_checkpoint
+
+    payload = read_checkpoint(checkpoint)
+    step = payload.get("step") if isinstance(payload, dict) else None
+    return int(step) if step is not None else None
