@@ -146,7 +146,8 @@ class Trainer:
         self.steps_per_epoch = len(self.sampler) // self.local_batch
         self.total_steps = train.steps or train.epochs * self.steps_per_epoch
         self.augment = PairAugmentation(augmentation_from_dict(config.data.augmentation))
-        if self.models.masker.needs_groundtruth and self.augment.config.geometric:
+        needs_truth = getattr(self.models.masker, "needs_groundtruth", False)
+        if needs_truth and self.augment.config.geometric:
             raise ConfigError(
                 f"masker '{config.masker.name}' draws ground-truth joints, which follow time and "
                 "horizontal flips only: remove rotation, scale and crop from data.augmentation"
@@ -241,7 +242,7 @@ class Trainer:
         source = batch["source"].to(self.device, non_blocking=True)
         driving = batch["driving"].to(self.device, non_blocking=True)
         truth: dict[str, Any] = {}
-        if self.models.masker.needs_groundtruth:
+        if getattr(self.models.masker, "needs_groundtruth", False):
             joints = (batch["source_joints"], batch["driving_joints"])
             joints = tuple(j.to(self.device, non_blocking=True) for j in joints)
             source, driving, *moved = self._augment(source, driving, joints)
