@@ -285,6 +285,7 @@ class Bench:
         self.real_dir: Path | None = None
         self.test_dataset: Any = None  # built once by the data stage, read by every later one
         self.dataset_root: Path | None = None
+        self.manifest: dict[str, Any] | None = None  # set by the data stage on synthetic data
         self.evaluators: list[torch.nn.Module] = []
         self.evaluator_info: dict[str, Any] = {}
         self.stage_index = 0
@@ -370,7 +371,8 @@ class Bench:
         self.real_dir = Path(test.videos[0].path).parent
         root = Path(getattr(test, "root", self.real_dir))
         self.dataset_root = root
-        if self.options.oracle and read_manifest(root) is not None:
+        self.manifest = read_manifest(root)  # a synthetic dataset's (checks every file): once
+        if self.options.oracle and self.manifest is not None:
             oracle = Entry(ORACLE_MASKER, ORACLE_GENERATOR, "oracle")
             if all(e.slug != oracle.slug for e in self.entries):
                 self.entries.append(oracle)
@@ -378,7 +380,7 @@ class Bench:
             f"{data.dataset}: {len(train.videos)} train / {len(test.videos)} test videos at "
             f"{self.base.data.frame_size} px in {root}"
         )
-        motion = (read_manifest(root) or {}).get("motion", {}).get("test")
+        motion = (self.manifest or {}).get("motion", {}).get("test")
         if motion:
             self.say(
                 f"test motion: joints {motion['joint']:.2f} px from frame 0 on average "
@@ -401,7 +403,7 @@ class Bench:
     # -- evaluators ----------------------------------------------------------------------------
     def prepare_evaluators(self) -> None:
         """Build (train once, or load) the pose and identity evaluators; report their floors."""
-        synthetic = self.dataset_root is not None and read_manifest(self.dataset_root) is not None
+        synthetic = self.manifest is not None
         wanted = {
             "pose": self.options.pose_evaluator,
             "identity": self.options.id_evaluator,
@@ -922,7 +924,7 @@ class Bench:
                 "name": base.data.dataset,
                 "root": base.data.root,
                 "frame_size": base.data.frame_size,
-                **_synthetic_description(self.dataset_root),
+                **_synthetic_description(self.manifest),
             },
             "budget": {
                 "steps": read_state(self.run_dir(self.entries[0], self.seeds[0]))["train"]["steps"],
@@ -973,9 +975,8 @@ def _suffixed(name: str, control: str | None) -> str:
     return f"{name}-{control}" if control else name
 
 
-def _synthetic_description(root: Path | None) -> dict[str, Any]:
+def _synthetic_description(manifest: dict[str, Any] | None) -> dict[str, Any]:
     """Version and motion statistics of a synthetic dataset (nothing for other data)."""
-    manifest = read_manifest(root) if root is not None else None
     if manifest is None:
         return {}
     return {"version": manifest["version"], "motion": manifest.get("motion", {})}

@@ -87,6 +87,7 @@ class FramesDataset(Dataset):
         }
         self._frame_counts: dict[Path, int] = {}
         self.groundtruth = groundtruth
+        self._joints: dict[Path, np.ndarray] = {}  # per video, read once per process
         if groundtruth:
             self._check_groundtruth()
         self._warned: set[Path] = set()
@@ -178,7 +179,14 @@ class FramesDataset(Dataset):
 
     def joints_of(self, video: VideoEntry) -> np.ndarray:
         """Ground-truth joints of a video: (T, J, 2) float32, (x, y) in [-1, 1] over the frame
-        (pixel centres at -1 and 1), NaN where a joint is not visible."""
+        (pixel centres at -1 and 1), NaN where a joint is not visible. Read once per process
+        (a training item would otherwise decode a frame and the file again)."""
+        cached = self._joints.get(video.path)
+        if cached is None:
+            cached = self._joints[video.path] = self._read_joints(video)
+        return cached
+
+    def _read_joints(self, video: VideoEntry) -> np.ndarray:
         with np.load(self._groundtruth_path(video)) as data:
             joints, visible = data["joints"].astype(np.float32), data["visible"].astype(bool)
         height, width = read_frames(video.path, [0], self.frame_width).shape[1:3]
