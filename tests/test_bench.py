@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from kptoolkit.bench.detector_prior import (
+    PriorRecipe,
     ensure_prior,
     prior_config,
     prior_diagnostics,
@@ -145,8 +146,8 @@ def test_micro_bench_rows_are_measured(micro_bench):
     assert set(gains) == {m for m, row in rows.items() if row["role"] == "variant"}
     assert payload["machine"]["torch_threads"] >= 1
     assert payload["evaluators"]["pose"]["floor"]["akd"] >= 0
-    detector = payload["detector"]  # micro: the FOMM baseline's detector, with its diagnostics
-    assert "fomm_keypoints+fomm-seed0" in detector["checkpoint"] and detector["steps"] == 4
+    detector = payload["detector"]  # micro: the detector prior, with its diagnostics
+    assert "detector-priors" in detector["checkpoint"] and detector["steps"] == 4
     assert detector["keypoint_spread_px"] > 0 and math.isfinite(detector["probe_r2"])
     assert "keypoint spread" in (out / "results.md").read_text()
     # published numbers stay apart
@@ -372,12 +373,12 @@ def test_seeds_train_every_row_once_per_seed(seeds_bench):
     for run in runs:  # the seed is part of the run's own config
         config = yaml.safe_load((out / "runs" / run / "config.yaml").read_text())
         assert config["seed"] == int(run[-1])
-    # every seed's variant reads the same pretrained detector (here the seed-0 FOMM's)
+    # every seed's variant reads the same pretrained detector (the prior, trained with seed 0)
     checkpoints = {
         yaml.safe_load((out / "runs" / run / "config.yaml").read_text())["keypoints"]["checkpoint"]
         for run in runs[2:]
     }
-    assert len(checkpoints) == 1 and "fomm_keypoints+fomm-seed0" in checkpoints.pop()
+    assert len(checkpoints) == 1 and "detector-priors" in checkpoints.pop()
     # rows: FOMM, heatmap; controls: FOMM static and warped, heatmap static
     for stage, count in (("train", 4), ("reconstruct", 1 + 2 * 5), ("metrics", 1 + 2 * 5)):
         lines = [line for line in second.splitlines() if f" {stage}] " in line]
@@ -420,13 +421,21 @@ def test_averaging_can_change_without_retraining(seeds_bench, monkeypatch, capsy
 
 
 def test_a_detector_prior_is_trained_once_per_dataset_and_cached(tmp_path, monkeypatch):
-    """A profile whose detector budget is not 1 trains the prior in the cache, once."""
+    """The prior trains in the cache, once, with its own recipe."""
     monkeypatch.setenv("KPTOOLKIT_CACHE", str(tmp_path / "cache"))
     bench = Bench(BenchOptions(["heatmap_sum"], ["two_stage"], [], profile="micro"))
     bench.prepare_data()
     fomm = Entry("fomm_keypoints", "fomm", "baseline")
-    config = prior_config(bench.entry_config(fomm, None), 2.0)
+    row = bench.entry_config(fomm, None)
+    config = prior_config(row, 2.0)
     assert config.train.steps == 8  # twice the row's 4 steps
+    # the recipe: FOMM's balance of reconstruction and equivariance, the warp trained directly
+    (row_equivariance,) = row.component_losses["fomm"]
+    (equivariance,) = config.component_losses["fomm"]
+    assert equivariance.weight == pytest.approx(row_equivariance.weight * 1e-3)
+    warp = [t for t in config.losses if t.outputs == ["deformed"]]
+    assert [(t.name, t.weight) for t in warp] == [(t.name, t.weight) for t in row.losses]
+    assert prior_folder(prior_config(row, 2.0, PriorRecipe(warp_weight=0))) != prior_folder(config)
     said = []
     first = ensure_prior(config, bench.device, said.append, progress=False)
     assert "detector-priors" in str(first) and first.name == "step-00000008.pth"
@@ -440,3 +449,4 @@ def test_a_detector_prior_is_trained_once_per_dataset_and_cached(tmp_path, monke
     info = prior_diagnostics(first, bench.dataset_root, bench.device)
     assert info["steps"] == 8 and info["keypoint_spread_px"] > 0
     assert info["figure_height_px"] > 0 and math.isfinite(info["probe_r2"])
+    assert math.isfinite(info["centroid_probe_r2"])  # 8 tiny videos: any value

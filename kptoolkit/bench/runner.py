@@ -475,15 +475,9 @@ class Bench:
             fomm = Entry(natural_masker("fomm"), "fomm", "baseline")
             fomm_config = self.entry_config(fomm, None, self.base.seed)
             users = ", ".join(e.masker for e in needing)
-            budget = self.profile.detector_budget
-            if budget == 1.0:  # the FOMM baseline's own detector (trained first)
-                self.say(f"the detector of {users} is the FOMM baseline's, trained first")
-                info = self.train(fomm, self.base.seed, fomm_config)
-                path = self.run_dir(fomm, self.base.seed) / "checkpoints" / info["checkpoint"]
-            else:
-                self.say(f"the detector of {users}: FOMM's, trained once per dataset and cached")
-                config = prior_config(fomm_config, budget)
-                path = ensure_prior(config, self.device, self.say, self.options.progress)
+            self.say(f"the detector of {users}: FOMM's, trained once per dataset and cached")
+            config = prior_config(fomm_config, self.profile.detector_budget)
+            path = ensure_prior(config, self.device, self.say, self.options.progress)
         self.detector_info = prior_diagnostics(path, self.dataset_root, self.device)
         if "probe_r2" in self.detector_info:
             self.say(_detector_text(self.detector_info))
@@ -963,10 +957,13 @@ def _detector_text(info: dict[str, Any]) -> str:
     """One line on the keypoint maskers' detector: steps, spread and probe R^2."""
     steps = f"{info['steps']} steps" if info.get("steps") is not None else "given file"
     share = info["keypoint_spread_px"] / info["figure_height_px"]
+    reference = info.get("centroid_probe_r2")
+    centroid = "" if reference is None else f"; the joints' own centroid scores {reference:.3f}"
     return (
         f"keypoint detector ({steps}): keypoint spread {info['keypoint_spread_px']:.2f} px "
         f"({share:.0%} of the figure's height), linear-probe R^2 {info['probe_r2']:.3f} "
-        "(keypoints -> ground-truth joints, fitted on train frames, scored on test frames)"
+        "(keypoints -> ground-truth joints, fitted on train frames, scored on test frames"
+        f"{centroid})"
     )
 
 

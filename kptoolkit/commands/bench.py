@@ -44,7 +44,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--kp-checkpoint",
         metavar="FILE",
         help="pretrained keypoint detector for the keypoint maskers (an official FOMM "
-        "checkpoint or a kptoolkit run); default: the FOMM baseline trained by the bench",
+        "checkpoint or a kptoolkit run); default: a FOMM detector prior, trained once per "
+        "dataset and cached",
     )
     parser.add_argument("--config", metavar="FILE", help="base experiment config (YAML)")
     parser.add_argument(
