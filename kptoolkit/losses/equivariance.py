@@ -243,7 +243,13 @@ def equivariance_terms(
     jac_driving: torch.Tensor | None = None,
     jac_transformed: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """(value term, jacobian term or None when jacobians are not given), both unweighted."""
+    """(value term, jacobian term or None when jacobians are not given), both unweighted.
+
+    Computed in float32 whatever the detector's precision (a 2x2 solve in bfloat16 is refused).
+    """
+    kp_driving, kp_transformed = kp_driving.float(), kp_transformed.float()
+    if jac_driving is not None and jac_transformed is not None:
+        jac_driving, jac_transformed = jac_driving.float(), jac_transformed.float()
     value = (kp_driving - warp_points(transform, kp_transformed)).abs().mean()
     if jac_driving is None or jac_transformed is None:
         return value, None

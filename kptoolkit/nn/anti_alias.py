@@ -30,6 +30,7 @@ def anti_alias_kernel(scale: float, dtype: torch.dtype = torch.float32) -> torch
 def anti_alias_downscale(x: torch.Tensor, weight: torch.Tensor, stride: int) -> torch.Tensor:
     """Depthwise blur of `x` (B,C,H,W) with `weight` (C,1,k,k), sampled every `stride` pixels."""
     size = weight.shape[-1]
+    weight = weight.to(x.dtype)  # a bfloat16 / float16 input (mixed precision) keeps its type
     if size % 2 == 0:  # FOMM pads one pixel less on the far side for even kernels
         x = F.pad(x, (size // 2, size // 2 - 1, size // 2, size // 2 - 1))
         return F.conv2d(x, weight, stride=stride, groups=x.shape[1])
