@@ -29,7 +29,7 @@ import attrs
 import torch
 
 from kptoolkit.config import ExperimentConfig, LossConfig, structure, unstructure
-from kptoolkit.data.synthetic import read_manifest
+from kptoolkit.data.puppet_style import figure_height
 from kptoolkit.engine.checkpoints import list_checkpoints
 from kptoolkit.engine.distributed import DistContext
 from kptoolkit.engine.trainer import Trainer
@@ -146,10 +146,11 @@ def ensure_prior(
 
 
 def prior_diagnostics(
-    checkpoint: Path, dataset_root: Path | None, device: torch.device
+    checkpoint: Path, synthetic_root: Path | None, device: torch.device
 ) -> dict[str, Any]:
-    """Training steps, keypoint spread (px) and probe R^2 of a detector checkpoint on a synthetic
-    dataset (fitted on its train split, scored on its test split); only the steps elsewhere.
+    """Training steps, keypoint spread (px) and probe R^2 of a detector checkpoint on the
+    synthetic dataset at `synthetic_root` (fitted on its train split, scored on its test
+    split); only the steps without one (None: data without ground truth).
 
     Cached next to the checkpoint, keyed by the dataset.
     """
@@ -157,21 +158,21 @@ def prior_diagnostics(
 
     steps = _checkpoint_steps(checkpoint)
     found: dict[str, Any] = {"checkpoint": str(checkpoint), "steps": steps}
-    if dataset_root is None or read_manifest(dataset_root) is None:
+    if synthetic_root is None:
         return found
     cache = checkpoint.with_name(f"{checkpoint.name}.{DIAGNOSTICS_NAME}")
-    key = str(Path(dataset_root).resolve())
+    key = str(Path(synthetic_root).resolve())
     if cache.is_file():
         stored = json.loads(cache.read_text())
         if stored.get("dataset") == key:
             return {**found, **stored["diagnostics"]}
     detector = load_detector(checkpoint).to(device)
-    train, test = load_split(dataset_root, "train"), load_split(dataset_root, "test")
+    train, test = load_split(synthetic_root, "train"), load_split(synthetic_root, "test")
     every = max(1, len(train["frames"]) // 2000)  # at most about 2,000 frames to fit on
     fit = tuple(train[k][::every] for k in ("frames", "joints", "visible"))
     held_out = tuple(test[k] for k in ("frames", "joints", "visible"))
     diagnostics = diagnose_detector(detector, fit, held_out).to_json()
-    diagnostics["figure_height_px"] = _figure_height(test["joints"])
+    diagnostics["figure_height_px"] = figure_height(test["joints"])
     diagnostics["centroid_probe_r2"] = centroid_probe_r2(
         *(joints[visible.all(axis=1)] for _, joints, visible in (fit, held_out))
     )
@@ -179,10 +180,6 @@ def prior_diagnostics(
     partial.write_text(json.dumps({"dataset": key, "diagnostics": diagnostics}) + "\n")
     partial.replace(cache)
     return {**found, **diagnostics}
-
-
-def _figure_height(joints: Any) -> float:
-    return float((joints[..., 1].max(axis=1) - joints[..., 1].min(axis=1)).mean())
 
 
 def _checkpoint_steps(checkpoint: Path) -> int | None:

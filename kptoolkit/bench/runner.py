@@ -20,6 +20,7 @@ continues from its last checkpoint). A run folder holding another config is neve
 from __future__ import annotations
 
 import datetime
+import functools
 import inspect
 import json
 import math
@@ -27,7 +28,7 @@ import os
 import platform
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -478,7 +479,8 @@ class Bench:
             self.say(f"the detector of {users}: FOMM's, trained once per dataset and cached")
             config = prior_config(fomm_config, self.profile.detector_budget)
             path = ensure_prior(config, self.device, self.say, self.options.progress)
-        self.detector_info = prior_diagnostics(path, self.dataset_root, self.device)
+        synthetic_root = self.dataset_root if self.manifest is not None else None
+        self.detector_info = prior_diagnostics(path, synthetic_root, self.device)
         if "probe_r2" in self.detector_info:
             self.say(_detector_text(self.detector_info))
         return str(path)
@@ -491,6 +493,10 @@ class Bench:
     def run_label(self, entry: Entry, seed: int) -> str:
         """The row's name in progress lines (with its seed when there are several)."""
         return f"{entry.label} (seed {seed})" if len(self.seeds) > 1 else entry.label
+
+    def control_label(self, entry: Entry, seed: int, control: str | None) -> str:
+        """`run_label`, marked with the control's name for a control's reconstruction."""
+        return self.run_label(entry, seed) + (f" [{control}]" if control else "")
 
     def entry_config(self, entry: Entry, detector: str | None, seed: int = 0) -> ExperimentConfig:
         """The base config with this row's masker, generator and seed (same budget for every
@@ -606,7 +612,7 @@ class Bench:
         """Reconstruct the test videos with a run's final checkpoint (PNG for the metrics), by
         the protocol or as one of the row's controls."""
         run_dir = self.run_dir(entry, seed)
-        label = self.run_label(entry, seed) + (f" [{control}]" if control else "")
+        label = self.control_label(entry, seed, control)
         folder = run_dir / _suffixed("reconstruction", control)
         state = read_state(run_dir)
         checkpoint = self._checkpoint(entry, seed)
@@ -747,18 +753,9 @@ class Bench:
         """Metrics on the reconstructed PNGs of every seed's run, parameters and inference
         speed: one row (the seeds' training times and speeds averaged)."""
         measured, trained = [], []
+        measure = functools.partial(self._measure, entry)
         for seed in self.seeds:
-            run_dir = self.run_dir(entry, seed)
-            state = read_state(run_dir)
-            checkpoint = self._checkpoint(entry, seed)
-            key = self._scores_key(checkpoint=file_key(checkpoint))
-            done = state.get("scores")
-            if done and done["key"] == key:
-                self.say(f"{self.run_label(entry, seed)}: cached")
-            else:
-                done = self._measure(entry, seed, checkpoint, key)
-                state["scores"] = done
-                write_state(run_dir, state)
+            done, state = self._cached_scores(entry, seed, None, measure)
             measured.append(done)
             trained.append(state["train"])
         return ResultRow(
@@ -778,21 +775,9 @@ class Bench:
     def score_control(self, entry: Entry, control: str) -> ResultRow:
         """Metrics of one of a row's controls, over its seeds."""
         measured = []
+        measure = functools.partial(self._measure_control, entry, control)
         for seed in self.seeds:
-            run_dir = self.run_dir(entry, seed)
-            label = f"{self.run_label(entry, seed)} [{control}]"
-            state = read_state(run_dir)
-            name = _suffixed("scores", control)
-            key = self._scores_key(checkpoint=file_key(self._checkpoint(entry, seed)))
-            done = state.get(name)
-            if done and done["key"] == key:
-                self.say(f"{label}: cached")
-            else:
-                config = load_config(run_dir / "config.yaml")
-                png = run_dir / _suffixed("reconstruction", control) / "png"
-                done = {"key": key, "per_video": self._metrics(config, png, label)}
-                state[name] = done
-                write_state(run_dir, state)
+            done, _ = self._cached_scores(entry, seed, control, measure)
             measured.append(done["per_video"])
         return ResultRow(
             method=f"{entry.label}{CONTROL_LABELS[control]}",
@@ -807,6 +792,30 @@ class Bench:
             seeds=list(self.seeds),
             per_video=self._aligned(measured),
         )
+
+    def _cached_scores(
+        self,
+        entry: Entry,
+        seed: int,
+        control: str | None,
+        measure: Callable[[int, Path, Any], dict[str, Any]],
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A run's stored scores (of the protocol, or of one control) when they were measured
+        on its current checkpoint under the current scoring settings, else those of
+        `measure(seed, checkpoint, key)`, stored; with the run's state."""
+        run_dir = self.run_dir(entry, seed)
+        state = read_state(run_dir)
+        checkpoint = self._checkpoint(entry, seed)
+        key = self._scores_key(checkpoint=file_key(checkpoint))
+        name = _suffixed("scores", control)
+        done = state.get(name)
+        if done and done["key"] == key:
+            self.say(f"{self.control_label(entry, seed, control)}: cached")
+        else:
+            done = measure(seed, checkpoint, key)
+            state[name] = done
+            write_state(run_dir, state)
+        return done, state
 
     def _metrics(
         self, config: ExperimentConfig, png_dir: Path, label: str
@@ -829,6 +838,16 @@ class Bench:
             progress=self.options.progress,
         )
         return {name: scores.to_json() for name, scores in evaluation.scores.items()}
+
+    def _measure_control(
+        self, entry: Entry, control: str, seed: int, checkpoint: Path, key: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The metrics of a control's reconstruction (no parameters or timing: same model)."""
+        run_dir = self.run_dir(entry, seed)
+        config = load_config(run_dir / "config.yaml")
+        png = run_dir / _suffixed("reconstruction", control) / "png"
+        label = self.control_label(entry, seed, control)
+        return {"key": key, "per_video": self._metrics(config, png, label)}
 
     def _measure(
         self, entry: Entry, seed: int, checkpoint: Path, key: dict[str, Any]

@@ -105,6 +105,12 @@ STYLE_V2 = PuppetStyle(
 STYLES = {1: STYLE_V1, 2: STYLE_V2}
 
 
+def figure_height(joints: np.ndarray) -> float:
+    """The mean over frames of the joints' vertical extent (..., J, 2), in their units."""
+    joints = np.asarray(joints, dtype=np.float64)
+    return float((joints[..., 1].max(axis=-1) - joints[..., 1].min(axis=-1)).mean())
+
+
 def motion_statistics(joints: np.ndarray, visible: np.ndarray) -> dict[str, float]:
     """How far a clip's joints (T, J, 2) move from frame 0, in pixels, over frames 1..T-1.
 
@@ -124,7 +130,7 @@ def motion_statistics(joints: np.ndarray, visible: np.ndarray) -> dict[str, floa
         "joint": float(moved[both].mean()) if both.any() else float("nan"),
         "centroid": float(np.linalg.norm(centroid[1:] - centroid[:1], axis=-1).mean()),
         "articulated": float(articulated[both].mean()) if both.any() else float("nan"),
-        "height": float((joints[..., 1].max(axis=1) - joints[..., 1].min(axis=1)).mean()),
+        "height": figure_height(joints),
         "visible": float(visible.mean()),
     }
 

@@ -64,11 +64,13 @@ def carve_validation(root: str | Path, out: str | Path, fraction: float = 0.2) -
     held = _held_out(entries, fraction)
     _prepare(out)
     splits: dict[str, list[str]] = {"train": [], "test": []}
+    identities: dict[str, set[str]] = {"train": set(), "test": set()}
     for entry in entries:
         split = "test" if entry.identity in held else "train"
         (out / split).mkdir(exist_ok=True)
         os.symlink(entry.path, out / split / entry.path.name)
         splits[split].append(entry.name)
+        identities[split].add(entry.identity)
     manifest = read_manifest(root)
     if manifest is not None:
         for split, names in splits.items():
@@ -79,9 +81,7 @@ def carve_validation(root: str | Path, out: str | Path, fraction: float = 0.2) -
         carved = dict(manifest)
         carved["videos"] = splits
         carved["counts"] = {split: len(names) for split, names in splits.items()}
-        carved["identities"] = {
-            split: sorted({name.split("#")[0] for name in names}) for split, names in splits.items()
-        }
+        carved["identities"] = {split: sorted(found) for split, found in identities.items()}
         carved["carved_from"] = {"root": str(root), "split": "train", "fraction": fraction}
         carved.pop("motion", None)  # measured on the source's splits, not these
         (out / MANIFEST_NAME).write_text(json.dumps(carved, indent=2) + "\n")

@@ -42,6 +42,7 @@ from kptoolkit.engine.checkpoints import (
 )
 from kptoolkit.engine.distributed import DistContext, barrier, mean_across_ranks
 from kptoolkit.engine.experiment import build_dataset, build_losses, build_models
+from kptoolkit.engine.inference import needs_groundtruth
 from kptoolkit.engine.run_log import RunLog
 from kptoolkit.engine.sampler import ResumableSampler
 from kptoolkit.engine.sync_batchnorm import convert_to_global_batchnorm
@@ -146,8 +147,8 @@ class Trainer:
         self.steps_per_epoch = len(self.sampler) // self.local_batch
         self.total_steps = train.steps or train.epochs * self.steps_per_epoch
         self.augment = PairAugmentation(augmentation_from_dict(config.data.augmentation))
-        needs_truth = getattr(self.models.masker, "needs_groundtruth", False)
-        if needs_truth and self.augment.config.geometric:
+        self.needs_groundtruth = needs_groundtruth(self.models)  # the masker draws true joints
+        if self.needs_groundtruth and self.augment.config.geometric:
             raise ConfigError(
                 f"masker '{config.masker.name}' draws ground-truth joints, which follow time and "
                 "horizontal flips only: remove rotation, scale and crop from data.augmentation"
@@ -242,7 +243,7 @@ class Trainer:
         source = batch["source"].to(self.device, non_blocking=True)
         driving = batch["driving"].to(self.device, non_blocking=True)
         truth: dict[str, Any] = {}
-        if getattr(self.models.masker, "needs_groundtruth", False):
+        if self.needs_groundtruth:
             joints = (batch["source_joints"], batch["driving_joints"])
             joints = tuple(j.to(self.device, non_blocking=True) for j in joints)
             source, driving, *moved = self._augment(source, driving, joints)
