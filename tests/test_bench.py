@@ -150,6 +150,8 @@ def test_micro_bench_rows_are_measured(micro_bench):
     assert "detector-priors" in detector["checkpoint"] and detector["steps"] == 4
     assert detector["keypoint_spread_px"] > 0 and math.isfinite(detector["probe_r2"])
     assert "keypoint spread" in (out / "results.md").read_text()
+    assert payload["budget"]["lr"] == {method: 2e-4 for method in rows}  # micro: the config's
+    assert "at batch 2, learning rate 0.0002" in (out / "results.md").read_text()
     # published numbers stay apart
     assert len(payload["published_taichi_256"]["rows"]) == 8
     with open(out / "results.csv", newline="") as handle:
@@ -203,7 +205,21 @@ def test_all_k_gets_a_k_channel_generator_and_the_fomm_detector():
     assert "mask_channels" not in perturbed.generator.params
     fomm = bench.entry_config(Entry("fomm_keypoints", "fomm", "baseline"), "d.pth")
     assert fomm.keypoints.checkpoint is None  # FOMM trains its own detector
-    assert bench.base.train.steps is None and bench.base.train.repeats == 6  # quick: 1,500 steps
+    assert bench.base.train.steps is None and bench.base.train.repeats == 9  # quick: 2,250 steps
+    assert bench.base.train.amp  # bfloat16 autocast
+
+
+def test_quick_rows_take_their_generators_learning_rate_unless_one_is_given():
+    rows = [Entry("fomm_keypoints", "fomm", "baseline"), Entry("heatmap_sum", "two_stage", "v")]
+    chosen = Bench(BenchOptions(["heatmap_sum"], ["two_stage"]))
+    assert [chosen.entry_config(e, "d.pth").train.lr for e in rows] == [2e-4, 1e-3]
+    given = Bench(BenchOptions(["heatmap_sum"], ["two_stage"], overrides=["train.lr=5e-4"]))
+    assert [given.entry_config(e, "d.pth").train.lr for e in rows] == [5e-4, 5e-4]
+    micro = Bench(BenchOptions(["heatmap_sum"], ["two_stage"], profile="micro"))
+    assert micro.entry_config(rows[1], "d.pth").train.lr == 2e-4
+    # the prior keeps its 1,500 validated steps under the quick profile's longer rows
+    prior = prior_config(chosen.entry_config(rows[0], None), chosen.profile.detector_budget)
+    assert prior.train.repeats == 6 and (prior.train.lr, prior.train.amp) == (2e-4, False)
 
 
 def test_plan_puts_baselines_first_and_checks_names():
@@ -436,6 +452,12 @@ def test_a_detector_prior_is_trained_once_per_dataset_and_cached(tmp_path, monke
     warp = [t for t in config.losses if t.outputs == ["deformed"]]
     assert [(t.name, t.weight) for t in warp] == [(t.name, t.weight) for t in row.losses]
     assert prior_folder(prior_config(row, 2.0, PriorRecipe(warp_weight=0))) != prior_folder(config)
+    # the prior keeps the optimiser it was validated with, whatever the rows train with
+    row.train.lr, row.train.amp = 1e-3, True
+    pinned = prior_config(row, 2.0)
+    assert (pinned.train.lr, pinned.train.amp) == (2e-4, False)
+    free = prior_config(row, 2.0, PriorRecipe(lr=None, amp=None))
+    assert (free.train.lr, free.train.amp) == (1e-3, True)
     said = []
     first = ensure_prior(config, bench.device, said.append, progress=False)
     assert "detector-priors" in str(first) and first.name == "step-00000008.pth"

@@ -47,6 +47,10 @@ class PriorRecipe:
 
     equivariance_scale: float = 1e-3  # multiplies the equivariance terms' weights
     warp_weight: float = 1.0  # the reconstruction losses again on `deformed`, times this
+    # the optimiser the recipe was validated with (FOMM's learning rate, float32), whatever
+    # the rows use; None keeps the rows' setting
+    lr: float | None = 2e-4
+    amp: bool | None = False
 
 
 PRIOR_RECIPE = PriorRecipe()
@@ -58,7 +62,7 @@ def prior_config(
 ) -> ExperimentConfig:
     """The FOMM row's config with `budget` times its training (more steps with `train.steps`,
     else more repeats per epoch, so the learning-rate milestones keep their place) and the
-    recipe's loss changes."""
+    recipe's changes to its losses and optimiser."""
     config = structure(ExperimentConfig, unstructure(fomm_config))
     config.name = PRIOR_NAME
     train = config.train
@@ -71,6 +75,10 @@ def prior_config(
 
 
 def _apply_recipe(config: ExperimentConfig, recipe: PriorRecipe) -> None:
+    if recipe.lr is not None:
+        config.train.lr = recipe.lr
+    if recipe.amp is not None:
+        config.train.amp = recipe.amp
     for terms in (config.losses, *config.component_losses.values()):
         for term in terms:
             if term.name == "equivariance":

@@ -275,6 +275,10 @@ class Bench:
         base = load_config(options.config) if options.config else ExperimentConfig()
         self.profile.adjust(base)
         self.base = apply_overrides(base, options.overrides)
+        # a config file's or `--set train.lr=...`'s learning rate wins over the profile's
+        self._lr_given = bool(options.config) or any(
+            o.split("=", 1)[0].strip() == "train.lr" for o in options.overrides
+        )
         self.entries = plan_entries(options.maskers, options.generators, options.baselines)
         self.seeds = _check_seeds(options.seeds if options.seeds else [self.base.seed])
         self.out = Path(options.out) if options.out else default_out_dir(self.profile.name)
@@ -498,6 +502,13 @@ class Bench:
         """`run_label`, marked with the control's name for a control's reconstruction."""
         return self.run_label(entry, seed) + (f" [{control}]" if control else "")
 
+    def learning_rate(self, entry: Entry) -> float:
+        """The row's learning rate: the profile's for its generator, unless a config file or
+        `--set train.lr` gives one."""
+        if self._lr_given:
+            return self.base.train.lr
+        return self.profile.learning_rates.get(entry.generator, self.base.train.lr)
+
     def entry_config(self, entry: Entry, detector: str | None, seed: int = 0) -> ExperimentConfig:
         """The base config with this row's masker, generator and seed (same budget for every
         row)."""
@@ -509,6 +520,7 @@ class Bench:
         if config.generator.name != entry.generator:
             config.generator.params = {}
         config.masker.name, config.generator.name = entry.masker, entry.generator
+        config.train.lr = self.learning_rate(entry)
         masker_params = params_for(config, entry.masker, config.masker.params)
         masker_factory = MASKERS.get(entry.masker)
         if "num_kp" in inspect.signature(masker_factory).parameters and "num_kp" not in (
@@ -942,7 +954,8 @@ class Bench:
             "budget": {
                 "steps": read_state(self.run_dir(self.entries[0], self.seeds[0]))["train"]["steps"],
                 "batch_size": base.train.batch_size,
-                "lr": base.train.lr,
+                "lr": {entry.label: self.learning_rate(entry) for entry in self.entries},
+                "amp": base.train.amp,
                 "seeds": list(self.seeds),
             },
             "evaluators": self.evaluator_info,
@@ -996,6 +1009,18 @@ def _synthetic_description(manifest: dict[str, Any] | None) -> dict[str, Any]:
     if manifest is None:
         return {}
     return {"version": manifest["version"], "motion": manifest.get("motion", {})}
+
+
+def _optimiser_text(budget: dict[str, Any]) -> str:
+    """', in bfloat16 autocast, learning rate 0.0002 (FOMM), 0.001 (X2Face, ...)'."""
+    by_rate: dict[float, list[str]] = {}
+    for label, rate in budget["lr"].items():
+        by_rate.setdefault(rate, []).append(label)
+    text = ", in bfloat16 autocast" if budget.get("amp") else ""
+    if len(by_rate) == 1:
+        return text + f", learning rate {next(iter(by_rate)):g}"
+    parts = [f"{rate:g} ({', '.join(labels)})" for rate, labels in by_rate.items()]
+    return text + ", learning rate " + ", ".join(parts)
 
 
 def _seed_text(seeds: Sequence[int]) -> str:
@@ -1054,7 +1079,7 @@ def _markdown_header(context: dict[str, Any]) -> str:
         f"Measured {context['date']} on {where}, torch {machine['torch']}. Dataset "
         f"{context['dataset']['name']} at {context['dataset']['frame_size']} px; every row "
         f"trained {context['budget']['steps']} steps at batch {context['budget']['batch_size']}"
-        f"{_seed_text(context['budget']['seeds'])}.",
+        f"{_optimiser_text(context['budget'])}{_seed_text(context['budget']['seeds'])}.",
         "L1, PSNR and SSIM on the reconstructed test frames; AKD and MKR from the pose "
         "evaluator, AED from the identity evaluator; lower is better except PSNR and SSIM. "
         f"'{REFERENCE_LABEL}' repeats each test video's frame 0: a model that transfers "
