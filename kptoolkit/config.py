@@ -403,6 +403,15 @@ def _known_keys(config_node: Any) -> list[str] | None:
     return None  # free-form mapping (component params) or list
 
 
+def split_override(item: str) -> tuple[str, str]:
+    """(key, value text) of one `a.b.c=value` override, or a ConfigError."""
+    key, sep, text = item.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"override '{item}' is not of the form key.path=value")
+    return key, text
+
+
 def apply_overrides(config: ExperimentConfig, overrides: Iterable[str]) -> ExperimentConfig:
     """Apply `a.b.c=value` overrides; list items are addressed by index (`losses.0.weight=5`)."""
     overrides = list(overrides)
@@ -410,10 +419,7 @@ def apply_overrides(config: ExperimentConfig, overrides: Iterable[str]) -> Exper
         return config
     data = unstructure(config)
     for item in overrides:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"override '{item}' is not of the form key.path=value")
+        key, text = split_override(item)
         _set_path(config, data, key.split("."), parse_override_value(text))
     return structure(ExperimentConfig, data)
 

@@ -58,6 +58,7 @@ from kptoolkit.config import (
     apply_overrides,
     load_config,
     params_for,
+    split_override,
     structure,
     unstructure,
 )
@@ -277,7 +278,7 @@ class Bench:
         self.base = apply_overrides(base, options.overrides)
         # a config file's or `--set train.lr=...`'s learning rate wins over the profile's
         self._lr_given = bool(options.config) or any(
-            o.split("=", 1)[0].strip() == "train.lr" for o in options.overrides
+            split_override(item)[0] == "train.lr" for item in options.overrides
         )
         self.entries = plan_entries(options.maskers, options.generators, options.baselines)
         self.seeds = _check_seeds(options.seeds if options.seeds else [self.base.seed])
