@@ -31,7 +31,14 @@ from kptoolkit.bench.results import (
     results_latex,
     results_markdown,
 )
-from kptoolkit.bench.runner import Bench, BenchError, BenchOptions, Entry, plan_entries
+from kptoolkit.bench.runner import (
+    Bench,
+    BenchError,
+    BenchOptions,
+    Entry,
+    _optimiser_text,
+    plan_entries,
+)
 from kptoolkit.cli import main
 from kptoolkit.config import ExperimentConfig, structure, unstructure
 from kptoolkit.data.video_io import iter_frames
@@ -217,6 +224,11 @@ def test_quick_rows_take_their_generators_learning_rate_unless_one_is_given():
     assert [given.entry_config(e, "d.pth").train.lr for e in rows] == [5e-4, 5e-4]
     micro = Bench(BenchOptions(["heatmap_sum"], ["two_stage"], profile="micro"))
     assert micro.entry_config(rows[1], "d.pth").train.lr == 2e-4
+    budget = {"lr": {e.label: chosen.learning_rate(e) for e in rows}, "amp": True}
+    assert _optimiser_text(budget) == (
+        ", in bfloat16 autocast, learning rate 0.0002 (FOMM), 0.001 (heatmap_sum + two_stage)"
+    )
+    assert _optimiser_text({"lr": {"FOMM": 2e-4}, "amp": False}) == ", learning rate 0.0002"
     # the prior keeps its 1,500 validated steps under the quick profile's longer rows
     prior = prior_config(chosen.entry_config(rows[0], None), chosen.profile.detector_budget)
     assert prior.train.repeats == 6 and (prior.train.lr, prior.train.amp) == (2e-4, False)
