@@ -4,6 +4,8 @@ Importing the package is cheap: registries read entry-point metadata only, and c
 (and torch) are imported when first used.
 """
 
+from typing import Any
+
 from kptoolkit.errors import (
     CompatibilityError,
     ConfigError,
@@ -34,6 +36,19 @@ from kptoolkit.registry import (
 
 __version__ = "0.1.0"
 
+
+def inference_model(
+    model: Any, precision: str = "fp32", channels_last: bool = True, compile: bool = False
+) -> Any:
+    """`model` (a generator, masker or detector) ready for inference, called like the original:
+    eval mode, the channels_last layout, autocast at `precision` ("fp32" exact, "bf16", or
+    "fp16" on CUDA), float32 outputs, optionally `torch.compile`d
+    (`kptoolkit.engine.precision.InferenceModule`)."""
+    from kptoolkit.engine.precision import inference_model as prepare
+
+    return prepare(model, precision, channels_last, compile)
+
+
 __all__ = [
     "DATASETS",
     "EVALUATORS",
@@ -58,5 +73,6 @@ __all__ = [
     "create_masker",
     "create_metric",
     "get_registry",
+    "inference_model",
     "list_components",
 ]

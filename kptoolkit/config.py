@@ -93,6 +93,7 @@ class TrainConfig:
     milestones: list[int] = attrs.field(factory=lambda: [60, 90])
     gamma: float = attrs.field(default=0.1, validator=_positive)
     amp: bool = False
+    channels_last: bool = False
     grad_clip: float | None = attrs.field(default=None, validator=_positive)
     sync_batchnorm: bool = False
     checkpoint_every: int = attrs.field(default=500, validator=_positive)
@@ -111,19 +112,33 @@ def _confidence(instance: Any, attribute: attrs.Attribute, value: float) -> None
         raise ValueError(f"'{attribute.name}' must be between 0 and 1, got {value}")
 
 
+# inference precisions: fp32 exact; bf16 / fp16 autocast (`kptoolkit.engine.precision`)
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+
+
+def _precision(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    if value not in PRECISIONS:
+        raise ValueError(
+            f"'{attribute.name}' must be one of {', '.join(PRECISIONS)}, got {value!r}"
+        )
+
+
 @attrs.define
 class EvalConfig:
     """Reconstruction, animation and scoring settings.
 
-    `average`: "frames" pools every frame of every test video (the published protocol),
-    "videos" averages each video first. `bootstrap_resamples` resamples of the test videos
-    (seed `bootstrap_seed`) give each score's `confidence` interval in the bench's tables.
+    `precision`: fp32 (exact), bf16 (autocast; the CPU's fast choice) or fp16 (CUDA only) for
+    reconstruction and animation. `average`: "frames" pools every frame of every test video (the
+    published protocol), "videos" averages each video first. `bootstrap_resamples` resamples of
+    the test videos (seed `bootstrap_seed`) give each score's `confidence` interval in the
+    bench's tables.
     """
 
     batch_size: int = attrs.field(default=16, validator=_positive)
     max_videos: int | None = attrs.field(default=None, validator=_positive)
     save_png: bool = True
     save_mp4: bool = True
+    precision: str = attrs.field(default="fp32", validator=_precision)
     evaluators: list[str] = attrs.field(factory=list)
     average: str = attrs.field(default="frames", validator=_average)
     bootstrap_resamples: int = attrs.field(default=1000, validator=_positive)
@@ -138,6 +153,8 @@ SCORING_KEYS = (
     "eval.bootstrap_seed",
     "eval.confidence",
 )
+# settings of inference only: a trained model does not depend on them
+INFERENCE_KEYS = ("eval.precision",)
 
 
 def _cpu_component_params() -> dict[str, dict[str, Any]]:

@@ -203,6 +203,27 @@ def test_other_settings_in_the_same_folder_are_refused(micro_bench, capsys, monk
     assert (out / "runs" / "frame+x2face-seed0" / "config.yaml").read_text() == before
 
 
+def test_inference_precision_reconstructs_again_without_retraining(micro_bench, monkeypatch):
+    out, _, _, _, root = micro_bench
+    monkeypatch.setenv("KPTOOLKIT_CACHE", str(root / "cache"))
+    run = out / "runs" / "frame+x2face-seed0"
+    checkpoints = _stamps(run / "checkpoints")
+    args = ["bench", "--profile", "micro", "--masker", "heatmap_sum", "--baselines", "x2face"]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main([*args, "--out", str(out), "--precision", "bf16", "--no-progress"]) == 0
+    lines = printed.getvalue().splitlines()
+    assert all("cached" in line for line in lines if " train] " in line)
+    rebuilt = [line for line in lines if " reconstruct] " in line and "cached" not in line]
+    assert len(rebuilt) == 4, rebuilt  # X2Face and heatmap_sum, each with its static control
+    assert _stamps(run / "checkpoints") == checkpoints
+    state = json.loads((run / "bench-state.json").read_text())
+    assert state["reconstruction"]["precision"] == "bf16"
+    results = json.loads((out / "results.json").read_text())
+    assert results["inference"] == {"precision": "bf16"}
+    assert "test frames reconstructed in bf16 autocast" in (out / "results.md").read_text()
+
+
 def test_all_k_gets_a_k_channel_generator_and_the_fomm_detector():
     bench = Bench(BenchOptions(maskers=["all_k", "perturbed_mask"], generators=["two_stage"]))
     all_k = bench.entry_config(Entry("all_k", "two_stage", "variant"), "detector.pth")

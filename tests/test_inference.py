@@ -400,3 +400,82 @@ def test_another_generator_output_or_a_clear_error(runs, data_root, tmp_path):
         kept / 255.0, expected.permute(0, 2, 3, 1).numpy(), atol=0.5 / 255 + 1e-6
     )
     assert math.isfinite(result.l1)
+
+
+def test_bf16_reconstruction_stays_within_a_few_levels_of_fp32(runs, tmp_path):
+    config, models = load_run(runs["heatmap_sum"])
+    dataset = build_test_dataset(config)
+    results, pngs = {}, {}
+    for precision in ("fp32", "bf16"):
+        out = tmp_path / precision
+        results[precision] = reconstruct(
+            models, dataset, out, batch_size=BATCH, progress=False, precision=precision
+        )
+        pngs[precision] = np.stack(
+            [np.asarray(Image.open(out / "png" / f"{v.name}.png")) for v in dataset.videos]
+        ).astype(int)
+    assert np.abs(pngs["bf16"] - pngs["fp32"]).max() <= 8  # 8-bit levels
+    assert results["bf16"].l1 == pytest.approx(results["fp32"].l1, abs=2e-3)
+    # fp32 through the precision machinery is what it always was: bitwise
+    again = reconstruct(models, dataset, tmp_path / "again", batch_size=BATCH, progress=False)
+    assert [v.l1 for v in again.videos] == [v.l1 for v in results["fp32"].videos]
+
+
+def test_cli_precision_choices(runs, tmp_path, capsys):
+    checkpoint = str(runs["heatmap_sum"])
+    out = tmp_path / "rec"
+    args = ["reconstruct", "--checkpoint", checkpoint, "--max-videos", "1", "--out", str(out)]
+    assert main([*args, "--precision", "bf16", "--no-mp4"]) == 0
+    assert len(read_reconstruction_csv(out / "reconstruction.csv")) == 1
+    with pytest.raises(SystemExit) as exit_info:
+        main([*args, "--precision", "int8"])
+    assert exit_info.value.code == 2 and "invalid choice: 'int8'" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main([*args, "--out", str(tmp_path / "fp16"), "--precision", "fp16"]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("kptoolkit: error:") and "fp16 inference runs on CUDA only" in err
+        assert not (tmp_path / "fp16").exists()
+
+
+def test_compiled_reconstruction_calls_the_compiled_networks(runs, tmp_path, monkeypatch):
+    """`--compile` wiring (compiling for real takes minutes): the masker and the generator are
+    called through torch.compile during reconstruction, with the eager networks' scores."""
+    called = []
+
+    def fake_compile(module, **kwargs):
+        class Recording(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.inner = module
+
+            def forward(self, *args, **kw):
+                called.append(type(module).__name__)
+                return module(*args, **kw)
+
+            def __getattr__(self, name):
+                try:
+                    return super().__getattr__(name)
+                except AttributeError:
+                    return getattr(module, name)
+
+        return Recording()
+
+    monkeypatch.setattr(torch, "compile", fake_compile)
+    checkpoint = str(runs["heatmap_sum"])
+    out = tmp_path / "rec"
+    args = ["reconstruct", "--checkpoint", checkpoint, "--max-videos", "1", "--out", str(out)]
+    assert main([*args, "--compile", "--no-mp4"]) == 0
+    assert {"HeatmapSumMasker", "TwoStageGenerator"} <= set(called)
+    config, models = load_run(runs["heatmap_sum"])
+    reference = reconstruct(
+        models,
+        build_test_dataset(config),
+        tmp_path / "eager",
+        batch_size=BATCH,
+        max_videos=1,
+        progress=False,
+        save_mp4=False,
+    )
+    assert read_reconstruction_csv(out / "reconstruction.csv")[0].l1 == pytest.approx(
+        reference.videos[0].l1, abs=1e-7
+    )

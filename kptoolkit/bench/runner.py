@@ -53,6 +53,7 @@ from kptoolkit.bench.results import (
 )
 from kptoolkit.bench.timing import inference_parameters, ms_per_frame
 from kptoolkit.config import (
+    INFERENCE_KEYS,
     SCORING_KEYS,
     ExperimentConfig,
     apply_overrides,
@@ -551,7 +552,9 @@ class Bench:
         stored_path = run_dir / "config.yaml"
         if not stored_path.is_file():
             return
-        differences = config_differences(load_config(stored_path), config, ignore=SCORING_KEYS)
+        differences = config_differences(
+            load_config(stored_path), config, ignore=SCORING_KEYS + INFERENCE_KEYS
+        )
         if differences:
             shown = "; ".join(differences[:4])
             more = f" (and {len(differences) - 4} more)" if len(differences) > 4 else ""
@@ -631,7 +634,13 @@ class Bench:
         checkpoint = self._checkpoint(entry, seed)
         key = file_key(checkpoint)
         done = state.get(folder.name)
-        if done and done["checkpoint"] == key and (folder / "png").is_dir():
+        precision = self.base.eval.precision
+        if (
+            done
+            and done["checkpoint"] == key
+            and done.get("precision", "fp32") == precision
+            and (folder / "png").is_dir()
+        ):
             self.say(f"{label}: cached ({done['videos']} videos, {done['frames']} frames)")
             return
         config, models = load_run(checkpoint)
@@ -646,11 +655,13 @@ class Bench:
             save_mp4=config.eval.save_mp4 and control is None,
             progress=self.options.progress,
             mode=self.controls(entry)[control] if control else None,
+            precision=precision,
         )
         if not result.videos:
             raise BenchError(f"{label}: no test video could be reconstructed")
         state[folder.name] = {
             "checkpoint": key,
+            "precision": precision,
             "videos": len(result.videos),
             "frames": result.frames,
             "skipped": result.skipped,
@@ -876,6 +887,7 @@ class Bench:
             frames.to(self.device),
             repeats=self.profile.timing_repeats,
             joints=None if joints is None else torch.from_numpy(joints).to(self.device),
+            precision=self.base.eval.precision,
         )
         pooled = {k: VideoScores.from_json(v).value("frames") for k, v in per_video.items()}
         self.say(
@@ -888,7 +900,11 @@ class Bench:
             "per_video": per_video,
             "params": inference_parameters(models),
             "ms_per_frame": speed,
-            "timing": {"batch": int(frames.shape[0]), "device": str(self.device)},
+            "timing": {
+                "batch": int(frames.shape[0]),
+                "device": str(self.device),
+                "precision": self.base.eval.precision,
+            },
         }
 
     def test_dataset_for(self, entry: Entry) -> Any:
@@ -959,6 +975,7 @@ class Bench:
                 "amp": base.train.amp,
                 "seeds": list(self.seeds),
             },
+            "inference": {"precision": base.eval.precision},
             "evaluators": self.evaluator_info,
             "detector": self.detector_info,
         }
@@ -1024,6 +1041,12 @@ def _optimiser_text(budget: dict[str, Any]) -> str:
     return text + ", learning rate " + ", ".join(parts)
 
 
+def _inference_text(inference: dict[str, Any]) -> str:
+    """'; reconstructed in bf16 autocast' unless inference ran in fp32."""
+    precision = inference.get("precision", "fp32")
+    return "" if precision == "fp32" else f"; test frames reconstructed in {precision} autocast"
+
+
 def _seed_text(seeds: Sequence[int]) -> str:
     if len(seeds) == 1:
         return f", seed {seeds[0]}"
@@ -1080,7 +1103,8 @@ def _markdown_header(context: dict[str, Any]) -> str:
         f"Measured {context['date']} on {where}, torch {machine['torch']}. Dataset "
         f"{context['dataset']['name']} at {context['dataset']['frame_size']} px; every row "
         f"trained {context['budget']['steps']} steps at batch {context['budget']['batch_size']}"
-        f"{_optimiser_text(context['budget'])}{_seed_text(context['budget']['seeds'])}.",
+        f"{_optimiser_text(context['budget'])}{_seed_text(context['budget']['seeds'])}"
+        f"{_inference_text(context.get('inference', {}))}.",
         "L1, PSNR and SSIM on the reconstructed test frames; AKD and MKR from the pose "
         "evaluator, AED from the identity evaluator; lower is better except PSNR and SSIM. "
         f"'{REFERENCE_LABEL}' repeats each test video's frame 0: a model that transfers "

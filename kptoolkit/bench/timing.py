@@ -36,19 +36,20 @@ def ms_per_frame(
     repeats: int = 10,
     warmup: int = 2,
     joints: torch.Tensor | None = None,
+    precision: str = "fp32",
 ) -> float:
     """Median milliseconds per frame of reconstruction inference on a batch of test frames.
 
     One pass = the driving structures of the batch plus the generated frames, with the source
     (frame 0) structure computed once beforehand, as in reconstruction. `frames` (B,3,H,W) must
     be on the models' device; `joints` (B,J,2) are their ground-truth joints, for maskers that
-    draw them.
+    draw them. `precision`: fp32, bf16 or fp16 (`kptoolkit.engine.precision`).
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
     device = frames.device
     times = []
-    with inference_models(models), torch.inference_mode():
+    with inference_models(models, precision), torch.inference_mode():
         source = frames[:1]
         source_joints = joints[:1] if joints is not None else None
         source_structure = first_of(compute_structure(models, source, source_joints))

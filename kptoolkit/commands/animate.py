@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from kptoolkit.commands.options import add_compile_argument, add_precision_argument
+
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the animation options."""
@@ -35,6 +37,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="B",
         help="frames per forward pass (default: the run's eval.batch_size)",
     )
+    add_precision_argument(parser, "the run's eval.precision (fp32 unless set)")
+    add_compile_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -73,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size or config.eval.batch_size,
         frame_size=config.data.frame_size,
         progress=True,
+        precision=args.precision or config.eval.precision,
+        compile=args.compile,
     )
     height, width = info["size"]
     print(

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from kptoolkit.commands.options import add_precision_argument
+
 DEFAULT_MASKERS = "heatmap_sum"
 DEFAULT_GENERATORS = "two_stage"
 DEFAULT_BASELINES = "fomm,x2face"
@@ -84,6 +86,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", metavar="DIR", help="output folder (default: bench-results/<profile>)"
     )
+    add_precision_argument(
+        parser, "the config's eval.precision (fp32); the training precision is train.amp"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -116,7 +121,8 @@ def run(args: argparse.Namespace) -> int:
         dataset=args.dataset,
         kp_checkpoint=args.kp_checkpoint,
         config=args.config,
-        overrides=list(args.overrides),
+        overrides=list(args.overrides)
+        + ([f"eval.precision={args.precision}"] if args.precision else []),
         pose_evaluator=args.pose_evaluator,
         id_evaluator=args.id_evaluator,
         device=args.device,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from kptoolkit.commands.options import add_compile_argument, add_precision_argument
+
 if TYPE_CHECKING:
     from kptoolkit.engine.inference import ReconstructionResult
 
@@ -37,6 +39,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="B",
         help="frames per forward pass (default: the run's eval.batch_size)",
     )
+    add_precision_argument(parser, "the run's eval.precision (fp32 unless set)")
+    add_compile_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -68,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
         save_png=config.eval.save_png,
         save_mp4=config.eval.save_mp4 and not args.no_mp4,
         progress=True,
+        precision=args.precision or config.eval.precision,
+        compile=args.compile,
     )
     print(format_table(result))
     if not result.videos:

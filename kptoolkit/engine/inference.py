@@ -56,6 +56,7 @@ from kptoolkit.data.video_io import (
     metadata_frame_count,
     video_kind,
 )
+from kptoolkit.engine.precision import autocast, check_precision, to_float32
 from kptoolkit.errors import CompatibilityError, KptoolkitError
 from kptoolkit.keypoints.relative import relative_structure
 from kptoolkit.models import for_inference
@@ -144,19 +145,31 @@ def _is_channels_last(module: nn.Module) -> bool:
 
 
 @contextlib.contextmanager
-def inference_models(models: Models) -> Iterator[Models]:
-    """Eval mode and channels_last for the duration (`for_inference`); restored on exit.
+def inference_models(
+    models: Models, precision: str = "fp32", compile: bool = False
+) -> Iterator[Models]:
+    """Eval mode, channels_last (`for_inference`) and the `precision`'s autocast for the
+    duration; restored on exit. With `compile`, the masker and the generator are called through
+    `torch.compile` meanwhile (each new input shape compiles first: about a minute on a CPU).
 
     Training modes come back as they were, and modules that were not channels_last before go
     back to the contiguous layout, so a training loop can call `reconstruct` between epochs.
+    Structures and generated frames come back in float32 whatever the precision.
     """
+    device = model_device(models)
+    check_precision(precision, device)
     modules = _inference_modules(models)
     saved = [(m, {s: s.training for s in m.modules()}, _is_channels_last(m)) for m in modules]
     for module in modules:
         for_inference(module)
+    masker, generator = models.masker, models.generator
     try:
-        yield models
+        if compile:
+            models.masker, models.generator = torch.compile(masker), torch.compile(generator)
+        with autocast(precision, device):
+            yield models
     finally:
+        models.masker, models.generator = masker, generator
         for module, training, was_channels_last in saved:
             for sub, mode in training.items():
                 sub.training = mode
@@ -237,8 +250,8 @@ def compute_structure(
     """The masker's structure of (B,3,H,W) frames (already on the models' device); `joints`
     (B, J, 2) are the frames' ground-truth joints, for maskers that draw them."""
     if needs_groundtruth(models):
-        return models.masker(_layout(frames), joints=joints)
-    return models.masker(_layout(frames))
+        return to_float32(models.masker(_layout(frames), joints=joints))
+    return to_float32(models.masker(_layout(frames)))
 
 
 @torch.inference_mode()
@@ -270,13 +283,14 @@ def generate(
     source = _expand_frames(_layout(source), batch)
     source_structure = expand_structure(source_structure, batch)
     if relative is not None:
-        driving_structure = relative_structure(
-            models.masker,
-            source_structure,
-            driving_structure,
-            expand_structure(relative.first, batch),
-            adapt_scale=relative.adapt_scale,
-        )
+        with torch.autocast(driving.device.type, enabled=False):  # keypoint arithmetic: fp32
+            driving_structure = relative_structure(
+                models.masker,
+                source_structure,
+                driving_structure,
+                expand_structure(relative.first, batch),
+                adapt_scale=relative.adapt_scale,
+            )
     driving_structure = models.masker.driving_for_inference(
         source, source_structure, driving_structure, task=task
     )
@@ -286,7 +300,7 @@ def generate(
             f"generator {type(models.generator).__name__} has no output {output!r} "
             f"(it gives {', '.join(sorted(outputs))})"
         )
-    return outputs[output]
+    return to_float32(outputs[output])
 
 
 def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -311,6 +325,8 @@ def reconstruct(
     save_mp4: bool = True,
     progress: bool = True,
     mode: ReconstructionMode | None = None,
+    precision: str = "fp32",
+    compile: bool = False,
 ) -> ReconstructionResult:
     """Reconstruct every test video of `dataset` (FOMM protocol) and score it with L1.
 
@@ -319,6 +335,8 @@ def reconstruct(
     `mp4/` and `reconstruction.csv` under `out_dir` (see the module docstring). A video that
     cannot be read is skipped with a warning and listed in `result.skipped`. `mode` selects a
     control instead of the protocol (driving by frame 0, another generator output).
+    `precision`: fp32 (exact), bf16 or fp16 autocast (`kptoolkit.engine.precision`);
+    `compile`: call the networks through `torch.compile` (see `inference_models`).
     """
     if not hasattr(dataset, "videos") or not hasattr(dataset, "iter_video"):
         raise InferenceError(
@@ -327,12 +345,13 @@ def reconstruct(
         )
     if batch_size < 1:
         raise InferenceError(f"batch size must be >= 1, got {batch_size}")
+    check_precision(precision, model_device(models))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     videos = list(dataset.videos)[:max_videos] if max_videos is not None else list(dataset.videos)
     result = ReconstructionResult(out_dir)
     bar = tqdm(videos, desc="reconstruct", unit="video", disable=not progress, dynamic_ncols=True)
-    with inference_models(models):
+    with inference_models(models, precision, compile):
         for video in bar:
             try:
                 score = _reconstruct_video(
@@ -604,6 +623,8 @@ def animate(
     frame_size: int | tuple[int, int] | None = None,
     frame_width: int | None = None,
     progress: bool = False,
+    precision: str = "fp32",
+    compile: bool = False,
 ) -> dict[str, Any]:
     """Animate `source_image` with the motion of a driving video; write an MP4 to `out_path`.
 
@@ -624,6 +645,7 @@ def animate(
         check_relative(models)
     if batch_size < 1:
         raise InferenceError(f"batch size must be >= 1, got {batch_size}")
+    check_precision(precision, model_device(models))
     if out_path.suffix.lower() != ".mp4":
         raise InferenceError(f"the output must be an .mp4 file, got {out_path}")
     _check_driving(driving_path)
@@ -651,6 +673,8 @@ def animate(
             adapt_scale=adapt_scale,
             progress=progress,
             total=total,
+            precision=precision,
+            compile=compile,
         )
     seconds = time.perf_counter() - start
     return {
@@ -674,6 +698,8 @@ def _animate_stream(
     adapt_scale: bool,
     progress: bool,
     total: int | None,
+    precision: str = "fp32",
+    compile: bool = False,
 ) -> int:
     """Generate and write each batch of driving frames in turn; the number of frames written.
 
@@ -692,7 +718,11 @@ def _animate_stream(
         dynamic_ncols=True,
     )
     try:
-        with inference_models(models), torch.inference_mode(), Mp4Writer(partial, fps) as writer:
+        with (
+            inference_models(models, precision, compile),
+            torch.inference_mode(),
+            Mp4Writer(partial, fps) as writer,
+        ):
             source = to_model_input(source, device)
             source_structure = compute_structure(models, source)
             motion: RelativeMotion | None = None

@@ -21,6 +21,7 @@ from kptoolkit.generators.base import Generator
 from kptoolkit.generators.motion import heatmap_difference, resize_flow, sparse_motions, warp
 from kptoolkit.nn.anti_alias import AntiAliasDownscale
 from kptoolkit.nn.blocks import DownBlock2d, SameBlock2d, UpBlock2d, residual_stack
+from kptoolkit.nn.float32 import float32_call
 from kptoolkit.nn.hourglass import Hourglass, level_width
 from kptoolkit.structure import Structure
 
@@ -68,11 +69,11 @@ class DenseMotionNetwork(nn.Module):
         features = torch.cat([heatmaps.unsqueeze(2), deformed], dim=2)
         features = features.view(batch, -1, height, width)
         prediction = self.hourglass(features)
-        masks = F.softmax(self.mask(prediction), dim=1)
+        masks = F.softmax(float32_call(self.mask, prediction), dim=1)
         deformation = (motions * masks.unsqueeze(-1)).sum(dim=1)
         out = {"motion_masks": masks, "sparse_deformed": deformed, "deformation": deformation}
         if self.occlusion is not None:
-            out["occlusion_map"] = torch.sigmoid(self.occlusion(prediction))
+            out["occlusion_map"] = torch.sigmoid(float32_call(self.occlusion, prediction))
         return out
 
 
@@ -145,6 +146,6 @@ class FommGenerator(Generator):
         features = self.bottleneck(features)
         for block in self.up_blocks:
             features = block(features)
-        prediction = torch.sigmoid(self.final(features))
+        prediction = torch.sigmoid(float32_call(self.final, features))
         deformed = warp(source, resize_flow(motion["deformation"], *source.shape[-2:]))
         return {"prediction": prediction, "deformed": deformed, **motion}

@@ -5,9 +5,11 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from kptoolkit.nn.float32 import float32_op
 from kptoolkit.nn.grid import make_coordinate_grid
 
 
+@float32_op
 def keypoint_gaussians(
     keypoints: torch.Tensor, height: int, width: int, variance: float
 ) -> torch.Tensor:
@@ -28,6 +30,7 @@ def heatmap_difference(
     return torch.cat([background, difference], dim=1)
 
 
+@float32_op
 def sparse_motions(
     kp_driving: torch.Tensor,
     kp_source: torch.Tensor,
@@ -48,11 +51,13 @@ def sparse_motions(
     return torch.cat([identity, to_source], dim=1)
 
 
+@float32_op
 def warp(image: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """Sample (B,C,H,W) at a (B,h,w,2) grid of (x, y) in [-1, 1] (pixel-centre convention)."""
     return F.grid_sample(image, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
 
 
+@float32_op
 def resize_flow(flow: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Bilinear resize of a (B,h,w,2) sampling grid to (B,height,width,2).
 

@@ -41,6 +41,7 @@ from torch import nn
 from kptoolkit.generators.base import Generator
 from kptoolkit.generators.motion import warp
 from kptoolkit.nn.blocks import DownBlock2d, UpBlock2d
+from kptoolkit.nn.float32 import float32_call
 from kptoolkit.nn.grid import make_coordinate_grid
 from kptoolkit.nn.hourglass import Hourglass, level_width
 from kptoolkit.structure import Structure
@@ -64,7 +65,7 @@ class EmbeddingNetwork(nn.Module):
         self.num_blocks = num_blocks
 
     def forward(self, source: torch.Tensor) -> torch.Tensor:
-        return self.final(self.hourglass(source))
+        return float32_call(self.final, self.hourglass(source))
 
 
 class DrivingNetwork(nn.Module):
@@ -109,7 +110,7 @@ class DrivingNetwork(nn.Module):
         x = self.encode(driving)
         for block in self.up_blocks:
             x = block(x)
-        return self.final(x)
+        return float32_call(self.final, x)
 
 
 class X2FaceGenerator(Generator):

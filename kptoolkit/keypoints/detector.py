@@ -12,6 +12,7 @@ from kptoolkit.keypoints.functional import (
     spatial_softmax,
 )
 from kptoolkit.nn.anti_alias import AntiAliasDownscale
+from kptoolkit.nn.float32 import float32_call
 from kptoolkit.nn.hourglass import Hourglass
 
 KP_KERNEL = 7
@@ -76,12 +77,12 @@ class KeypointDetector(nn.Module):
         """Detect keypoints in (B,C,H,W) frames in [0, 1]."""
         x = self.down(frame) if self.down is not None else frame
         features = self.predictor(x)
-        logits = self.kp(features)
+        logits = float32_call(self.kp, features)
         heatmaps = spatial_softmax(logits, self.temperature)
         keypoints = keypoints_from_heatmaps(heatmaps)
         jacobians = None
         if self.jacobian is not None:
-            jacobians = jacobians_from_maps(heatmaps, self.jacobian(features))
+            jacobians = jacobians_from_maps(heatmaps, float32_call(self.jacobian, features))
         return DetectorOutput(logits, heatmaps, keypoints, jacobians)
 
 
