@@ -291,6 +291,34 @@ def test_shared_kernel_grid_equals_kornia_within_1e_6():
     torch.testing.assert_close(warp_frame(fomm, frame), expected)
 
 
+def test_kornia_kernel_frame_warp_equals_kornias_image_warp_and_keeps_the_loss():
+    """warp_frame samples at the shared-kernel grid instead of calling kornia's
+    warp_image_tps (its (B, H*W, N, 2) intermediate): same frames to 1e-5, same loss to 1e-6."""
+    from kornia.geometry.transform import warp_image_tps
+
+    import kptoolkit.losses.equivariance as module
+
+    def kornia_frame_warp(t: RandomTransform, f: torch.Tensor) -> torch.Tensor:
+        affine = module._kornia_affine(t, f.dtype)
+        return warp_image_tps(
+            f, t.centers, t.weights, affine, align_corners=True, padding_mode="reflection"
+        )
+
+    gen = torch.Generator().manual_seed(5)
+    transform = sample_transform(4, 0.05, 0.005, generator=gen, kernel="kornia")
+    frame = torch.rand(4, 3, 48, 48, generator=gen)
+    expected = kornia_frame_warp(transform, frame)
+    torch.testing.assert_close(warp_frame(transform, frame), expected, atol=2e-5, rtol=0)
+
+    loss = EquivarianceLoss(kernel="kornia")
+    driving = keypoint_frame(4)
+    value = loss(loss_inputs(driving, CentroidDetector(), seed=3), "prediction")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(module, "warp_frame", kornia_frame_warp)
+        reference = loss(loss_inputs(driving, CentroidDetector(), seed=3), "prediction")
+    assert abs(value.item() - reference.item()) < 1e-6
+
+
 def test_fomm_kernel_by_hand():
     """FOMM: T(z) = A z + t + sum_i w_i d_i^2 log(d_i + 1e-6), d_i = |z - c_i|_1, added to x and
     y alike."""

@@ -25,8 +25,8 @@ kernels U are available (`kernel`):
   same sigma_tps: over a 64x64 grid the root-mean-square spline displacement is about 0.035
   against 0.089 with FOMM's kernel (the affine part adds about 0.065 with either).
 
-The "kornia" kernel warps with kornia's `warp_points_tps` / `warp_image_tps`. The "fomm" kernel
-is computed here: the pixel grid and the control points are the same for every transform of a
+The "kornia" kernel warps points with kornia's `warp_points_tps`. Frames are warped here for both
+kernels: the pixel grid and the control points are the same for every transform of a
 batch, so `warp_grid` evaluates the kernel once on (pixels x control points) and applies every
 transform's weights with one matrix product, instead of kornia's (batch, pixels, control
 points, 2) intermediate (`warp_grid` gives the same grid as kornia for the "kornia" kernel, to
@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import attrs
 import torch
-from kornia.geometry.transform import warp_image_tps, warp_points_tps
+from kornia.geometry.transform import warp_points_tps
 from torch import nn
 
 from kptoolkit.errors import ConfigError
@@ -200,16 +200,11 @@ def warp_grid(transform: RandomTransform, height: int, width: int) -> torch.Tens
 
 
 def warp_frame(transform: RandomTransform, frame: torch.Tensor) -> torch.Tensor:
-    """The transformed frame: (B,C,H,W) `frame` sampled at T(z) for each pixel z (reflection)."""
-    if transform.kernel == "kornia":
-        return warp_image_tps(
-            frame,
-            transform.centers.to(frame.dtype),
-            transform.weights.to(frame.dtype),
-            _kornia_affine(transform, frame.dtype),
-            align_corners=True,
-            padding_mode="reflection",
-        )
+    """The transformed frame: (B,C,H,W) `frame` sampled at T(z) for each pixel z (reflection).
+
+    Both kernels sample at `warp_grid` (for "kornia", the grid of kornia's `warp_image_tps`
+    without its (B, H*W, N, 2) intermediate: 7x faster at 256 px, equal to 1e-5).
+    """
     grid = warp_grid(transform, frame.shape[-2], frame.shape[-1]).to(frame.dtype)
     return nn.functional.grid_sample(
         frame, grid, mode="bilinear", padding_mode="reflection", align_corners=True
