@@ -55,3 +55,27 @@ def test_equivariance_terms_are_float32_for_bfloat16_keypoints():
     for exact, reduced in zip(full, half, strict=True):
         assert reduced.dtype == torch.float32
         assert reduced.item() == pytest.approx(exact.item(), rel=0.05, abs=1e-3)
+
+
+@pytest.mark.parametrize(("masker", "generator"), [("heatmap_sum", "two_stage"), ("", "fomm")])
+def test_channels_last_training_matches_the_contiguous_layout(tmp_path, masker, generator):
+    """`train.channels_last` changes the memory layout only: the same losses to float
+    rounding, and the networks really are channels_last while they train."""
+    losses, layouts = {}, {}
+    for channels_last in (False, True):
+        overrides = [f"generator.name={generator}", f"masker.name={masker}"]
+        overrides.append(f"train.channels_last={channels_last}")
+        trainer = Trainer(
+            tiny_config(*overrides),
+            tmp_path / f"cl-{channels_last}",
+            str(tiny_kp_checkpoint(tmp_path)),
+        )
+        trainer.train()
+        weights = [p for p in trainer.models.generator.parameters() if p.dim() == 4]
+        layouts[channels_last] = all(
+            p.is_contiguous(memory_format=torch.channels_last) and not p.is_contiguous()
+            for p in weights
+        )
+        losses[channels_last] = _first_losses(tmp_path / f"cl-{channels_last}")
+    assert layouts == {False: False, True: True}
+    assert losses[True]["total"] == pytest.approx(losses[False]["total"], rel=1e-5)

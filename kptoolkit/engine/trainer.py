@@ -19,6 +19,7 @@ import attrs
 import torch
 from PIL import Image
 from torch import nn
+from torch.autograd.profiler import record_function
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader
 from tqdm import tqdm
@@ -124,6 +125,12 @@ class Trainer:
         self.losses = build_losses(config)
         for _, loss in self.losses:
             loss.to(self.device)
+        self.memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
+        if train.channels_last:
+            for module in self.models.modules().values():
+                module.to(memory_format=torch.channels_last)
+            for _, loss in self.losses:
+                loss.to(memory_format=torch.channels_last)
         self.adversarial = [(c, loss) for c, loss in self.losses if loss.adversarial]
         self.groups = self.models.trainable()
         self.optimizers = {
@@ -250,6 +257,8 @@ class Trainer:
             truth = {"source": {"joints": moved[0]}, "driving": {"joints": moved[1]}}
         else:
             source, driving = self._augment(source, driving)
+        source = source.contiguous(memory_format=self.memory_format)
+        driving = driving.contiguous(memory_format=self.memory_format)
         masker = self.wrapped.get("masker", self.models.masker)
         generator_net = self.wrapped["generator"]
         active = self._active_losses()
@@ -291,31 +300,36 @@ class Trainer:
                 terms[key] = terms[key] + value if key in terms else value
         return terms
 
-    def _check_finite(self, terms: dict[str, torch.Tensor]) -> None:
-        stacked = torch.stack([value.detach().float() for value in terms.values()])
-        if torch.isfinite(stacked).all():  # one device sync per step, not one per term
-            return
-        for key, value in terms.items():
-            if not torch.isfinite(value.detach()).all():
+    def _loss_values(self, terms: dict[str, torch.Tensor], total: torch.Tensor) -> dict[str, float]:
+        """Every term's value and the `total` as floats, in one device transfer; a non-finite
+        term stops training, naming it."""
+        stacked = torch.stack([value.detach().float() for value in (*terms.values(), total)])
+        *floats, total_value = stacked.tolist()  # one device sync per step, not one per term
+        values = dict(zip(terms, floats, strict=True))
+        for key, value in values.items():
+            if not math.isfinite(value):
                 last = latest_checkpoint(self.checkpoint_dir)
                 kept = f"the last good checkpoint is {last}" if last else "no checkpoint was saved"
                 raise TrainingDiverged(
-                    f"loss term '{key}' is {value.item()} at step {self.step + 1}; training "
+                    f"loss term '{key}' is {value} at step {self.step + 1}; training "
                     f"stopped and {kept} (lower train.lr, or set train.grad_clip)"
                 )
+        return {**values, "total": total_value}
 
     def _optimise(self, total: torch.Tensor) -> None:
         generator_side = [n for n in self.optimizers if n != "discriminator"]
         for name in generator_side:
             self.optimizers[name].zero_grad(set_to_none=True)
-        self.scaler.scale(total).backward()
+        with record_function("backward"):
+            self.scaler.scale(total).backward()
         clip = self.config.train.grad_clip
-        for name in generator_side:
-            if clip is not None:
-                self.scaler.unscale_(self.optimizers[name])
-                torch.nn.utils.clip_grad_norm_(self.groups[name].parameters(), clip)
-            self.scaler.step(self.optimizers[name])
-        self.scaler.update()
+        with record_function("optimiser"):
+            for name in generator_side:
+                if clip is not None:
+                    self.scaler.unscale_(self.optimizers[name])
+                    torch.nn.utils.clip_grad_norm_(self.groups[name].parameters(), clip)
+                self.scaler.step(self.optimizers[name])
+            self.scaler.update()
 
     def _discriminator_step(self, inputs: LossInputs) -> dict[str, float]:
         if not self.adversarial or "discriminator" not in self.optimizers:
@@ -398,18 +412,20 @@ class Trainer:
         try:
             batches = self._batches()
             while self.step < self.total_steps:
-                batch = next(batches)
-                inputs, active = self._forward(batch)
-                terms = self._loss_terms(inputs, active)
-                if not terms:
-                    raise ConfigError("no loss term is active: configure `losses`")
-                self._check_finite(terms)
-                total = sum(terms.values())
+                with record_function("data"):
+                    batch = next(batches)
+                with record_function("forward"):
+                    inputs, active = self._forward(batch)
+                with record_function("losses"):
+                    terms = self._loss_terms(inputs, active)
+                    if not terms:
+                        raise ConfigError("no loss term is active: configure `losses`")
+                    total = sum(terms.values())
+                    values = self._loss_values(terms, total)
                 self._optimise(total)
-                discriminator_logs = self._discriminator_step(inputs)
+                with record_function("discriminator"):
+                    discriminator_logs = self._discriminator_step(inputs)
                 self.step += 1
-                values = {k: float(v.detach()) for k, v in terms.items()}
-                values["total"] = float(total.detach())
                 values.update(discriminator_logs)
                 logged = self.step % train.log_every == 0 or self.step == 1
                 # global figures only where they are written (every rank takes the same branch)
