@@ -68,6 +68,41 @@ def test_pose_metrics_through_an_evaluator(tmp_path, capsys):
     assert float(lines["mkr"]) == 0.0
 
 
+class CountingPose(BrightnessPose):
+    """BrightnessPose that counts the frames it has seen."""
+
+    def __init__(self):
+        super().__init__(255.0)
+        self.frames = 0
+
+    def keypoints(self, frames):
+        self.frames += frames.shape[0]
+        return super().keypoints(frames)
+
+
+def test_a_shared_real_cache_evaluates_each_real_frame_once(tmp_path):
+    """The bench scores many generated folders against one real folder: with `real_cache` the
+    evaluator sees the real frames once, and the scores do not change."""
+    real, fake = make_folders(tmp_path, offset=20)
+    (tmp_path / "second").mkdir()
+    _, other = make_folders(tmp_path / "second", offset=40)
+    evaluator, cache = CountingPose(), {}
+    scores = []
+    for folder in (fake, other, fake):
+        metrics = {"akd": create_metric("akd")}
+        evaluation = evaluate_folders(
+            real, folder, metrics, [evaluator], batch_size=3, progress=False, real_cache=cache
+        )
+        scores.append(evaluation.values()["akd"])
+    # 10 real frames once, then 10 generated frames per call
+    assert evaluator.frames == 10 + 3 * 10
+    assert scores[0] == pytest.approx(10.0, abs=1e-3) and scores[1] == pytest.approx(20.0, 1e-3)
+    assert scores[2] == scores[0]
+    uncached = CountingPose()
+    evaluate_folders(real, fake, {"akd": create_metric("akd")}, [uncached], progress=False)
+    assert uncached.frames == 20
+
+
 def test_exported_tables_give_the_same_numbers(tmp_path, capsys):
     """kptoolkit's evaluator outputs, written as pose-evaluation tables, score the same through
     the table path (and through the scripts' logic, in test_protocol)."""

@@ -294,6 +294,8 @@ class Bench:
         self.dataset_root: Path | None = None
         self.manifest: dict[str, Any] | None = None  # set by the data stage on synthetic data
         self.evaluators: list[torch.nn.Module] = []
+        # the evaluators' outputs on the real test frames, computed once for every row
+        self.real_outputs: dict[tuple, torch.Tensor] = {}
         self.evaluator_info: dict[str, Any] = {}
         self.stage_index = 0
         self.video_names: list[str] = []  # the table's test videos, in the reference row's order
@@ -860,6 +862,7 @@ class Bench:
             self.evaluators,
             batch_size=config.eval.batch_size,
             progress=self.options.progress,
+            real_cache=self.real_outputs,
         )
         return {name: scores.to_json() for name, scores in evaluation.scores.items()}
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import attrs
@@ -76,6 +76,22 @@ def _pairs(real: Path, fake: Path, batch: int, frame_width: int | None) -> Itera
             yield [r for r, _ in chunk], [f for _, f in chunk]
 
 
+def _real_output(
+    cache: dict[tuple, torch.Tensor] | None,
+    key: tuple,
+    evaluate: Callable[[torch.Tensor], torch.Tensor],
+    frames: torch.Tensor,
+) -> torch.Tensor:
+    """`evaluate(frames)` for a batch of real frames, from `cache` when it holds `key` for the
+    same number of frames."""
+    if cache is None:
+        return evaluate(frames)
+    stored = cache.get(key)
+    if stored is None or stored.shape[0] != frames.shape[0]:
+        stored = cache[key] = evaluate(frames)
+    return stored
+
+
 def _check_requirements(metrics: dict[str, Metric], kinds: set[str], how: str) -> None:
     for name, metric in metrics.items():
         for need in metric.requires:
@@ -132,11 +148,15 @@ def evaluate_folders(
     frame_width: int | None = None,
     progress: bool = True,
     export_tables: str | Path | None = None,
+    real_cache: dict[tuple, torch.Tensor] | None = None,
 ) -> Evaluation:
     """Score every generated video against the real one of the same name.
 
     With `export_tables`, the evaluators' outputs on both sides are also written there as
     pose-evaluation tables (`pose_gt.pkl`, `pose_gen.pkl`, `id_gt.pkl`, `id_gen.pkl`).
+    `real_cache`, a dict kept between calls that score against the same real videos with the
+    same evaluators (the bench's rows), holds the evaluators' outputs on the real frames, so
+    each real frame is evaluated once.
     """
     real, fake = videos_by_name(real_dir), videos_by_name(fake_dir)
     common = sorted(set(real) & set(fake))
@@ -162,11 +182,23 @@ def evaluate_folders(
                 )
             extra = {}
             if "pose" in by_kind:
-                extra["real_keypoints"] = by_kind["pose"].keypoints(real_t)
-                extra["fake_keypoints"] = by_kind["pose"].keypoints(fake_t)
+                pose = by_kind["pose"]
+                extra["real_keypoints"] = _real_output(
+                    real_cache,
+                    (id(pose), "keypoints", str(real[name]), frame_width, first),
+                    pose.keypoints,
+                    real_t,
+                )
+                extra["fake_keypoints"] = pose.keypoints(fake_t)
             if "identity" in by_kind:
-                extra["real_embeddings"] = by_kind["identity"].embeddings(real_t)
-                extra["fake_embeddings"] = by_kind["identity"].embeddings(fake_t)
+                identity = by_kind["identity"]
+                extra["real_embeddings"] = _real_output(
+                    real_cache,
+                    (id(identity), "embeddings", str(real[name]), frame_width, first),
+                    identity.embeddings,
+                    real_t,
+                )
+                extra["fake_embeddings"] = identity.embeddings(fake_t)
             if rows is not None:
                 for kind, field in (("pose", "keypoints"), ("identity", "embeddings")):
                     if kind in by_kind:
