@@ -70,7 +70,8 @@ def test_bf16_autocasts_and_returns_float32_close_to_fp32(name):
 
 @pytest.mark.parametrize("name", GENERATORS)
 def test_output_heads_compute_in_float32_under_autocast(name):
-    """The layers whose values become pixels or sampling grids stay float32 under autocast."""
+    """Generated pixels come out of autocast in float32 (the sigmoid runs in float32), and the
+    heads that give sampling grids and blending masks compute in float32."""
     frames, src, drv = _inputs(name)
     with torch.inference_mode(), BF16:
         outputs = _generator(name)(frames, src, drv)

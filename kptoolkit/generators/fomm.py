@@ -146,6 +146,8 @@ class FommGenerator(Generator):
         features = self.bottleneck(features)
         for block in self.up_blocks:
             features = block(features)
-        prediction = torch.sigmoid(float32_call(self.final, features))
+        # pixels: the sigmoid in float32 (bfloat16 would keep 8 bits); coordinates and blending
+        # masks above come from float32 heads
+        prediction = torch.sigmoid(self.final(features).float())
         deformed = warp(source, resize_flow(motion["deformation"], *source.shape[-2:]))
         return {"prediction": prediction, "deformed": deformed, **motion}

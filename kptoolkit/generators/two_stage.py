@@ -21,7 +21,6 @@ from torch import nn
 from kptoolkit.generators.base import Generator
 from kptoolkit.nn.anti_alias import AntiAliasDownscale, inverse_scale
 from kptoolkit.nn.blocks import SameBlock2d, UpBlock2d, residual_stack
-from kptoolkit.nn.float32 import float32_call
 from kptoolkit.nn.hourglass import Hourglass
 from kptoolkit.structure import Structure
 
@@ -96,7 +95,8 @@ class TwoStageGenerator(Generator):
         x = self.bottleneck(self.first(x))
         for block in self.up_blocks:
             x = block(x)
-        low_res_prediction = torch.sigmoid(float32_call(self.final, x))
+        # the sigmoid in float32: under bfloat16 autocast its output would carry only 8 bits
+        low_res_prediction = torch.sigmoid(self.final(x).float())
 
         full_size = tuple(source.shape[-2:])
         refine_input = torch.cat(
@@ -108,5 +108,5 @@ class TwoStageGenerator(Generator):
             ],
             dim=1,
         )
-        prediction = torch.sigmoid(float32_call(self.final_hourglass, self.hourglass(refine_input)))
+        prediction = torch.sigmoid(self.final_hourglass(self.hourglass(refine_input)).float())
         return {"prediction": prediction, "low_res_prediction": low_res_prediction}

@@ -43,5 +43,6 @@ def float32_op(fn: F) -> F:
 
 def float32_call(module: torch.nn.Module, *inputs: torch.Tensor) -> Any:
     """`module(*inputs)` in float32, also under autocast: for the output heads whose values
-    become pixels, keypoints or sampling grids (exactly `module(*inputs)` without autocast)."""
+    become keypoints, sampling grids or blending masks (exactly `module(*inputs)` without
+    autocast)."""
     return float32_op(module)(*inputs)
