@@ -976,6 +976,7 @@ class Bench:
                 "batch_size": base.train.batch_size,
                 "lr": {entry.label: self.learning_rate(entry) for entry in self.entries},
                 "amp": base.train.amp,
+                "channels_last": base.train.channels_last,
                 "seeds": list(self.seeds),
             },
             "inference": {"precision": base.eval.precision},
