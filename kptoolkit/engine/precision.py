@@ -22,7 +22,6 @@ from torch import nn
 from kptoolkit.config import PRECISIONS
 from kptoolkit.errors import KptoolkitError
 
-_ = PRECISIONS  # re-exported: the names `--precision` accepts
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
@@ -30,10 +29,14 @@ class PrecisionError(KptoolkitError):
     """A precision that is unknown or that the device cannot run."""
 
 
-def check_precision(precision: str, device: torch.device | str = "cpu") -> None:
-    """Raise a `PrecisionError` unless `precision` is one of `PRECISIONS` and runs on `device`."""
+def _check_known(precision: str) -> None:
     if precision not in PRECISIONS:
         raise PrecisionError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+
+
+def check_precision(precision: str, device: torch.device | str = "cpu") -> None:
+    """Raise a `PrecisionError` unless `precision` is one of `PRECISIONS` and runs on `device`."""
+    _check_known(precision)
     device_type = torch.device(device).type
     if precision == "fp16" and device_type != "cuda":
         raise PrecisionError(
@@ -46,8 +49,7 @@ def check_precision(precision: str, device: torch.device | str = "cpu") -> None:
 
 def autocast_dtype(precision: str) -> torch.dtype | None:
     """The autocast dtype of a precision (None for fp32, which runs without autocast)."""
-    if precision not in PRECISIONS:
-        raise PrecisionError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    _check_known(precision)
     return _AUTOCAST_DTYPES.get(precision)
 
 
