@@ -163,3 +163,17 @@ def test_compile_calls_go_through_torch_compile(monkeypatch):
     assert torch.equal(wrapped(frames, src, drv)["prediction"], expected["prediction"])
     assert compiled == ["TwoStageGenerator"]
     assert wrapped.state_dict().keys() == {f"module.{k}" for k in generator.state_dict()}
+
+
+def test_heads_stay_in_the_lower_precision_while_training():
+    """A mixed-precision training step keeps the heads in bfloat16 (speed); only the
+    coordinate arithmetic after them is float32."""
+    detector = tiny_detector(frozen=False, estimate_jacobian=True).train()
+    frames = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(6))
+    with BF16:
+        training = detector(frames)
+    assert training.logits.dtype == torch.bfloat16
+    assert training.keypoints.dtype == torch.float32
+    detector.eval()
+    with BF16:
+        assert detector(frames).logits.dtype == torch.float32
