@@ -235,6 +235,25 @@ def test_relative_animation(runs, driving_mp4, tmp_path):
     torch.testing.assert_close(relative[:1], still, atol=1e-5, rtol=0)
 
 
+def test_relative_animation_in_bf16_keeps_the_first_frame_still(runs):
+    """Relative animation under bf16 autocast: float32 structures, and the first driving frame
+    re-expressed relative to the source still gives the source's own structure."""
+    _, models = load_run(runs["gaussian_circles"])
+    with inference_models(models, "bf16"), torch.inference_mode():
+        frames = torch.rand(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(7))
+        frames = frames.contiguous(memory_format=torch.channels_last)
+        source_structure = compute_structure(models, frames[:1])
+        driving_structure = compute_structure(models, frames)
+        assert driving_structure.keypoints.dtype == torch.float32
+        motion = RelativeMotion(first_of(driving_structure))
+        relative = generate(models, frames[:1], source_structure, frames, relative=motion)
+        still = generate(
+            models, frames[:1], source_structure, frames[:1], driving_structure=source_structure
+        )
+    assert relative.dtype == torch.float32
+    torch.testing.assert_close(relative[:1], still, atol=1e-5, rtol=0)
+
+
 def test_relative_needs_a_relative_capable_masker(runs, driving_mp4, tmp_path):
     _, models = load_run(runs["heatmap_sum"])
     out = tmp_path / "never.mp4"

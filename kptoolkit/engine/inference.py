@@ -22,7 +22,8 @@ Animation streams a driving video of any length: a chunk of frames is decoded, g
 written to the MP4 before the next is read, so memory does not grow with the video's length.
 
 Networks run in eval mode in the channels_last layout (`kptoolkit.models.for_inference`, the
-faster one on CPU) under `torch.inference_mode()`.
+faster one on CPU) under `torch.inference_mode()`, at the chosen precision (`precision`: fp32
+exact, or bf16 / fp16 autocast; `kptoolkit.engine.precision`).
 """
 
 from __future__ import annotations
