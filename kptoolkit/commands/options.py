@@ -14,8 +14,8 @@ def add_precision_argument(parser: argparse.ArgumentParser, default_text: str) -
         choices=PRECISIONS,
         default=None,
         help="inference precision: fp32 (exact), bf16 (autocast, about 2x faster on CPUs with "
-        f"bfloat16 instructions; outputs within a few 8-bit levels), fp16 (CUDA only); "
-        f"default: {default_text}",
+        "bfloat16 instructions; most pixels within a level or two of fp32, X2Face's up to about "
+        f"a dozen), fp16 (CUDA only); default: {default_text}",
     )
 
 
