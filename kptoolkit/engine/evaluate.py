@@ -53,6 +53,10 @@ class Evaluation:
         return {name: scores.value(average) for name, scores in self.scores.items()}
 
 
+# what each kind of evaluator gives per frame: (kind, method and FramePairs field stem)
+EVALUATOR_OUTPUTS = (("pose", "keypoints"), ("identity", "embeddings"))
+
+
 def videos_by_name(folder: str | Path) -> dict[str, Path]:
     """Every video in a folder (frame folders, stacked images, video files) by name."""
     folder = Path(folder)
@@ -181,26 +185,14 @@ def evaluate_folders(
                     f"{tuple(fake_t.shape[-2:])}; give --frame-width for stacked images"
                 )
             extra = {}
-            if "pose" in by_kind:
-                pose = by_kind["pose"]
-                extra["real_keypoints"] = _real_output(
-                    real_cache,
-                    (id(pose), "keypoints", str(real[name]), frame_width, first),
-                    pose.keypoints,
-                    real_t,
-                )
-                extra["fake_keypoints"] = pose.keypoints(fake_t)
-            if "identity" in by_kind:
-                identity = by_kind["identity"]
-                extra["real_embeddings"] = _real_output(
-                    real_cache,
-                    (id(identity), "embeddings", str(real[name]), frame_width, first),
-                    identity.embeddings,
-                    real_t,
-                )
-                extra["fake_embeddings"] = identity.embeddings(fake_t)
+            for kind, field in EVALUATOR_OUTPUTS:
+                if kind in by_kind:
+                    evaluate = getattr(by_kind[kind], field)
+                    key = (id(by_kind[kind]), field, str(real[name]), frame_width, first)
+                    extra[f"real_{field}"] = _real_output(real_cache, key, evaluate, real_t)
+                    extra[f"fake_{field}"] = evaluate(fake_t)
             if rows is not None:
-                for kind, field in (("pose", "keypoints"), ("identity", "embeddings")):
+                for kind, field in EVALUATOR_OUTPUTS:
                     if kind in by_kind:
                         rows.add(kind, 0, real[name].name, first, extra[f"real_{field}"])
                         rows.add(kind, 1, fake[name].name, first, extra[f"fake_{field}"])
