@@ -57,7 +57,13 @@ from kptoolkit.data.video_io import (
     metadata_frame_count,
     video_kind,
 )
-from kptoolkit.engine.precision import autocast, check_precision, to_float32
+from kptoolkit.engine.precision import (
+    autocast,
+    channels_last_input,
+    check_precision,
+    module_device,
+    to_float32,
+)
 from kptoolkit.errors import CompatibilityError, KptoolkitError
 from kptoolkit.keypoints.relative import relative_structure
 from kptoolkit.models import for_inference
@@ -133,9 +139,7 @@ def _inference_modules(models: Models) -> list[nn.Module]:
 
 def model_device(models: Models) -> torch.device:
     """The device of the generator's weights (where inputs must go)."""
-    for tensor in itertools.chain(models.generator.parameters(), models.generator.buffers()):
-        return tensor.device
-    return torch.device("cpu")
+    return module_device(models.generator)
 
 
 def _is_channels_last(module: nn.Module) -> bool:
@@ -204,8 +208,7 @@ def _map_structure(
     )
 
 
-def _layout(tensor: torch.Tensor) -> torch.Tensor:
-    return tensor.contiguous(memory_format=torch.channels_last) if tensor.dim() == 4 else tensor
+_layout = channels_last_input  # (B,C,H,W) tensors in channels_last; others unchanged
 
 
 def first_of(structure: Structure) -> Structure:
