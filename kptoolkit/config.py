@@ -3,7 +3,7 @@
 The defaults of `ExperimentConfig` are the embedded `synthetic-64` profile (CPU-sized widths on
 the synthetic puppets); `configs/*.yaml` hold the other profiles. Every key is checked: an unknown
 or misspelled key is an error naming its full dotted path. Component parameters (`params`) are
-free-form here and checked against the component itself by `validate_components`.
+free-form here and checked against the component itself by `kptoolkit.resolve`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, TypeVar, Union
 import attrs
 import yaml
 
-from kptoolkit.errors import ConfigError, KptoolkitError
+from kptoolkit.errors import ConfigError
 from kptoolkit.metrics.aggregate import AVERAGES
 
 T = TypeVar("T")
@@ -255,12 +255,6 @@ def params_for(config: ExperimentConfig, name: str, explicit: dict[str, Any]) ->
     return {**config.component_params.get(name, {}), **explicit}
 
 
-def losses_for(config: ExperimentConfig, masker: str, generator: str) -> list[LossConfig]:
-    """The experiment's losses plus those belonging to the chosen masker and generator."""
-    extra = [*config.component_losses.get(generator, []), *config.component_losses.get(masker, [])]
-    return [*config.losses, *extra]
-
-
 # -- structuring: plain data <-> attrs classes ------------------------------------------------
 
 
@@ -473,56 +467,3 @@ def _set_path(config: Any, data: Any, parts: list[str], value: Any) -> None:
                 raise ConfigError(f"cannot set '{'.'.join(parts)}': '{path}' is empty")
         node = node[part]
         typed = getattr(typed, part, None) if known is not None else None
-
-
-# -- component checks -------------------------------------------------------------------------
-
-
-def component_configs(config: ExperimentConfig) -> list[tuple[str, str, ComponentConfig]]:
-    """Every (kind, config path, component with resolved params) that the experiment uses."""
-    from kptoolkit.models import natural_masker
-
-    generator = config.generator.name
-    masker = config.masker.name or natural_masker(generator)
-    found: list[tuple[str, str, ComponentConfig]] = [
-        (
-            "maskers",
-            "masker",
-            ComponentConfig(masker, params_for(config, masker, config.masker.params)),
-        ),
-        (
-            "generators",
-            "generator",
-            ComponentConfig(generator, params_for(config, generator, config.generator.params)),
-        ),
-    ]
-    for i, loss in enumerate(config.losses):
-        found.append(("losses", f"losses.{i}", ComponentConfig(loss.name, loss.params)))
-    for owner, losses in config.component_losses.items():
-        for i, loss in enumerate(losses):
-            path = f"component_losses.{owner}.{i}"
-            found.append(("losses", path, ComponentConfig(loss.name, loss.params)))
-    for i, metric in enumerate(config.metrics):
-        found.append(("metrics", f"metrics.{i}", metric))
-    return found
-
-
-def validate_components(config: ExperimentConfig) -> list[str]:
-    """Check that every named component exists and accepts its params; returns the problems."""
-    from kptoolkit.engine.experiment import dataset_params
-    from kptoolkit.registry import check_params, get_registry
-
-    problems = []
-    checks = list(component_configs(config))
-    try:
-        checks.append(("datasets", "data", ComponentConfig(*dataset_params(config, "train"))))
-    except ConfigError as exc:
-        problems.append(f"data: {exc}")
-    for kind, path, component in checks:
-        registry = get_registry(kind)
-        try:
-            factory = registry.get(component.name)
-            check_params(factory, component.params, f"{registry.singular} '{component.name}'")
-        except KptoolkitError as exc:
-            problems.append(f"{path}: {exc}")
-    return problems

@@ -1,4 +1,7 @@
-"""Building a masker and a generator together: checked against each other, detector attached."""
+"""Building a masker and a generator together: checked against each other, detector attached.
+
+`natural_masker` lives in `kptoolkit.resolve` and is re-exported here.
+"""
 
 from __future__ import annotations
 
@@ -12,11 +15,7 @@ from kptoolkit.errors import CompatibilityError
 from kptoolkit.generators.base import Generator, check_compatible
 from kptoolkit.maskers.base import Masker
 from kptoolkit.registry import GENERATORS, MASKERS
-
-
-def natural_masker(generator: str) -> str:
-    """The masker a generator is used with when none is named (fomm -> fomm_keypoints, ...)."""
-    return getattr(GENERATORS.get(generator), "natural_masker", "heatmap_sum")
+from kptoolkit.resolve import natural_masker
 
 
 def build_masker_and_generator(

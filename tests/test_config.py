@@ -18,9 +18,9 @@ from kptoolkit.config import (
     load_config,
     parse_override_value,
     save_config,
-    validate_components,
 )
 from kptoolkit.errors import ConfigError
+from kptoolkit.resolve import validate_components
 
 REPO = Path(__file__).resolve().parents[1]
 

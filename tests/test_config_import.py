@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from kptoolkit.cli import main
-from kptoolkit.config import load_config, validate_components
+from kptoolkit.config import load_config
 from kptoolkit.config_import import (
     FOMM,
     KEYPOINT_MASK,
@@ -22,6 +22,7 @@ from kptoolkit.config_import import (
 from kptoolkit.data.augment import augmentation_from_dict
 from kptoolkit.errors import ConfigError
 from kptoolkit.registry import GENERATORS, MASKERS, METRICS
+from kptoolkit.resolve import validate_components
 
 REPO = Path(__file__).resolve().parents[1]
 

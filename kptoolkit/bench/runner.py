@@ -58,7 +58,6 @@ from kptoolkit.config import (
     ExperimentConfig,
     apply_overrides,
     load_config,
-    params_for,
     split_override,
     structure,
     unstructure,
@@ -77,8 +76,14 @@ from kptoolkit.engine.inference import (
 from kptoolkit.engine.trainer import Trainer
 from kptoolkit.errors import ConfigError, KptoolkitError
 from kptoolkit.metrics.base import VideoScores
-from kptoolkit.models import natural_masker
 from kptoolkit.registry import DATASETS, EVALUATORS, GENERATORS, MASKERS, METRICS
+from kptoolkit.resolve import (
+    FROZEN_DETECTOR,
+    TRAINED_DETECTOR,
+    natural_masker,
+    resolve_experiment,
+    write_derived,
+)
 
 STATE_NAME = "bench-state.json"
 STAGES = ("data", "evaluators", "detector", "train", "reconstruct", "metrics", "results")
@@ -525,29 +530,13 @@ class Bench:
             config.generator.params = {}
         config.masker.name, config.generator.name = entry.masker, entry.generator
         config.train.lr = self.learning_rate(entry)
-        masker_params = params_for(config, entry.masker, config.masker.params)
-        masker_factory = MASKERS.get(entry.masker)
-        if "num_kp" in inspect.signature(masker_factory).parameters and "num_kp" not in (
-            masker_params
-        ):
-            config.masker.params["num_kp"] = config.keypoints.num_kp
-            masker_params["num_kp"] = config.keypoints.num_kp
-        if _needs_groundtruth(entry.masker) and "scale_factor" not in masker_params:
-            # the oracle's mask has the size of the detector's padded heatmaps
-            config.masker.params["scale_factor"] = config.keypoints.scale_factor
-            masker_params["scale_factor"] = config.keypoints.scale_factor
-        channels = getattr(MASKERS.create(entry.masker, **masker_params), "channels", 1)
-        generator_params = params_for(config, entry.generator, config.generator.params)
-        generator_factory = GENERATORS.get(entry.generator)
-        if (
-            channels != 1
-            and "mask_channels" in inspect.signature(generator_factory).parameters
-            and "mask_channels" not in generator_params
-        ):
-            config.generator.params["mask_channels"] = channels
-        if _needs_detector(entry.masker):
-            trains = "keypoints" in getattr(generator_factory, "requires", ())
-            config.keypoints.checkpoint = self.options.kp_checkpoint if trains else detector
+        # derived from keypoints.* as the bench always has (a given detector with another K
+        # is then reported by the row's training, naming the key)
+        rule = resolve_experiment(write_derived(config)).detector
+        if rule == TRAINED_DETECTOR:
+            config.keypoints.checkpoint = self.options.kp_checkpoint
+        elif rule == FROZEN_DETECTOR:
+            config.keypoints.checkpoint = detector
         return config
 
     def _check_same_config(self, run_dir: Path, config: ExperimentConfig) -> None:

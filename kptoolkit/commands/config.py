@@ -12,9 +12,9 @@ from kptoolkit.config import (
     apply_overrides,
     dump_config,
     load_config,
-    validate_components,
 )
 from kptoolkit.errors import ConfigError
+from kptoolkit.resolve import validate_components
 
 
 def add_set_argument(parser: argparse.ArgumentParser) -> None:

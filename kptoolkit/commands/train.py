@@ -23,28 +23,19 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_set_argument(parser)
 
 
-def select_components(config, masker: str | None, generator: str | None):
-    """The config with --masker / --generator applied (their params come from the profile)."""
-    from kptoolkit.config import ComponentConfig
-
-    if generator and generator != config.generator.name:
-        config.generator = ComponentConfig(generator)
-        if not masker:
-            config.masker = ComponentConfig("")  # the new generator's natural masker
-    if masker and masker != config.masker.name:
-        config.masker = ComponentConfig(masker)
-    return config
-
-
 def run(args: argparse.Namespace) -> int:
     """Build and train; prints where the run went."""
     from kptoolkit.commands.config import resolve
+    from kptoolkit.config import apply_overrides
     from kptoolkit.engine.distributed import init_distributed, shutdown_distributed
-    from kptoolkit.engine.experiment import resolved_masker_name
     from kptoolkit.engine.trainer import Trainer
+    from kptoolkit.resolve import choose_components, resolve_experiment
 
-    config = select_components(resolve(args.config, args.overrides), args.masker, args.generator)
-    pair = f"{resolved_masker_name(config)}+{config.generator.name}"
+    # --set after the component choice, so that masker.params.* reach the chosen masker
+    config = choose_components(resolve(args.config, []), args.masker, args.generator)
+    config = apply_overrides(config, args.overrides)
+    resolved = resolve_experiment(config)  # every incompatibility, before any tensor
+    pair = f"{resolved.masker}+{resolved.generator}"
     out = Path(args.out) if args.out else Path("runs") / config.name / pair
     context = init_distributed(args.device)
     try:

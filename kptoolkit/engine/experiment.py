@@ -18,14 +18,21 @@ import torch
 from torch import nn
 
 from kptoolkit.checkpoint_io import load_strict
-from kptoolkit.config import ExperimentConfig, LossConfig, losses_for, params_for
-from kptoolkit.errors import CompatibilityError, ConfigError
+from kptoolkit.config import ExperimentConfig, LossConfig
+from kptoolkit.errors import CompatibilityError
 from kptoolkit.generators.base import Generator, check_compatible
 from kptoolkit.keypoints.detector import FrozenDetector, KeypointDetector
 from kptoolkit.keypoints.loading import load_detector
 from kptoolkit.maskers.base import Masker
-from kptoolkit.models import natural_masker
 from kptoolkit.registry import DATASETS, GENERATORS, LOSSES, MASKERS
+from kptoolkit.resolve import (
+    NO_DETECTOR,
+    TRAINED_DETECTOR,
+    dataset_params,
+    experiment_losses,
+    masker_name,
+    resolve_experiment,
+)
 
 ADVERSARIAL_LOSSES = frozenset({"gan", "feature_matching"})
 
@@ -91,51 +98,45 @@ def _unfrozen(detector: nn.Module) -> nn.Module:
 
 def resolved_masker_name(config: ExperimentConfig) -> str:
     """The masker of the experiment: as named, or the generator's natural one."""
-    return config.masker.name or natural_masker(config.generator.name)
-
-
-def experiment_losses(config: ExperimentConfig) -> list[LossConfig]:
-    """The loss terms of the experiment's masker and generator."""
-    return losses_for(config, resolved_masker_name(config), config.generator.name)
+    return masker_name(config)
 
 
 def build_models(config: ExperimentConfig, kp_checkpoint: str | None = None) -> Models:
     """Every network of the experiment, checked against each other; weights freshly initialised
     except the keypoint detector, which comes from `kp_checkpoint` / `keypoints.checkpoint`."""
+    checkpoint = kp_checkpoint or config.keypoints.checkpoint
+    resolved = resolve_experiment(config, checkpoint)
+    trains = resolved.detector == TRAINED_DETECTOR
+    if resolved.detector != NO_DETECTOR and not checkpoint and not trains:
+        raise _no_checkpoint(resolved.masker)
     torch.manual_seed(config.seed)
-    masker_name = resolved_masker_name(config)
-    generator_name = config.generator.name
-    masker = MASKERS.create(masker_name, **params_for(config, masker_name, config.masker.params))
-    generator = GENERATORS.create(
-        generator_name, **params_for(config, generator_name, config.generator.params)
-    )
-    check_compatible(masker, generator, masker_name, generator_name)
-    models = Models(masker_name, generator_name, masker, generator)
-    if masker.needs_detector:
-        checkpoint = kp_checkpoint or config.keypoints.checkpoint
-        trains = "keypoints" in generator.requires
-        models.detector = _detector(config, checkpoint, trains, masker_name)
+    masker = MASKERS.create(resolved.masker, **resolved.masker_params)
+    generator = GENERATORS.create(resolved.generator, **resolved.generator_params)
+    check_compatible(masker, generator, resolved.masker, resolved.generator)
+    models = Models(resolved.masker, resolved.generator, masker, generator)
+    if resolved.detector != NO_DETECTOR:
+        models.detector = _detector(config, checkpoint, trains)
         models.detector_trains = trains
         masker.attach_detector(models.detector)
-    if any(loss.name in ADVERSARIAL_LOSSES for loss in experiment_losses(config)):
+    if any(loss.name in ADVERSARIAL_LOSSES for loss in resolved.losses):
         from kptoolkit.discriminator import MultiScaleDiscriminator
 
         models.discriminator = MultiScaleDiscriminator(**config.discriminator)
     return models
 
 
-def _detector(
-    config: ExperimentConfig, checkpoint: str | None, trains: bool, masker_name: str
-) -> nn.Module:
+def _no_checkpoint(masker: str) -> CompatibilityError:
+    return CompatibilityError(
+        f"masker '{masker}' reads a pretrained keypoint detector: give one with "
+        "--kp-checkpoint FILE (or keypoints.checkpoint), e.g. an official taichi-cpk.pth.tar "
+        "or the checkpoint of a kptoolkit run of the fomm baseline"
+    )
+
+
+def _detector(config: ExperimentConfig, checkpoint: str | None, trains: bool) -> nn.Module:
     if checkpoint:
         return load_detector(
             checkpoint, temperature=config.keypoints.temperature, frozen=not trains
-        )
-    if not trains:
-        raise CompatibilityError(
-            f"masker '{masker_name}' reads a pretrained keypoint detector: give one with "
-            "--kp-checkpoint FILE (or keypoints.checkpoint), e.g. an official taichi-cpk.pth.tar "
-            "or the checkpoint of a kptoolkit run of the fomm baseline"
         )
     return KeypointDetector(**detector_params(config))
 
@@ -145,32 +146,6 @@ def detector_params(config: ExperimentConfig) -> dict[str, Any]:
     params = attrs.asdict(config.keypoints)
     del params["checkpoint"]
     return params
-
-
-def dataset_params(
-    config: ExperimentConfig, split: str, root: str | Path | None = None
-) -> tuple[str, dict[str, Any]]:
-    """(dataset name, constructor params) of the experiment's `split`.
-
-    With `root`, a FOMM-layout folder read by `fomm_frames` replaces the configured dataset.
-    """
-    name = "fomm_frames" if root is not None else config.data.dataset
-    params: dict[str, Any] = {} if root is not None else dict(config.data.params)
-    params.update(split=split, frame_size=config.data.frame_size, seed=config.seed)
-    if split == "train":
-        params["repeats"] = config.train.repeats
-    masker = resolved_masker_name(config)
-    if masker in MASKERS and getattr(MASKERS.get(masker), "needs_groundtruth", False):
-        params["groundtruth"] = True  # the masker draws each frame's ground-truth joints
-    chosen = root if root is not None else config.data.root
-    if chosen is not None:
-        params["root"] = str(chosen)
-    elif name == "fomm_frames":
-        raise ConfigError(
-            "the fomm_frames dataset needs a folder: set data.root (--set data.root=DIR), or "
-            "--data DIR for reconstruction"
-        )
-    return name, params
 
 
 def build_dataset(config: ExperimentConfig, split: str, root: str | Path | None = None) -> Any:

@@ -50,6 +50,7 @@ from kptoolkit.engine.sync_batchnorm import convert_to_global_batchnorm
 from kptoolkit.engine.visualize import comparison_columns, grid_image
 from kptoolkit.errors import ConfigError, KptoolkitError
 from kptoolkit.losses.base import LossInputs
+from kptoolkit.resolve import write_derived
 
 ConfiguredLoss = tuple[LossConfig, nn.Module]
 # Distinct streams of per-step randomness.
@@ -97,7 +98,7 @@ class Trainer:
         context: DistContext | None = None,
         progress: bool = True,
     ) -> None:
-        self.config = config
+        self.config = write_derived(config, kp_checkpoint)
         self.out_dir = Path(out_dir)
         self.context = context or DistContext()
         self.progress = progress and self.context.is_main

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -31,6 +32,12 @@ class Masker(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.channels = 1
+
+    @classmethod
+    def mask_channels_for(cls, params: Mapping[str, Any]) -> int:
+        """The mask channels a masker built with `params` gives (its `channels`), known before
+        it is built; override when they depend on the parameters."""
+        return 1
 
     def forward(self, frame: torch.Tensor) -> Structure:  # pragma: no cover - interface
         raise NotImplementedError

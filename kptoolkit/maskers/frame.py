@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import torch
 
@@ -18,6 +19,11 @@ class FrameMasker(Masker):
     def __init__(self) -> None:
         super().__init__()
         self.channels = 3
+
+    @classmethod
+    def mask_channels_for(cls, params: Mapping[str, Any]) -> int:
+        """Three: the frame's colours."""
+        return 3
 
     def forward(self, frame: torch.Tensor) -> Structure:
         if frame.ndim != 4 or frame.shape[1] != 3:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import torch
 
@@ -85,6 +86,11 @@ class AllKMasker(DetectorMasker):
             raise ValueError(f"num_kp must be >= 1, got {num_kp}")
         self.channels = num_kp
 
+    @classmethod
+    def mask_channels_for(cls, params: Mapping[str, Any]) -> int:
+        """One channel per keypoint."""
+        return int(params.get("num_kp", 10))
+
     def forward(self, frame: torch.Tensor) -> Structure:
         logits = self.detect(frame).logits
         if logits.shape[1] != self.channels:
@@ -104,6 +110,11 @@ class FommKeypointsMasker(DetectorMasker):
     def __init__(self) -> None:
         super().__init__()
         self.channels = 0
+
+    @classmethod
+    def mask_channels_for(cls, params: Mapping[str, Any]) -> int:
+        """None: keypoints and jacobians, no mask."""
+        return 0
 
     def forward(self, frame: torch.Tensor) -> Structure:
         out = self.detect(frame)

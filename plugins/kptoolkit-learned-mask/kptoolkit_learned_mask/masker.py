@@ -9,7 +9,8 @@ jointly with the generator, while the detector itself stays frozen.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -41,6 +42,11 @@ class LearnedProjectionMasker(Masker):
         if init == "sum":
             nn.init.ones_(self.projection.weight)
             nn.init.zeros_(self.projection.bias)
+
+    @classmethod
+    def mask_channels_for(cls, params: Mapping[str, Any]) -> int:
+        """`out_channels` (1 by default)."""
+        return int(params.get("out_channels", 1))
 
     def project(self, logits: torch.Tensor) -> torch.Tensor:
         """(B,K,h,w) raw detector logits -> (B,C,h+6,w+6) mask, min-max normalised and padded."""

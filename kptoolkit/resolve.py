@@ -1,0 +1,332 @@
+"""From a config and the command line's choices to one resolved experiment, before any tensor.
+
+Every entry point (`train`, `bench`, `config validate`, `reconstruct` / `animate`, the Python
+API) asks this module which masker and generator run, with which parameters, which losses, and
+what the keypoint detector does. What follows from the pair is derived here, once:
+
+- the masker: as named, or the generator's natural one;
+- each component's parameters: the profile's (`component_params`), then the explicit ones
+  (`masker.params`, `generator.params`);
+- what the detector fixes (`num_kp`, `estimate_jacobian`) is copied into the components that
+  take it, and an explicit value that disagrees is an error;
+- the generator's `mask_channels` from the masker's (`Masker.mask_channels_for`);
+- the detector rule: none, frozen (read by the masker, needs a checkpoint) or trained jointly
+  (the FOMM baseline).
+
+Every problem is collected and reported together, each naming the components and the fix.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from kptoolkit.config import ComponentConfig, ExperimentConfig, LossConfig, params_for
+from kptoolkit.errors import CompatibilityError, ConfigError, KptoolkitError
+from kptoolkit.registry import GENERATORS, MASKERS, check_params, get_registry
+
+# the detector rule of an experiment
+NO_DETECTOR = "none"
+FROZEN_DETECTOR = "frozen"  # a pretrained detector read by the masker (keypoints.checkpoint)
+TRAINED_DETECTOR = "trained"  # trained with the generator (the FOMM baseline)
+
+# keypoint-detector settings that a component taking a parameter of the same name must share
+DETECTOR_FIXED = ("num_kp", "estimate_jacobian")
+
+
+@attrs.frozen
+class ResolvedExperiment:
+    """The components of one experiment as they will be built."""
+
+    masker: str
+    generator: str
+    masker_params: dict[str, Any]
+    generator_params: dict[str, Any]
+    losses: list[LossConfig]
+    detector: str  # NO_DETECTOR, FROZEN_DETECTOR or TRAINED_DETECTOR
+
+
+def natural_masker(generator: str) -> str:
+    """The masker a generator is used with when none is named (fomm -> fomm_keypoints, ...)."""
+    return getattr(GENERATORS.get(generator), "natural_masker", "heatmap_sum")
+
+
+def masker_name(config: ExperimentConfig) -> str:
+    """The masker of the experiment: as named, or the generator's natural one."""
+    return config.masker.name or natural_masker(config.generator.name)
+
+
+def choose_components(
+    config: ExperimentConfig, masker: str | None = None, generator: str | None = None
+) -> ExperimentConfig:
+    """`config` with the command line's --masker / --generator (in place; returned).
+
+    A component that changes loses the old one's explicit parameters (the new one's come from
+    the profile); a new generator without --masker gets its natural masker. Apply `--set`
+    overrides after this, so that `masker.params.*` reach the component the command line chose.
+    """
+    if generator and generator != config.generator.name:
+        config.generator = ComponentConfig(generator)
+        if not masker:
+            config.masker = ComponentConfig("")
+    if masker and masker != config.masker.name:
+        config.masker = ComponentConfig(masker)
+    return config
+
+
+def _accepts(factory: Callable[..., Any], name: str) -> bool:
+    try:
+        parameters = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+    return name in parameters
+
+
+def _mask_channels(factory: Callable[..., Any], params: Mapping[str, Any]) -> int:
+    how = getattr(factory, "mask_channels_for", None)
+    return int(how(params)) if callable(how) else 1
+
+
+def _requires(factory: Callable[..., Any], params: Mapping[str, Any]) -> frozenset[str]:
+    how = getattr(factory, "requires_for", None)
+    if callable(how):
+        return frozenset(how(params))
+    return frozenset(getattr(factory, "requires", frozenset()))
+
+
+@functools.lru_cache(maxsize=16)
+def _checkpoint_shape(path: str, stamp: tuple[int, int]) -> dict[str, Any]:
+    from kptoolkit.checkpoint_io import model_state, read_checkpoint
+    from kptoolkit.keypoints.loading import infer_detector_params
+
+    return infer_detector_params(model_state(read_checkpoint(path), "detector", path))
+
+
+def detector_settings(
+    config: ExperimentConfig, checkpoint: str | None
+) -> tuple[dict[str, Any], str]:
+    """The `DETECTOR_FIXED` settings of the experiment's detector and where they come from: read
+    off the checkpoint's shapes when there is one (`keypoints.*` are then ignored), else
+    `keypoints.*`."""
+    if checkpoint:
+        stat = Path(checkpoint).stat()
+        shape = _checkpoint_shape(str(checkpoint), (stat.st_mtime_ns, stat.st_size))
+        return {key: shape[key] for key in DETECTOR_FIXED}, f"the detector in {checkpoint}"
+    return {key: getattr(config.keypoints, key) for key in DETECTOR_FIXED}, "keypoints"
+
+
+def _share_detector_settings(
+    settings: Mapping[str, Any],
+    source: str,
+    name: str,
+    factory: Callable[..., Any],
+    params: dict[str, Any],
+    path: str,
+    problems: list[str],
+) -> None:
+    """Copy the detector's `settings` into `params` where the component takes them; report a
+    disagreeing explicit value."""
+    for key, wanted in settings.items():
+        if not _accepts(factory, key):
+            continue
+        if key not in params:
+            params[key] = wanted
+        elif params[key] != wanted:
+            where = f"keypoints.{key}" if source == "keypoints" else f"{source}: {key}"
+            problems.append(
+                f"{path}.params.{key}={params[key]} but '{name}' must match its keypoint detector "
+                f"({where}={wanted}); drop {path}.params.{key} (it is derived from the detector)"
+            )
+
+
+def _check_params(kind: str, name: str, params: Mapping[str, Any], path: str) -> str | None:
+    registry = get_registry(kind)
+    try:
+        check_params(registry.get(name), dict(params), f"{registry.singular} '{name}'")
+    except KptoolkitError as exc:
+        return f"{path}: {exc}"
+    return None
+
+
+def _resolve(
+    config: ExperimentConfig, kp_checkpoint: str | None
+) -> tuple[ResolvedExperiment | None, list[str]]:
+    problems: list[str] = []
+    generator = config.generator.name
+    try:
+        generator_factory = GENERATORS.get(generator)
+    except KptoolkitError as exc:
+        return None, [f"generator: {exc}"]
+    masker = masker_name(config)
+    try:
+        masker_factory = MASKERS.get(masker)
+    except KptoolkitError as exc:
+        return None, [f"masker: {exc}"]
+
+    uses_detector = bool(getattr(masker_factory, "needs_detector", False))
+    checkpoint = (kp_checkpoint or config.keypoints.checkpoint) if uses_detector else None
+    try:
+        settings, source = detector_settings(config, checkpoint)
+    except (OSError, KptoolkitError) as exc:
+        problems.append(f"keypoints.checkpoint: {exc}")
+        settings, source = detector_settings(config, None)
+    masker_params = params_for(config, masker, dict(config.masker.params))
+    share = functools.partial(_share_detector_settings, settings, source)
+    share(masker, masker_factory, masker_params, "masker", problems)
+    if (
+        getattr(masker_factory, "needs_groundtruth", False)
+        and _accepts(masker_factory, "scale_factor")
+        and "scale_factor" not in masker_params
+    ):
+        # circles at the true joints, on the grid of the detector's padded heatmaps
+        masker_params["scale_factor"] = config.keypoints.scale_factor
+    problem = _check_params("maskers", masker, masker_params, "masker")
+    if problem:
+        problems.append(problem)
+
+    generator_params = params_for(config, generator, dict(config.generator.params))
+    requires = _requires(generator_factory, generator_params)
+    if "keypoints" in requires:
+        share(generator, generator_factory, generator_params, "generator", problems)
+        requires = _requires(generator_factory, generator_params)
+    channels = _mask_channels(masker_factory, masker_params)
+    if "mask" in requires and _accepts(generator_factory, "mask_channels"):
+        given = generator_params.get("mask_channels")
+        if given is None:
+            if channels != 1:
+                generator_params["mask_channels"] = channels
+        elif given != channels:
+            problems.append(
+                f"generator.params.mask_channels={given} but masker '{masker}' gives "
+                f"{channels}-channel masks: drop generator.params.mask_channels (it is derived "
+                "from the masker)"
+            )
+    problem = _check_params("generators", generator, generator_params, "generator")
+    if problem:
+        problems.append(problem)
+
+    provides = frozenset(getattr(masker_factory, "provides", frozenset()))
+    missing = requires - provides
+    if missing:
+        problems.append(
+            f"masker '{masker}' provides {sorted(provides)} but generator '{generator}' requires "
+            f"{sorted(requires)} (missing: {', '.join(sorted(missing))}); use --masker "
+            f"{natural_masker(generator)} (its natural masker) or another generator"
+        )
+
+    if not uses_detector:
+        detector = NO_DETECTOR
+    elif "keypoints" in requires:
+        detector = TRAINED_DETECTOR
+    else:
+        detector = FROZEN_DETECTOR
+    resolved = ResolvedExperiment(
+        masker, generator, masker_params, generator_params, experiment_losses(config), detector
+    )
+    return resolved, problems
+
+
+def experiment_losses(config: ExperimentConfig) -> list[LossConfig]:
+    """The experiment's loss terms plus those its generator and masker bring
+    (`component_losses`)."""
+    generator, masker = config.generator.name, masker_name(config)
+    extra = [*config.component_losses.get(generator, []), *config.component_losses.get(masker, [])]
+    return [*config.losses, *extra]
+
+
+def experiment_problems(config: ExperimentConfig, kp_checkpoint: str | None = None) -> list[str]:
+    """Everything wrong with the experiment's masker x generator pair, one line each."""
+    return _resolve(config, kp_checkpoint)[1]
+
+
+def resolve_experiment(
+    config: ExperimentConfig, kp_checkpoint: str | None = None
+) -> ResolvedExperiment:
+    """The experiment's components, parameters, losses and detector rule; one
+    `CompatibilityError` listing every problem when the pair cannot be built. The detector's
+    `num_kp` and `estimate_jacobian` are read off `kp_checkpoint` (else `keypoints.checkpoint`)
+    when there is one."""
+    resolved, problems = _resolve(config, kp_checkpoint)
+    if problems or resolved is None:
+        if len(problems) == 1:
+            raise CompatibilityError(problems[0])
+        raise CompatibilityError("; ".join(problems))
+    return resolved
+
+
+# derived values a saved config states explicitly (what the bench has always written into its
+# rows' configs, so that cached rows keep matching); the rest is derived again at each build
+WRITTEN_MASKER_KEYS = ("num_kp", "scale_factor")
+WRITTEN_GENERATOR_KEYS = ("mask_channels",)
+
+
+def write_derived(config: ExperimentConfig, kp_checkpoint: str | None = None) -> ExperimentConfig:
+    """`config` (in place; returned) with the resolved masker name, and the masker's `num_kp`
+    and oracle `scale_factor` and the generator's `mask_channels` written in when derived, so
+    that a saved run says what was built."""
+    resolved = resolve_experiment(config, kp_checkpoint)
+    config.masker.name = resolved.masker
+    written = (
+        (config.masker, resolved.masker, resolved.masker_params, WRITTEN_MASKER_KEYS),
+        (config.generator, resolved.generator, resolved.generator_params, WRITTEN_GENERATOR_KEYS),
+    )
+    for component, name, params, keys in written:
+        profile = config.component_params.get(name, {})
+        for key in keys:
+            if key in params and key not in profile and key not in component.params:
+                component.params[key] = params[key]
+    return config
+
+
+def dataset_params(
+    config: ExperimentConfig, split: str, root: str | Path | None = None
+) -> tuple[str, dict[str, Any]]:
+    """(dataset name, constructor params) of the experiment's `split`.
+
+    With `root`, a FOMM-layout folder read by `fomm_frames` replaces the configured dataset.
+    """
+    name = "fomm_frames" if root is not None else config.data.dataset
+    params: dict[str, Any] = {} if root is not None else dict(config.data.params)
+    params.update(split=split, frame_size=config.data.frame_size, seed=config.seed)
+    if split == "train":
+        params["repeats"] = config.train.repeats
+    masker = masker_name(config)
+    if masker in MASKERS and getattr(MASKERS.get(masker), "needs_groundtruth", False):
+        params["groundtruth"] = True  # the masker draws each frame's ground-truth joints
+    chosen = root if root is not None else config.data.root
+    if chosen is not None:
+        params["root"] = str(chosen)
+    elif name == "fomm_frames":
+        raise ConfigError(
+            "the fomm_frames dataset needs a folder: set data.root (--set data.root=DIR), or "
+            "--data DIR for reconstruction"
+        )
+    return name, params
+
+
+def validate_components(config: ExperimentConfig) -> list[str]:
+    """Every problem of the config's components, one line each: the masker x generator pair
+    (`experiment_problems`), each loss and metric against its parameters, the dataset."""
+    problems = experiment_problems(config)
+    checks: list[tuple[str, str, str, dict[str, Any]]] = []
+    for i, loss in enumerate(config.losses):
+        checks.append(("losses", f"losses.{i}", loss.name, loss.params))
+    for owner, losses in config.component_losses.items():
+        for i, loss in enumerate(losses):
+            checks.append(("losses", f"component_losses.{owner}.{i}", loss.name, loss.params))
+    for i, metric in enumerate(config.metrics):
+        checks.append(("metrics", f"metrics.{i}", metric.name, metric.params))
+    try:
+        checks.append(("datasets", "data", *dataset_params(config, "train")))
+    except ConfigError as exc:
+        problems.append(f"data: {exc}")
+    for kind, path, name, params in checks:
+        problem = _check_params(kind, name, params, path)
+        if problem:
+            problems.append(problem)
+    return problems
