@@ -310,11 +310,6 @@ def list_components(
     return infos
 
 
-def find_component(name: str) -> list[ComponentInfo]:
-    """Every kind that has a component called `name` (usually one)."""
-    return [info for r in REGISTRIES.values() if name in r for info in r.list(name)]
-
-
 def create_masker(name: str, /, **params: Any) -> Any:
     """Build a registered masker, e.g. `create_masker("heatmap_sum")`."""
     return MASKERS.create(name, **params)

@@ -100,7 +100,7 @@ def loss_inputs(driving: torch.Tensor, detector: nn.Module | None, seed: int | N
         source_structure=structure,
         driving_structure=structure,
         detector=detector,
-        generator=None if seed is None else torch.Generator().manual_seed(seed),
+        rng=None if seed is None else torch.Generator().manual_seed(seed),
         **kw,
     )
 

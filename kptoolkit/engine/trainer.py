@@ -290,7 +290,7 @@ class Trainer:
             extras=extras,
             detector=self.models.detector if self.models.detector_trains else None,
             discriminator=self.wrapped.get("discriminator", self.models.discriminator),
-            generator=step_generator(self.config.seed, self.step, LOSS_STREAM, rank),
+            rng=step_generator(self.config.seed, self.step, LOSS_STREAM, rank),
             epoch=self.epoch,
         )
         return inputs, active

@@ -27,7 +27,7 @@ class LossInputs:
     extras: dict[str, torch.Tensor] = attrs.field(factory=dict)
     detector: nn.Module | None = None
     discriminator: nn.Module | None = None
-    generator: torch.Generator | None = None
+    rng: torch.Generator | None = None  # the step's random numbers (seeded per step and rank)
     epoch: int = 0
 
     @property

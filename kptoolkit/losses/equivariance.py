@@ -262,7 +262,7 @@ class EquivarianceLoss(Loss):
     The weights are FOMM's `equivariance_value` and `equivariance_jacobian` (10 each), so the
     configured outer weight is 1. Reads the driving frame, `inputs.driving_structure` (keypoints
     and jacobians of the trained detector on it) and `inputs.detector`, which it runs on the
-    transformed frame; draws the transform from `inputs.generator` when given. `output` is
+    transformed frame; draws the transform from `inputs.rng` when given. `output` is
     ignored. Only the fomm baseline has a detector that trains; elsewhere this is an error.
     """
 
@@ -293,7 +293,7 @@ class EquivarianceLoss(Loss):
             self.sigma_affine,
             self.sigma_tps,
             self.points_tps,
-            generator=inputs.generator,
+            generator=inputs.rng,
             device=driving.device,
             dtype=driving.dtype,
             kernel=self.kernel,

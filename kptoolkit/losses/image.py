@@ -176,9 +176,14 @@ class MaskCorrectionLoss(Loss):
         self.start_epoch = start_epoch
 
     def forward(self, inputs: LossInputs, output: str) -> torch.Tensor:
-        extras = inputs.extras
-        if "refined_driving_mask" not in extras or "clean_driving_mask" not in extras:
-            raise CompatibilityError(
-                "mask_correction needs a masker that refines its driving mask (perturbed_mask)"
-            )
-        return F.l1_loss(extras["refined_driving_mask"], extras["clean_driving_mask"].detach())
+        return mask_correction(inputs.extras)
+
+
+def mask_correction(extras: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean |refined - clean driving mask| from the extras of `perturbed_mask`'s
+    `driving_for_training`, unweighted; gradients reach the refined mask only."""
+    if "refined_driving_mask" not in extras or "clean_driving_mask" not in extras:
+        raise CompatibilityError(
+            "mask_correction needs a masker that refines its driving mask (perturbed_mask)"
+        )
+    return F.l1_loss(extras["refined_driving_mask"], extras["clean_driving_mask"].detach())

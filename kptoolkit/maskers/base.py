@@ -18,12 +18,12 @@ class Masker(nn.Module):
     """Base class: `forward(frame (B,3,H,W) in [0,1]) -> Structure`.
 
     Subclasses declare what they `provide` ({"mask"}, {"keypoints", "jacobians"}, {"frame"}),
-    their mask `channels`, whether they have `trainable` parameters, whether they support
-    relative motion, and whether they need the shared frozen keypoint detector.
+    their mask `channels` (`mask_channels_for`), whether they support relative motion, and
+    whether they need the shared frozen keypoint detector. A masker with parameters that require
+    gradients trains with the generator, with an optimiser of its own.
     """
 
     provides: ClassVar[frozenset[str]] = frozenset({"mask"})
-    trainable: ClassVar[bool] = False
     supports_relative: ClassVar[bool] = False
     needs_detector: ClassVar[bool] = False
     #: True for maskers drawn from ground-truth joints: the engine passes `joints=` (B, J, 2)
@@ -77,9 +77,9 @@ class Masker(nn.Module):
         source: torch.Tensor,
         source_structure: Structure,
         driving_structure: Structure,
-        generator: torch.Generator | None = None,
+        rng: torch.Generator | None = None,
     ) -> tuple[Structure, dict[str, torch.Tensor]]:
-        """The driving structure the generator trains on, plus tensors for `loss_terms`.
+        """The driving structure the generator trains on, plus tensors for the masker's losses.
 
         The default passes the driving structure through; the perturbed-mask baseline perturbs
         it here and runs its refinement network.
@@ -99,7 +99,3 @@ class Masker(nn.Module):
         from another video), for maskers that treat the two differently.
         """
         return driving_structure
-
-    def loss_terms(self, extras: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """Named, unweighted loss terms of the masker itself, from `driving_for_training` extras."""
-        return {}

@@ -412,9 +412,10 @@ class PerturbedMaskMasker(Masker):
     carry `refined_driving_mask`, `clean_driving_mask` (detached, the target) and
     `perturbed_driving_mask`.
 
-    `loss_terms` gives `mask_correction` = L1(refined, clean), unweighted: the paper weights it
-    by 100 (set `weight: 100` in the loss config) and enables it from the second epoch (the
-    original sets `predict_mask = epoch >= 1`, 0-based). Its gradients reach only the refiner.
+    The `mask_correction` loss (`kptoolkit.losses.image`) is L1(refined, clean): the paper
+    weights it by 100 (set `weight: 100` in the loss config) and enables it from the second
+    epoch (the original sets `predict_mask = epoch >= 1`, 0-based). Its gradients reach only the
+    refiner.
 
     Inference (`driving_for_inference`), as in the original with the default
     `inference_mask="auto"`: reconstruction uses the clean driving mask; animation thresholds
@@ -427,7 +428,6 @@ class PerturbedMaskMasker(Masker):
     """
 
     provides: ClassVar[frozenset[str]] = frozenset({"mask"})
-    trainable: ClassVar[bool] = True
     supports_relative: ClassVar[bool] = False
     needs_detector: ClassVar[bool] = False
 
@@ -541,11 +541,11 @@ class PerturbedMaskMasker(Masker):
         source: torch.Tensor,
         source_structure: Structure,
         driving_structure: Structure,
-        generator: torch.Generator | None = None,
+        rng: torch.Generator | None = None,
     ) -> tuple[Structure, dict[str, torch.Tensor]]:
         """The clean driving structure (as in the original), plus the refinement's tensors."""
         source_mask, driving_mask = _masks(source_structure, driving_structure)
-        perturbed = self.perturb(driving_mask, generator)
+        perturbed = self.perturb(driving_mask, rng)
         refined = self.refiner(source, source_mask.detach(), perturbed)
         extras = {
             "refined_driving_mask": refined,
@@ -572,17 +572,6 @@ class PerturbedMaskMasker(Masker):
         source_mask, driving_mask = _masks(source_structure, driving_structure)
         prepared = prepare_inference_mask(driving_mask, self.threshold, self.inference_scale)
         return driving_structure.replace(mask=self.refiner(source, source_mask, prepared))
-
-    def loss_terms(self, extras: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """`mask_correction`: mean |refined - clean driving mask|, unweighted (paper: x100)."""
-        missing = [k for k in ("refined_driving_mask", "clean_driving_mask") if k not in extras]
-        if missing:
-            raise ValueError(
-                f"perturbed_mask loss_terms needs the extras of driving_for_training; "
-                f"missing {missing}"
-            )
-        refined = extras["refined_driving_mask"]
-        return {"mask_correction": F.l1_loss(refined, extras["clean_driving_mask"].detach())}
 
 
 def _masks(source: Structure, driving: Structure) -> tuple[torch.Tensor, torch.Tensor]:

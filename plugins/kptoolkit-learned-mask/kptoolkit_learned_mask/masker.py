@@ -27,7 +27,6 @@ class LearnedProjectionMasker(Masker):
     """Learned 1x1 projection of the detector's K logit channels, in place of their fixed sum."""
 
     provides: ClassVar[frozenset[str]] = frozenset({"mask"})
-    trainable: ClassVar[bool] = True
     needs_detector: ClassVar[bool] = True
 
     def __init__(self, num_kp: int = 10, out_channels: int = 1, init: str = "sum") -> None:
