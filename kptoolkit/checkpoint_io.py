@@ -8,7 +8,6 @@ Two layouts are understood:
 
 from __future__ import annotations
 
-import os
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from kptoolkit.atomic import atomic_path
 from kptoolkit.errors import KptoolkitError
 
 KPTOOLKIT_FORMAT = "kptoolkit"
@@ -32,22 +32,9 @@ class CheckpointError(KptoolkitError):
 
 
 def atomic_save(payload: dict[str, Any], path: Path) -> None:
-    """torch.save to a temporary file, fsync it, then rename it over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # only left when something failed before the rename
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)  # make the rename itself durable
-    finally:
-        os.close(directory)
+    """torch.save to a temporary file, fsync it, then rename it over `path` (durably)."""
+    with atomic_path(path, durable=True) as partial:
+        torch.save(payload, partial)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

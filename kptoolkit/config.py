@@ -18,6 +18,7 @@ from typing import Any, TypeVar, Union
 import attrs
 import yaml
 
+from kptoolkit.atomic import atomic_write_text
 from kptoolkit.errors import ConfigError
 from kptoolkit.metrics.aggregate import AVERAGES
 
@@ -379,11 +380,7 @@ def dump_config(config: ExperimentConfig) -> str:
 
 def save_config(config: ExperimentConfig, path: str | Path) -> None:
     """Write the config as YAML (atomically: temp file then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(dump_config(config), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, dump_config(config))
 
 
 # -- overrides --------------------------------------------------------------------------------

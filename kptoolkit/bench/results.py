@@ -20,6 +20,7 @@ from typing import Any
 import attrs
 import numpy as np
 
+from kptoolkit.atomic import atomic_write_text
 from kptoolkit.bench.published import PUBLISHED_TAICHI, TITLE, PublishedRow
 from kptoolkit.metrics import aggregate
 
@@ -419,8 +420,4 @@ def results_json(table: Table, context: dict[str, Any]) -> str:
 
 def write_text(path: Path, text: str) -> Path:
     """Write `text` atomically (temp file, then rename)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    partial.write_text(text, encoding="utf-8")
-    partial.replace(path)
-    return path
+    return atomic_write_text(path, text)

@@ -7,6 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from kptoolkit.atomic import atomic_write_text
 from kptoolkit.config import (
     ExperimentConfig,
     apply_overrides,
@@ -78,10 +79,7 @@ def run_import(args: argparse.Namespace) -> int:
         return 0
     out = Path(args.out)
     try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(out.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        tmp.replace(out)
+        atomic_write_text(out, text)
     except OSError as exc:
         raise ConfigError(f"cannot write {out}: {exc}") from None
     print(f"wrote {out}")

@@ -38,6 +38,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from kptoolkit.atomic import atomic_write_text
 from kptoolkit.data.puppet_style import STYLES, PuppetStyle, motion_statistics, summarise_motion
 from kptoolkit.errors import KptoolkitError
 
@@ -941,9 +942,7 @@ def generate_dataset(
 
 
 def _write_manifest(out: Path, manifest: dict) -> None:
-    temporary = out / f".{MANIFEST_NAME}.tmp"
-    temporary.write_text(json.dumps(manifest, indent=2) + "\n")
-    temporary.replace(out / MANIFEST_NAME)  # atomic: readers never see half a manifest
+    atomic_write_text(out / MANIFEST_NAME, json.dumps(manifest, indent=2) + "\n")
 
 
 _MANIFEST_KEYS = ("generator", "version", "seed", "size", "frames", "counts", "joint_names")

@@ -46,6 +46,7 @@ from PIL import Image
 from torch import nn
 from tqdm import tqdm
 
+from kptoolkit.atomic import atomic_path
 from kptoolkit.data.datasets import SkippedVideoWarning, frames_to_tensor, resize_frames
 from kptoolkit.data.video_io import (
     Mp4Writer,
@@ -496,20 +497,19 @@ def write_stacked_png(batches: list[np.ndarray], path: Path) -> None:
     count, height, width, channels = frames.shape
     stacked = frames.transpose(1, 0, 2, 3).reshape(height, count * width, channels)
     del frames
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial.png")
-    Image.fromarray(np.ascontiguousarray(stacked)).save(partial, format="PNG", compress_level=1)
-    os.replace(partial, path)
+    with atomic_path(path, suffix=".png") as partial:
+        Image.fromarray(np.ascontiguousarray(stacked)).save(partial, format="PNG", compress_level=1)
 
 
 def _write_csv(result: ReconstructionResult) -> None:
-    partial = result.csv_path.with_name(f".{CSV_NAME}.partial")
-    with open(partial, "w", newline="", encoding="utf-8") as handle:
+    with (
+        atomic_path(result.csv_path) as partial,
+        open(partial, "w", newline="", encoding="utf-8") as handle,
+    ):
         writer = csv.writer(handle)
         writer.writerow(["video", "frames", "l1"])
         for score in result.videos:
             writer.writerow([score.name, score.frames, f"{score.l1:.8f}"])
-    os.replace(partial, result.csv_path)
 
 
 def read_reconstruction_csv(path: str | Path) -> list[VideoScore]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
+from kptoolkit.atomic import atomic_path
+
 
 class RunLog:
     """Appends rows to `losses.csv`; new loss names add columns (the file is rewritten then)."""
@@ -51,12 +53,10 @@ class RunLog:
                     self.writer.add_scalar(key, value, step)
 
     def _rewrite(self) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        with tmp.open("w", newline="") as handle:
+        with atomic_path(self.path) as partial, partial.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, self.columns)
             writer.writeheader()
             writer.writerows(self.rows)
-        tmp.replace(self.path)
 
     def close(self) -> None:
         """Flush TensorBoard."""

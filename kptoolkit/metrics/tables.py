@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from kptoolkit.atomic import atomic_path
 from kptoolkit.errors import KptoolkitError
 
 COLUMNS = ("file_name", "frame_number", "value")
@@ -52,11 +53,8 @@ def export_table(rows: Iterable[tuple[str, int, np.ndarray | None]], path: str |
         table["frame_number"].append(int(frame_number))
         table["value"].append(None if value is None else np.asarray(value))
     frame = pd.DataFrame(table, columns=list(COLUMNS))
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    partial = path.with_name(f".{path.name}.partial")
-    frame.to_pickle(partial)
-    partial.replace(path)
+    with atomic_path(path) as partial:
+        frame.to_pickle(partial)
 
 
 def import_table(path: str | Path) -> dict[str, dict[int, np.ndarray | None]]:

@@ -1,0 +1,56 @@
+"""Atomic file writes: write a hidden sibling, then rename it over the target.
+
+Readers never see half a file, and a write that fails or is killed leaves the old file (or none)
+plus at most a hidden `.<name>.<pid>.partial<suffix>` sibling, never a truncated target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+PARTIAL_MARK = ".partial"
+
+
+def partial_path(path: Path, suffix: str = "") -> Path:
+    """The hidden sibling `path` is written to before the rename (`suffix` keeps an extension
+    that a writer needs, e.g. ".mp4")."""
+    return path.with_name(f".{path.name}.{os.getpid()}{PARTIAL_MARK}{suffix}")
+
+
+def _fsync_directory(directory: Path) -> None:
+    handle = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(handle)
+    finally:
+        os.close(handle)
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path, suffix: str = "", durable: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling of `path` to write to; when the block ends without an error it
+    is renamed over `path`, otherwise removed. `durable` also fsyncs the file and the folder
+    (for checkpoints), so that the rename survives a power loss."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = partial_path(path, suffix)
+    try:
+        yield partial
+        if durable:
+            with open(partial, "rb+") as handle:
+                os.fsync(handle.fileno())
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)  # left only when the block failed before the rename
+    if durable:
+        _fsync_directory(path.parent)
+
+
+def atomic_write_text(path: str | Path, text: str) -> Path:
+    """Write `text` (UTF-8) to `path` atomically; returns the path."""
+    path = Path(path)
+    with atomic_path(path) as partial:
+        partial.write_text(text, encoding="utf-8")
+    return path
