@@ -49,7 +49,20 @@ def inference_model(
     return prepare(model, precision, channels_last, compile)
 
 
+# the notebook API (kptoolkit/api.py), imported on first use so that `import kptoolkit` stays cheap
+NOTEBOOK_API = ("build", "load_run", "animate_frames", "reconstruct_video")
+
+
+def __getattr__(name: str) -> Any:
+    if name in NOTEBOOK_API:
+        from kptoolkit import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'kptoolkit' has no attribute {name!r}")
+
+
 __all__ = [
+    *NOTEBOOK_API,
     "DATASETS",
     "EVALUATORS",
     "GENERATORS",
