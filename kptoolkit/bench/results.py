@@ -48,7 +48,29 @@ COST_COLUMNS = (
     Column("ms_per_frame", "ms/frame", 1, None),
     Column("train_minutes", "Train (min)", 1, None),
 )
-COLUMNS = METRIC_COLUMNS + COST_COLUMNS
+EXTRA_METRIC_DIGITS = 4
+
+
+def metric_columns(rows: Sequence[ResultRow]) -> tuple[Column, ...]:
+    """The standard metric columns, then one per other metric the rows were scored with (a
+    registered plugin metric), headed by its name, in the order first met."""
+    from kptoolkit.registry import METRICS
+
+    known = {c.key for c in METRIC_COLUMNS}
+    extra: list[str] = []
+    for row in rows:
+        for key in row.per_video:
+            if key not in known and key not in extra:
+                extra.append(key)
+    columns = list(METRIC_COLUMNS)
+    for key in extra:
+        higher = (
+            bool(getattr(METRICS.get(key), "higher_is_better", False)) if key in METRICS else False
+        )
+        columns.append(Column(key, key, EXTRA_METRIC_DIGITS, not higher))
+    return tuple(columns)
+
+
 REFERENCE_GENERATOR = "fomm"
 
 
@@ -117,6 +139,12 @@ class Table:
     improvements: dict[str, dict[str, aggregate.Change]]  # variant -> metric -> change
     settings: TableSettings
     videos: int  # test videos the intervals resample
+    metric_columns: tuple[Column, ...] = METRIC_COLUMNS
+
+    @property
+    def columns(self) -> tuple[Column, ...]:
+        """The metric columns, then the cost columns."""
+        return self.metric_columns + COST_COLUMNS
 
     @property
     def several_seeds(self) -> bool:
@@ -160,7 +188,7 @@ def build_table(rows: Sequence[ResultRow], settings: TableSettings = TableSettin
         aggregate.resample_indices(count, settings.resamples, settings.seed) if count else None
     )
     estimates = {r.method: _row_estimates(r, settings, indices) for r in rows}
-    table = Table(list(rows), estimates, {}, settings, count)
+    table = Table(list(rows), estimates, {}, settings, count, metric_columns(rows))
     fomm = _fomm_row(rows)
     if fomm is None:
         return table
@@ -168,7 +196,7 @@ def build_table(rows: Sequence[ResultRow], settings: TableSettings = TableSettin
         if row.role != "variant":
             continue
         changes = {}
-        for column in METRIC_COLUMNS:
+        for column in table.metric_columns:
             if column.key in row.per_video and column.key in fomm.per_video:
                 changes[column.key] = aggregate.paired_change(
                     row.per_video[column.key],
@@ -218,17 +246,17 @@ def _percent(change: aggregate.Change) -> str:
 
 
 def _table_cells(table: Table, pm: str = "±") -> tuple[list[str], list[list[str]]]:
-    header = ["Method", *(c.header for c in COLUMNS)]
+    header = ["Method", *(c.header for c in table.columns)]
     body = []
     for row in table.rows:
-        metrics = [_cell(table.estimate(row, c.key), c.digits, pm) for c in METRIC_COLUMNS]
+        metrics = [_cell(table.estimate(row, c.key), c.digits, pm) for c in table.metric_columns]
         costs = [
             "-" if row.role == "floor" else _number(row.value(c.key), c.digits)
             for c in COST_COLUMNS
         ]
         body.append([row.method, *metrics, *costs])
     for method, changes in table.improvements.items():
-        cells = [_percent(changes[c.key]) for c in METRIC_COLUMNS]
+        cells = [_percent(changes[c.key]) for c in table.metric_columns]
         body.append([f"Improvement over FOMM ({method})", *cells, *("" for _ in COST_COLUMNS)])
     return header, body
 
@@ -270,12 +298,14 @@ def results_csv(table: Table) -> str:
     columns), then the improvement rows in percent with their paired intervals."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    metric_keys = [f"{c.key}{suffix}" for c in METRIC_COLUMNS for suffix in ("", *CSV_SUFFIXES)]
+    metric_keys = [
+        f"{c.key}{suffix}" for c in table.metric_columns for suffix in ("", *CSV_SUFFIXES)
+    ]
     cost_keys = [c.key for c in COST_COLUMNS]
     writer.writerow(["method", "kind", "masker", "generator", *metric_keys, *cost_keys])
     for r in table.rows:
         values = []
-        for column in METRIC_COLUMNS:
+        for column in table.metric_columns:
             found = table.estimate(r, column.key)
             values += [_csv_number(v) for v in (found.value, found.low, found.high)]
             values.append(_csv_number(found.seed_std))
@@ -283,7 +313,7 @@ def results_csv(table: Table) -> str:
         writer.writerow([r.method, r.role, r.masker, r.generator, *values, *costs])
     for method, changes in table.improvements.items():
         values = []
-        for column in METRIC_COLUMNS:
+        for column in table.metric_columns:
             change = changes[column.key]
             values += [_csv_number(v) for v in (change.value, change.low, change.high)] + [""]
         blanks = ["" for _ in COST_COLUMNS]
@@ -373,7 +403,7 @@ def _json_safe(value: Any) -> Any:
 
 def _row_json(table: Table, row: ResultRow) -> dict[str, Any]:
     metrics, intervals, spread = {}, {}, {}
-    for column in METRIC_COLUMNS:
+    for column in table.metric_columns:
         found = table.estimate(row, column.key)
         if math.isnan(found.value):
             continue

@@ -34,8 +34,6 @@ from kptoolkit.resolve import (
     resolve_experiment,
 )
 
-ADVERSARIAL_LOSSES = frozenset({"gan", "feature_matching"})
-
 
 @attrs.define
 class Models:
@@ -118,11 +116,16 @@ def build_models(config: ExperimentConfig, kp_checkpoint: str | None = None) -> 
         models.detector = _detector(config, checkpoint, trains)
         models.detector_trains = trains
         masker.attach_detector(models.detector)
-    if any(loss.name in ADVERSARIAL_LOSSES for loss in resolved.losses):
+    if any(_needs_discriminator(loss.name) for loss in resolved.losses):
         from kptoolkit.discriminator import MultiScaleDiscriminator
 
         models.discriminator = MultiScaleDiscriminator(**config.discriminator)
     return models
+
+
+def _needs_discriminator(loss: str) -> bool:
+    factory = LOSSES.get(loss)
+    return any(getattr(factory, flag, False) for flag in ("needs_discriminator", "adversarial"))
 
 
 def _no_checkpoint(masker: str) -> CompatibilityError:

@@ -46,6 +46,9 @@ class Loss(nn.Module):
 
     #: whether the term needs a discriminator step of its own (GAN losses)
     adversarial: bool = False
+    #: whether the term reads the discriminator (GAN and feature-matching losses): the engine
+    #: builds one when any configured term does
+    needs_discriminator: bool = False
     #: whether the term reads the masker's `driving_for_training` extras (the trainer only runs
     #: that, e.g. the perturbed-mask refinement network, while such a term is active)
     reads_extras: bool = False

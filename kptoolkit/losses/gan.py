@@ -107,6 +107,7 @@ class GanLoss(Loss):
     """
 
     adversarial = True
+    needs_discriminator = True
 
     def forward(self, inputs: LossInputs, output: str = "prediction") -> torch.Tensor:
         discriminator = _require_discriminator(inputs, "gan")
@@ -135,6 +136,8 @@ class FeatureMatchingLoss(Loss):
     generator only (the discriminator's gradients from it are discarded by the trainer, as in
     FOMM).
     """
+
+    needs_discriminator = True
 
     def __init__(self, layer_weights: Sequence[float] = (10.0, 10.0, 10.0, 10.0)) -> None:
         super().__init__()
