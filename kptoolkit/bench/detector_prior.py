@@ -7,14 +7,17 @@ by everything that determines it (the dataset, the config, the budget), so every
 dataset reuses it. Its diagnostics (`kptoolkit.keypoints.diagnostics`: keypoint spread and
 linear-probe R^2 against the synthetic ground truth) go into every results table.
 
-Why a recipe of its own: trained as the FOMM row is, the detector's ten keypoints collapse onto
-the figure's middle within a few hundred steps (spread 0.3-0.5 px on 64 px puppets). FOMM's
-equivariance terms pull every keypoint towards the centre of its random warps, where they move
-least; in FOMM's own training the perceptual loss (about 80-120) outweighs them (about 0.5)
-some 200 to 1, while the bench's L1 pyramid (about 0.05) is outweighed by them 1 to 8. The
-prior therefore scales the equivariance weights by `equivariance_scale` (restoring FOMM's
-balance) and adds the same reconstruction loss on FOMM's warped source (`deformed`, the flow
-alone), which trains the motion directly rather than through a decoder that is still blurry.
+The loss balance: FOMM's equivariance terms pull every keypoint towards the centre of its random
+warps, where they move least. In FOMM's own training the perceptual loss (about 80-120)
+outweighs them (about 0.5) some 200 to 1; against the CPU profile's L1 pyramid (about 0.05) at
+weight 1 they win 8 to 1 and the ten keypoints collapse onto the figure's middle within a few
+hundred steps (spread 0.3-0.5 px on 64 px puppets). The CPU profile (`synthetic-64`) therefore
+weighs the equivariance term 1e-3, for the FOMM row and the prior alike; `equivariance_scale`
+can scale it further for the prior alone.
+
+Why a recipe of its own: the prior adds the same reconstruction loss on FOMM's warped source
+(`deformed`, the flow alone), which trains the motion directly rather than through a decoder
+that is still blurry, and keeps the optimiser it was validated with.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 import attrs
 import torch
 
+from kptoolkit.atomic import atomic_write_text
 from kptoolkit.config import ExperimentConfig, LossConfig, structure, unstructure
 from kptoolkit.data.puppet_style import figure_height
 from kptoolkit.engine.checkpoints import list_checkpoints
@@ -45,7 +49,9 @@ DIAGNOSTICS_NAME = "diagnostics.json"
 class PriorRecipe:
     """How the detector prior's training departs from the FOMM baseline's."""
 
-    equivariance_scale: float = 1e-3  # multiplies the equivariance terms' weights
+    # multiplies the equivariance terms' weights (the profile's weight already keeps FOMM's
+    # balance; before that moved into the profile, this was 1e-3 on a weight of 1)
+    equivariance_scale: float = 1.0
     warp_weight: float = 1.0  # the reconstruction losses again on `deformed`, times this
     # the optimiser the recipe was validated with (FOMM's learning rate, float32), whatever
     # the rows use; None keeps the rows' setting
@@ -146,9 +152,7 @@ def ensure_prior(
         if result.checkpoint is None:
             raise RuntimeError(f"the detector prior saved no checkpoint in {folder}")
         record = {"checkpoint": str(result.checkpoint.relative_to(folder)), "steps": result.steps}
-        partial = done.with_name(".done.json.partial")
-        partial.write_text(json.dumps(record) + "\n")
-        partial.replace(done)
+        atomic_write_text(done, json.dumps(record) + "\n")
         say(f"detector prior: {result.steps} steps in {result.seconds / 60:.1f} min")
         return result.checkpoint
 
@@ -184,9 +188,7 @@ def prior_diagnostics(
     diagnostics["centroid_probe_r2"] = centroid_probe_r2(
         *(joints[visible.all(axis=1)] for _, joints, visible in (fit, held_out))
     )
-    partial = cache.with_name(f".{cache.name}.partial")
-    partial.write_text(json.dumps({"dataset": key, "diagnostics": diagnostics}) + "\n")
-    partial.replace(cache)
+    atomic_write_text(cache, json.dumps({"dataset": key, "diagnostics": diagnostics}) + "\n")
     return {**found, **diagnostics}
 
 
