@@ -6,7 +6,13 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_inference import BATCH, data_root, kp_file, runs  # noqa: F401 (module fixtures)
+from test_inference import (  # noqa: F401 (module fixtures)
+    BATCH,
+    data_root,
+    kp_file,
+    record_inference_tasks,
+    runs,
+)
 from train_fixtures import tiny_config
 
 import kptoolkit
@@ -38,14 +44,7 @@ def test_reconstruct_video_gives_what_the_reconstruct_command_writes(runs, tmp_p
 
 def test_animate_frames_takes_the_maskers_inference_path(runs):  # noqa: F811
     models = kptoolkit.load_run(runs["perturbed_mask"])
-    tasks: list[str] = []
-    driving_for_inference = models.masker.driving_for_inference
-
-    def spy(source, source_structure, driving_structure, task="animation"):
-        tasks.append(task)
-        return driving_for_inference(source, source_structure, driving_structure, task=task)
-
-    models.masker.driving_for_inference = spy
+    tasks = record_inference_tasks(models.masker)
     driving = torch.rand(5, 3, 64, 64)
     video = kptoolkit.animate_frames(models, driving[0], driving, batch_size=2)
     assert video.shape == (5, 3, 64, 64) and video.min() >= 0 and video.max() <= 1

@@ -178,17 +178,23 @@ def test_models_come_back_as_they_were(runs, masker):
         assert not models.detector.training  # the frozen detector stays frozen
 
 
-def test_perturbed_mask_uses_the_clean_mask_for_reconstruction(runs, driving_mp4, tmp_path):
-    config, models = load_run(runs["perturbed_mask"])
+def record_inference_tasks(masker) -> list[str]:
+    """The `task` of every `driving_for_inference` call the masker gets from now on."""
     tasks: list[str] = []
-    refines: list[int] = []
-    driving_for_inference = models.masker.driving_for_inference
+    driving_for_inference = masker.driving_for_inference
 
     def spy(source, source_structure, driving_structure, task="animation"):
         tasks.append(task)
         return driving_for_inference(source, source_structure, driving_structure, task=task)
 
-    models.masker.driving_for_inference = spy
+    masker.driving_for_inference = spy
+    return tasks
+
+
+def test_perturbed_mask_uses_the_clean_mask_for_reconstruction(runs, driving_mp4, tmp_path):
+    config, models = load_run(runs["perturbed_mask"])
+    tasks = record_inference_tasks(models.masker)
+    refines: list[int] = []
     models.masker.refiner.register_forward_hook(lambda *_: refines.append(1))
     reconstruct(models, build_test_dataset(config), tmp_path / "r", 4, max_videos=1, progress=False)
     assert set(tasks) == {"reconstruction"} and not refines  # the clean mask drives
