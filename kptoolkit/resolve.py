@@ -170,8 +170,16 @@ def _resolve(
 
     uses_detector = bool(getattr(masker_factory, "needs_detector", False))
     checkpoint = (kp_checkpoint or config.keypoints.checkpoint) if uses_detector else None
+    # the checkpoint is read only when a component takes what it fixes (all_k, fomm, ...)
+    takes = any(
+        _accepts(factory, key)
+        for factory in (masker_factory, generator_factory)
+        for key in DETECTOR_FIXED
+    )
+    if checkpoint and not takes and not Path(checkpoint).is_file():
+        problems.append(f"keypoints.checkpoint: no such file: {checkpoint}")
     try:
-        settings, source = detector_settings(config, checkpoint)
+        settings, source = detector_settings(config, checkpoint if takes else None)
     except (OSError, KptoolkitError) as exc:
         problems.append(f"keypoints.checkpoint: {exc}")
         settings, source = detector_settings(config, None)
@@ -265,10 +273,10 @@ WRITTEN_MASKER_KEYS = ("num_kp", "scale_factor")
 WRITTEN_GENERATOR_KEYS = ("mask_channels",)
 
 
-def write_derived(config: ExperimentConfig, kp_checkpoint: str | None = None) -> ExperimentConfig:
-    """`config` (in place; returned) with the resolved masker name, and the masker's `num_kp`
-    and oracle `scale_factor` and the generator's `mask_channels` written in when derived, so
-    that a saved run says what was built."""
+def write_derived(config: ExperimentConfig, kp_checkpoint: str | None = None) -> ResolvedExperiment:
+    """Write into `config` (in place) the resolved masker name, and the masker's `num_kp` and
+    oracle `scale_factor` and the generator's `mask_channels` when derived, so that a saved run
+    says what was built; returns the resolution."""
     resolved = resolve_experiment(config, kp_checkpoint)
     config.masker.name = resolved.masker
     written = (
@@ -280,7 +288,7 @@ def write_derived(config: ExperimentConfig, kp_checkpoint: str | None = None) ->
         for key in keys:
             if key in params and key not in profile and key not in component.params:
                 component.params[key] = params[key]
-    return config
+    return resolved
 
 
 def dataset_params(

@@ -81,7 +81,6 @@ from kptoolkit.resolve import (
     FROZEN_DETECTOR,
     TRAINED_DETECTOR,
     natural_masker,
-    resolve_experiment,
     write_derived,
 )
 
@@ -532,7 +531,7 @@ class Bench:
         config.train.lr = self.learning_rate(entry)
         # derived from keypoints.* as the bench always has (a given detector with another K
         # is then reported by the row's training, naming the key)
-        rule = resolve_experiment(write_derived(config)).detector
+        rule = write_derived(config).detector
         if rule == TRAINED_DETECTOR:
             config.keypoints.checkpoint = self.options.kp_checkpoint
         elif rule == FROZEN_DETECTOR:

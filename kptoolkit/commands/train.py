@@ -34,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     # --set after the component choice, so that masker.params.* reach the chosen masker
     config = choose_components(resolve(args.config, []), args.masker, args.generator)
     config = apply_overrides(config, args.overrides)
-    resolved = resolve_experiment(config)  # every incompatibility, before any tensor
+    # every incompatibility, before any tensor
+    resolved = resolve_experiment(config, args.kp_checkpoint)
     pair = f"{resolved.masker}+{resolved.generator}"
     out = Path(args.out) if args.out else Path("runs") / config.name / pair
     context = init_distributed(args.device)

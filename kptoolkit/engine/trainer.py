@@ -98,7 +98,8 @@ class Trainer:
         context: DistContext | None = None,
         progress: bool = True,
     ) -> None:
-        self.config = write_derived(config, kp_checkpoint)
+        write_derived(config, kp_checkpoint)
+        self.config = config
         self.out_dir = Path(out_dir)
         self.context = context or DistContext()
         self.progress = progress and self.context.is_main

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -89,7 +90,7 @@ class AllKMasker(DetectorMasker):
     @classmethod
     def mask_channels_for(cls, params: Mapping[str, Any]) -> int:
         """One channel per keypoint."""
-        return int(params.get("num_kp", 10))
+        return int(params.get("num_kp", inspect.signature(cls).parameters["num_kp"].default))
 
     def forward(self, frame: torch.Tensor) -> Structure:
         logits = self.detect(frame).logits
