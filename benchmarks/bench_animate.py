@@ -21,6 +21,8 @@ from kptoolkit.data.video_io import count_frames, write_mp4
 from kptoolkit.engine.experiment import Models
 from kptoolkit.engine.inference import animate
 from kptoolkit.keypoints.detector import FrozenDetector, KeypointDetector
+from kptoolkit.presets import CPU64, preset_params
+from kptoolkit.resolve import detector_params
 
 LENGTHS = [100, 1000]
 BATCH = 16
@@ -32,19 +34,10 @@ def cpu64_models() -> Models:
     """heatmap_sum + two_stage at the synthetic-64 widths, random weights (seed 0)."""
     config = ExperimentConfig()
     torch.manual_seed(config.seed)
-    kp = config.keypoints
-    detector = FrozenDetector(
-        KeypointDetector(
-            num_kp=kp.num_kp,
-            block_expansion=kp.block_expansion,
-            max_features=kp.max_features,
-            num_blocks=kp.num_blocks,
-            scale_factor=kp.scale_factor,
-        )
-    )
+    detector = FrozenDetector(KeypointDetector(**detector_params(config)))
     masker = create_masker("heatmap_sum")
     masker.attach_detector(detector)
-    generator = create_generator("two_stage", **config.component_params["two_stage"])
+    generator = create_generator("two_stage", **preset_params("generators", "two_stage", CPU64))
     return Models("heatmap_sum", "two_stage", masker, generator, detector)
 
 

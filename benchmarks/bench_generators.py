@@ -14,13 +14,13 @@ from bench_method import BATCHES, SETTINGS, record, rounds
 from memory import peak_mib_in_fresh_process
 
 from kptoolkit import create_generator
-from kptoolkit.config import ExperimentConfig
+from kptoolkit.presets import CPU64, preset_params
 from kptoolkit.structure import Structure
 
 GENERATORS = ["two_stage", "fomm", "x2face"]
 WIDTHS = {
     "paper256": {name: {} for name in GENERATORS},
-    "cpu64": {name: ExperimentConfig().component_params[name] for name in GENERATORS},
+    "cpu64": {name: preset_params("generators", name, CPU64) for name in GENERATORS},
 }
 
 

@@ -16,21 +16,23 @@ from memory import peak_mib_in_fresh_process
 from kptoolkit import create_generator, create_masker
 from kptoolkit.config import ExperimentConfig
 from kptoolkit.keypoints.detector import FrozenDetector, KeypointDetector
+from kptoolkit.presets import CPU64, preset_params
+from kptoolkit.resolve import detector_params
 from kptoolkit.structure import Structure
 
-CPU = ExperimentConfig()  # the synthetic-64 profile holds the CPU widths
+CPU_DETECTOR = detector_params(ExperimentConfig())  # the synthetic-64 default: cpu64 presets
 SETTINGS = {
     "paper256": {"size": 256, "detector": {}, "two_stage": {}, "perturbed_mask": {}},
     "cpu64": {
         "size": 64,
         "detector": {
-            "block_expansion": CPU.keypoints.block_expansion,
-            "max_features": CPU.keypoints.max_features,
-            "num_blocks": CPU.keypoints.num_blocks,
-            "scale_factor": CPU.keypoints.scale_factor,
+            "block_expansion": CPU_DETECTOR["block_expansion"],
+            "max_features": CPU_DETECTOR["max_features"],
+            "num_blocks": CPU_DETECTOR["num_blocks"],
+            "scale_factor": CPU_DETECTOR["scale_factor"],
         },
-        "two_stage": CPU.component_params["two_stage"],
-        "perturbed_mask": CPU.component_params["perturbed_mask"],
+        "two_stage": preset_params("generators", "two_stage", CPU64),
+        "perturbed_mask": preset_params("maskers", "perturbed_mask", CPU64),
     },
 }
 MASKERS = [

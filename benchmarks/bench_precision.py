@@ -32,10 +32,11 @@ import torch
 
 from kptoolkit import inference_model
 from kptoolkit.config import ExperimentConfig, load_config
-from kptoolkit.engine.experiment import Models, build_models, detector_params
+from kptoolkit.engine.experiment import Models, build_models
 from kptoolkit.engine.inference import expand_structure, first_of
 from kptoolkit.engine.precision import to_float32
 from kptoolkit.keypoints.detector import KeypointDetector
+from kptoolkit.resolve import detector_params
 
 ROOT = Path(__file__).resolve().parent.parent
 PAIRS = {

@@ -1,6 +1,6 @@
 """Training throughput on the CPU: optimisation steps per second at 64 px CPU widths, batch 8.
 
-The synthetic-64 profile (widths in `ExperimentConfig().component_params`), a detector from a
+The synthetic-64 profile (every component's cpu64 preset), a detector from a
 FOMM-layout file with random weights for the keypoint maskers, 2 data-loader workers.
 """
 
@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from kptoolkit.config import ExperimentConfig, apply_overrides
-from kptoolkit.engine.experiment import detector_params
 from kptoolkit.engine.trainer import Trainer
 from kptoolkit.keypoints.detector import KeypointDetector
+from kptoolkit.resolve import detector_params
 
 PAIRS = [("heatmap_sum", "two_stage"), ("", "fomm"), ("", "x2face")]
 MEASURED_STEPS = 30

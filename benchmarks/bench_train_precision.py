@@ -21,10 +21,16 @@ from pathlib import Path
 
 import torch
 
-from kptoolkit.config import ExperimentConfig, apply_overrides, load_config
-from kptoolkit.engine.experiment import detector_params
+from kptoolkit.config import ExperimentConfig, ModelConfig, load_config
 from kptoolkit.engine.trainer import Trainer
 from kptoolkit.keypoints.detector import KeypointDetector
+from kptoolkit.presets import CPU64
+from kptoolkit.resolve import (
+    apply_with_presets,
+    choose_components,
+    component_losses,
+    detector_params,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 PAIRS = {
@@ -40,16 +46,22 @@ MODES = {
 }
 
 
-def base_config(setting: str, data: Path) -> tuple[ExperimentConfig, list[str]]:
-    """The setting's config on the synthetic puppets in `data`, and its batch override."""
+def base_config(setting: str, masker: str, generator: str) -> tuple[ExperimentConfig, list[str]]:
+    """The setting's config for the pair, and its batch override."""
     if setting == "paper256":
-        config = load_config(ROOT / "configs" / "taichi-256.yaml")
+        config = choose_components(
+            load_config(ROOT / "configs" / "taichi-256.yaml"), masker, generator
+        )
         # the perceptual loss needs VGG weights, which are never downloaded: the CPU profile's
         # L1 pyramids stand in (the networks are the paper's)
-        cpu = ExperimentConfig()
-        config.losses, config.component_losses = cpu.losses, cpu.component_losses
+        config.losses = ExperimentConfig().losses
+        cpu = ExperimentConfig(preset=CPU64)
+        for kind, section in (("maskers", config.masker), ("generators", config.generator)):
+            plain = ModelConfig(section.name)  # the cpu64 preset's loss terms, paper widths
+            section.losses = component_losses(cpu, kind, plain, section.name)
+            section.preset = "paper"
         return config, ["train.batch_size=2", "data.frame_size=256"]
-    return ExperimentConfig(), ["train.batch_size=8"]
+    return choose_components(ExperimentConfig(), masker, generator), ["train.batch_size=8"]
 
 
 def time_steps(config: ExperimentConfig, out: Path, kp: Path, warmup: int, steps: int):
@@ -90,14 +102,10 @@ def main(argv: list[str] | None = None) -> int:
         masker, generator = PAIRS[pair]
         baseline = None
         for mode in args.modes.split(","):
-            config, extra = base_config(args.setting, data)
-            config = apply_overrides(
+            config, extra = base_config(args.setting, masker, generator)
+            config = apply_with_presets(
                 config,
                 [
-                    f"masker.name={masker}",
-                    "masker.params={}",
-                    f"generator.name={generator}",
-                    "generator.params={}",
                     "data.dataset=fomm_frames",
                     f"data.root={data}",
                     "data.params={}",

@@ -24,9 +24,9 @@ from torch.profiler import ProfilerActivity, profile
 
 from kptoolkit.bench.profiles import PROFILES
 from kptoolkit.config import ExperimentConfig, apply_overrides
-from kptoolkit.engine.experiment import detector_params
 from kptoolkit.engine.trainer import Trainer
 from kptoolkit.keypoints.detector import KeypointDetector
+from kptoolkit.resolve import detector_params
 
 RANGES = ("data", "forward", "losses", "backward", "optimiser", "discriminator")
 

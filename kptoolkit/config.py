@@ -11,6 +11,7 @@ from __future__ import annotations
 import difflib
 import types
 import typing
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar, Union
@@ -54,6 +55,21 @@ class LossConfig:
 
 
 @attrs.define
+class ModelConfig:
+    """A masker or generator: its name, the preset it starts from, single values over it.
+
+    `preset` (None: the experiment's `preset`) names the component's own table of widths and
+    loss terms (`kptoolkit.presets`); `params` override single values of it. `losses` (None:
+    the preset's) are the loss terms the component brings, added to the experiment's.
+    """
+
+    name: str
+    preset: str | None = None
+    params: dict[str, Any] = attrs.field(factory=dict)
+    losses: list[LossConfig] | None = None
+
+
+@attrs.define
 class DataConfig:
     """Where frames come from and how they are augmented."""
 
@@ -69,15 +85,18 @@ class DataConfig:
 
 @attrs.define
 class KeypointConfig:
-    """The FOMM keypoint detector that keypoint maskers share (frozen) and FOMM trains."""
+    """The FOMM keypoint detector that keypoint maskers share (frozen) and FOMM trains; a
+    width left empty comes from the detector's preset."""
 
     checkpoint: str | None = None
-    num_kp: int = attrs.field(default=10, validator=_positive)
+    preset: str | None = None  # None: the experiment's `preset`
+    # None: the detector's preset (`KeypointDetector.presets`)
+    num_kp: int | None = attrs.field(default=None, validator=_positive)
     temperature: float = attrs.field(default=0.1, validator=_positive)
-    block_expansion: int = attrs.field(default=32, validator=_positive)
-    max_features: int = attrs.field(default=1024, validator=_positive)
-    num_blocks: int = attrs.field(default=5, validator=_positive)
-    scale_factor: float = attrs.field(default=0.25, validator=_positive)
+    block_expansion: int | None = attrs.field(default=None, validator=_positive)
+    max_features: int | None = attrs.field(default=None, validator=_positive)
+    num_blocks: int | None = attrs.field(default=None, validator=_positive)
+    scale_factor: float | None = attrs.field(default=None, validator=_positive)
     estimate_jacobian: bool = True
 
 
@@ -140,7 +159,6 @@ class EvalConfig:
     save_png: bool = True
     save_mp4: bool = True
     precision: str = attrs.field(default="fp32", validator=_precision)
-    evaluators: list[str] = attrs.field(factory=list)
     average: str = attrs.field(default="frames", validator=_average)
     bootstrap_resamples: int = attrs.field(default=1000, validator=_positive)
     bootstrap_seed: int = 0
@@ -158,84 +176,27 @@ SCORING_KEYS = (
 INFERENCE_KEYS = ("eval.precision",)
 
 
-def _cpu_component_params() -> dict[str, dict[str, Any]]:
-    """Widths of every built-in component for 64 px frames on a CPU (synthetic-64)."""
-    return {
-        "two_stage": {
-            "scale_factor": 0.5,
-            "features": 64,
-            "num_residual_blocks": 3,
-            "refine_block_expansion": 16,
-            "refine_max_features": 128,
-            "refine_num_blocks": 4,
-        },
-        "fomm": {
-            "block_expansion": 16,
-            "max_features": 128,
-            "num_bottleneck_blocks": 3,
-            "dense_block_expansion": 16,
-            "dense_max_features": 128,
-            "dense_num_blocks": 4,
-            "scale_factor": 0.5,
-        },
-        "x2face": {
-            "embedding_block_expansion": 8,
-            "embedding_max_features": 128,
-            "embedding_num_blocks": 5,
-            "driving_block_expansion": 8,
-            "driving_max_features": 128,
-            "driving_num_blocks": 5,
-            "driving_bottleneck_features": 32,
-        },
-        "perturbed_mask": {
-            "scale_factor": 0.5,
-            "block_expansion": 16,
-            "max_features": 128,
-            "num_blocks": 4,
-            "refine_block_expansion": 16,
-            "refine_max_features": 128,
-            "refine_num_blocks": 4,
-        },
-    }
-
-
-def _cpu_component_losses() -> dict[str, list[LossConfig]]:
-    """Loss terms that belong to a component, added when it is used."""
-    return {
-        "two_stage": [LossConfig("l1_pyramid", 1.0, ["low_res_prediction"], {"scales": [1, 0.5]})],
-        # FOMM's balance against an L1 pyramid about 2,000x smaller than its perceptual loss
-        "fomm": [LossConfig("equivariance", 1e-3, [], {})],
-        "perturbed_mask": [LossConfig("mask_correction", 100.0, [], {"start_epoch": 1})],
-    }
-
-
 @attrs.define
 class ExperimentConfig:
     """One experiment: dataset, masker, generator, losses, metrics, training and evaluation.
 
-    `component_params` holds a profile's parameters per component name (used whenever that
-    component is chosen, e.g. by `--generator fomm`; `masker.params` / `generator.params` override
-    them), and `component_losses` the loss terms that belong to a component (the FOMM
-    equivariance term, the perturbed-mask correction), added when it is used. An empty masker
-    name means the generator's natural masker.
+    `preset` names the widths and loss terms every component takes from its own presets
+    (paper, cpu64, micro; `kptoolkit.presets`) unless its section names another. An empty
+    masker name means the generator's natural masker. `kptoolkit.resolve.expand_presets` writes
+    out what the presets give, so that a saved config lists what was built.
     """
 
     name: str = "synthetic-64"
     seed: int = 0
+    preset: str = "cpu64"
     data: DataConfig = attrs.field(factory=DataConfig)
-    keypoints: KeypointConfig = attrs.field(
-        factory=lambda: KeypointConfig(
-            block_expansion=16, max_features=128, num_blocks=4, scale_factor=0.5
-        )
-    )
-    masker: ComponentConfig = attrs.field(factory=lambda: ComponentConfig("heatmap_sum"))
-    generator: ComponentConfig = attrs.field(factory=lambda: ComponentConfig("two_stage"))
+    keypoints: KeypointConfig = attrs.field(factory=KeypointConfig)
+    masker: ModelConfig = attrs.field(factory=lambda: ModelConfig("heatmap_sum"))
+    generator: ModelConfig = attrs.field(factory=lambda: ModelConfig("two_stage"))
     discriminator: dict[str, Any] = attrs.field(factory=dict)
     losses: list[LossConfig] = attrs.field(
         factory=lambda: [LossConfig("l1_pyramid", 1.0, ["prediction"], {"scales": [1, 0.5, 0.25]})]
     )
-    component_params: dict[str, Any] = attrs.field(factory=_cpu_component_params)
-    component_losses: dict[str, list[LossConfig]] = attrs.field(factory=_cpu_component_losses)
     metrics: list[ComponentConfig] = attrs.field(
         factory=lambda: [ComponentConfig(n) for n in ("l1", "akd", "mkr", "aed", "psnr", "ssim")]
     )
@@ -250,11 +211,6 @@ class ExperimentConfig:
         )
     )
     eval: EvalConfig = attrs.field(factory=EvalConfig)
-
-
-def params_for(config: ExperimentConfig, name: str, explicit: dict[str, Any]) -> dict[str, Any]:
-    """The profile's parameters of component `name`, overridden by explicitly given ones."""
-    return {**config.component_params.get(name, {}), **explicit}
 
 
 # -- structuring: plain data <-> attrs classes ------------------------------------------------
@@ -369,9 +325,63 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentCo
 
 
 def config_from_dict(data: Mapping[str, Any], overrides: Iterable[str] = ()) -> ExperimentConfig:
-    """Structure an experiment from plain data, then apply overrides."""
-    config = structure(ExperimentConfig, data)
+    """Structure an experiment from plain data (the layout before presets is converted), then
+    apply overrides."""
+    config = structure(ExperimentConfig, upgrade_legacy_layout(data))
     return apply_overrides(config, overrides)
+
+
+class LegacyLayoutWarning(UserWarning):
+    """A config in the layout before presets was converted; some settings may be gone."""
+
+
+LEGACY_KEYS = ("component_params", "component_losses")
+
+
+def upgrade_legacy_layout(data: Mapping[str, Any]) -> Mapping[str, Any]:
+    """Convert a config written before presets (`component_params`, `component_losses`,
+    `eval.evaluators`) into the current layout; other data is returned as it is.
+
+    The running masker's and generator's entries become their `params` and `losses`, under the
+    `paper` preset (the constructors' defaults, which is what the old layout built on), so a run
+    folder's config builds the same model. Entries of components that do not run are dropped
+    with a `LegacyLayoutWarning` saying how to write the file in the current layout.
+    """
+    evaluators = (data.get("eval") or {}).get("evaluators") if isinstance(data, Mapping) else None
+    if evaluators:
+        raise ConfigError(
+            f"eval.evaluators={evaluators!r}: the key is gone (it was never read); choose "
+            "evaluators with `kptoolkit metrics --evaluator NAME`"
+        )
+    if not isinstance(data, Mapping) or not any(key in data for key in LEGACY_KEYS):
+        if isinstance(data, Mapping) and isinstance(data.get("eval"), Mapping):
+            data = {**data, "eval": {k: v for k, v in data["eval"].items() if k != "evaluators"}}
+        return data
+    out = {k: v for k, v in data.items() if k not in LEGACY_KEYS}
+    if isinstance(out.get("eval"), Mapping):
+        out["eval"] = {k: v for k, v in out["eval"].items() if k != "evaluators"}
+    params = dict(data.get("component_params") or {})
+    losses = dict(data.get("component_losses") or {})
+    out.setdefault("preset", "paper")
+    running = []
+    for section in ("masker", "generator"):
+        component = dict(out.get(section) or {})
+        name = component.get("name", "")
+        running.append(name)
+        component["params"] = {**(params.get(name) or {}), **(component.get("params") or {})}
+        component.setdefault("losses", list(losses.get(name) or []))
+        out[section] = component
+    dropped = sorted((set(params) | set(losses)) - set(running))
+    if dropped:
+        warnings.warn(
+            "converted a config in the layout before presets: the settings of "
+            f"{', '.join(dropped)} (which do not run in it) were dropped. Name a preset "
+            "(`preset: cpu64`, paper or micro) and list only the masker and generator that "
+            "run; `kptoolkit config show` prints the current layout",
+            LegacyLayoutWarning,
+            stacklevel=3,
+        )
+    return out
 
 
 def dump_config(config: ExperimentConfig) -> str:
@@ -422,7 +432,8 @@ def split_override(item: str) -> tuple[str, str]:
 
 
 def apply_overrides(config: ExperimentConfig, overrides: Iterable[str]) -> ExperimentConfig:
-    """Apply `a.b.c=value` overrides; list items are addressed by index (`losses.0.weight=5`)."""
+    """Apply `a.b.c=value` overrides; a list item is addressed by its index or, when unique, by
+    its name (`losses.0.weight=5`, `generator.losses.equivariance.weight=0.01`)."""
     overrides = list(overrides)
     if not overrides:
         return config
@@ -433,15 +444,32 @@ def apply_overrides(config: ExperimentConfig, overrides: Iterable[str]) -> Exper
     return structure(ExperimentConfig, data)
 
 
+def _list_index(items: list[Any], part: str, path: str) -> int:
+    """The index `part` addresses in a config list: a number, or the `name` of one item."""
+    if part.isdigit() and int(part) < len(items):
+        return int(part)
+    named = [
+        i for i, item in enumerate(items) if isinstance(item, Mapping) and item.get("name") == part
+    ]
+    if len(named) == 1:
+        return named[0]
+    names = [str(item.get("name")) for item in items if isinstance(item, Mapping)]
+    if len(named) > 1:
+        raise ConfigError(
+            f"config key '{path}': {len(named)} items are called {part!r}; address one by its "
+            f"index ({', '.join(str(i) for i in named)})"
+        )
+    listed = f": {', '.join(names)}" if names else ""
+    raise ConfigError(f"unknown config key '{path}': the list has {len(items)} item(s){listed}")
+
+
 def _set_path(config: Any, data: Any, parts: list[str], value: Any) -> None:
     node, typed = data, config
     for depth, part in enumerate(parts):
         path = ".".join(parts[: depth + 1])
         last = depth == len(parts) - 1
         if isinstance(node, list):
-            if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"unknown config key '{path}': the list has {len(node)} item(s)")
-            index = int(part)
+            index = _list_index(node, part, path)
             typed = typed[index] if isinstance(typed, list) else None
             if last:
                 node[index] = value

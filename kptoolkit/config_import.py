@@ -17,6 +17,7 @@ official dotted path, so nothing is dropped silently. Files are read with `yaml.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,6 +36,9 @@ from kptoolkit.config import (
     unstructure,
 )
 from kptoolkit.errors import ConfigError
+from kptoolkit.presets import PAPER, find_preset
+from kptoolkit.registry import get_registry
+from kptoolkit.resolve import detector_params
 
 FOMM = "fomm"
 KEYPOINT_MASK = "keypoint_mask"
@@ -66,53 +70,26 @@ class ImportResult(NamedTuple):
 
 # -- the published widths ---------------------------------------------------------------------
 
+# the components an official config may set, by registry kind
+_IMPORTED = {"two_stage": "generators", "fomm": "generators", "perturbed_mask": "maskers"}
 
-def paper_component_params() -> dict[str, dict[str, Any]]:
-    """The published widths of every built-in component (their constructors' defaults)."""
-    return {
-        "two_stage": {
-            "scale_factor": 0.25,
-            "features": 256,
-            "num_residual_blocks": 6,
-            "refine_block_expansion": 64,
-            "refine_max_features": 1024,
-            "refine_num_blocks": 5,
-        },
-        "fomm": {
-            "num_kp": 10,
-            "block_expansion": 64,
-            "max_features": 512,
-            "num_down_blocks": 2,
-            "num_bottleneck_blocks": 6,
-            "estimate_occlusion_map": True,
-            "estimate_jacobian": True,
-            "dense_block_expansion": 64,
-            "dense_max_features": 1024,
-            "dense_num_blocks": 5,
-            "scale_factor": 0.25,
-            "kp_variance": 0.01,
-        },
-        "x2face": {
-            "embedding_block_expansion": 32,
-            "embedding_max_features": 512,
-            "embedding_num_blocks": 8,
-            "driving_block_expansion": 32,
-            "driving_max_features": 512,
-            "driving_num_blocks": 8,
-            "driving_bottleneck_features": 128,
-        },
-        "perturbed_mask": {
-            "scale_factor": 0.25,
-            "temperature": 0.1,
-            "block_expansion": 32,
-            "max_features": 1024,
-            "num_blocks": 5,
-            "refine_block_expansion": 64,
-            "refine_max_features": 1024,
-            "refine_num_blocks": 5,
-            "threshold": 60 / 255,
-        },
+
+def paper_params(kind: str, name: str) -> dict[str, Any]:
+    """A component's published parameters: its constructor's defaults under its `paper`
+    preset (kptoolkit keeps the published widths there, not in copies)."""
+    factory = get_registry(kind).get(name)
+    defaults = {
+        key: parameter.default
+        for key, parameter in inspect.signature(factory).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
     }
+    return {**defaults, **find_preset(factory, PAPER, name).params}
+
+
+def paper_losses(kind: str, name: str) -> list[dict[str, Any]]:
+    """The loss terms a component brings under its `paper` preset, as plain data."""
+    factory = get_registry(kind).get(name)
+    return [dict(term) for term in find_preset(factory, PAPER, name).losses]
 
 
 def _perceptual(output: str, scales: list[float], layer_weights: list[float]) -> dict[str, Any]:
@@ -297,13 +274,36 @@ def _base(name: str) -> dict[str, Any]:
         losses=[],
     )
     data = unstructure(config)
-    data["component_params"] = paper_component_params()
+    data["preset"] = PAPER
+    data["keypoints"].update(detector_params(config))
+    # scratch tables of every component an official file may set; `_finish_components` keeps
+    # those of the components that run
+    data["component_params"] = {name: paper_params(kind, name) for name, kind in _IMPORTED.items()}
     data["component_losses"] = {
         "two_stage": [],
         "fomm": [_equivariance({})],
         "perturbed_mask": [_mask_correction()],
     }
     return data
+
+
+def _finish_components(out: dict[str, Any]) -> None:
+    """Move the running masker's and generator's settings from the scratch tables into their
+    sections: the values that differ from the paper preset, and their loss terms when they
+    differ from the preset's."""
+    params, losses = out.pop("component_params"), out.pop("component_losses")
+    for section in ("masker", "generator"):
+        component = out[section]
+        name = component["name"]
+        kind = _IMPORTED.get(name)
+        if kind is None:
+            continue
+        published = paper_params(kind, name)
+        component["params"] = {
+            key: value for key, value in params[name].items() if published.get(key) != value
+        }
+        if losses[name] != paper_losses(kind, name):
+            component["losses"] = losses[name]
 
 
 def _import_dataset(r: _Reader, out: dict[str, Any]) -> None:
@@ -603,8 +603,9 @@ def _import_losses(r: _Reader, out: dict[str, Any], family: str) -> None:
     if perceptual_on:
         out["losses"] = [_perceptual("prediction", scales, layers)]
         out["notes"].append(
-            "losses.0.params.weights, component_losses.two_stage.0.params.weights: set to a "
-            "local torchvision VGG19 file (vgg19-dcbb9e9d.pth); kptoolkit never downloads it"
+            "losses.0.params.weights (and generator.losses.perceptual_pyramid.params.weights "
+            "with the two-stage generator): set to a local torchvision VGG19 file "
+            "(vgg19-dcbb9e9d.pth); kptoolkit never downloads it"
         )
     # the two-stage generators put the perceptual term on both stages
     out["component_losses"]["two_stage"] = (
@@ -648,8 +649,8 @@ def _import_losses(r: _Reader, out: dict[str, Any], family: str) -> None:
         for key in ("equivariance_value", "equivariance_jacobian"):
             r.warn_if_present(
                 f"{w}.{key}",
-                f"unused: the {unused_family} code trains no detector (component_losses.fomm "
-                "keeps FOMM's published equivariance)",
+                f"unused: the {unused_family} code trains no detector (a FOMM row keeps "
+                "FOMM's published equivariance, its paper preset)",
             )
         r.warn_if_present(tp, f"unused by the {unused_family} code")
         return
@@ -741,6 +742,7 @@ def import_official_config(data: Mapping[str, Any], name: str | None = None) -> 
             "does; set it to start from a released checkpoint"
         )
     notes = out.pop("notes")
+    _finish_components(out)
     config = config_from_dict(out)
     from kptoolkit.data.augment import augmentation_from_dict
 

@@ -9,6 +9,7 @@ a kernel built on the fly, so it adds no buffer to the state dict.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import ClassVar
 
 import attrs
 import torch
@@ -17,6 +18,7 @@ from torch import nn
 
 from kptoolkit.generators.motion import keypoint_gaussians
 from kptoolkit.nn.anti_alias import anti_alias_downscale, anti_alias_kernel, inverse_scale
+from kptoolkit.presets import CPU64, MICRO, PAPER, Preset
 
 KERNEL_SIZE = 4
 LEAKY_SLOPE = 0.2
@@ -147,6 +149,12 @@ class MultiScaleDiscriminator(nn.Module):
     keyed by the scale (1, 0.5), its name ("1", "0.5") or FOMM's "prediction_<scale>". It returns
     {scale name: DiscriminatorOutput}, e.g. {"1": ...}.
     """
+
+    presets: ClassVar[Mapping[str, Preset]] = {
+        PAPER: Preset(),
+        CPU64: Preset(params={"block_expansion": 16, "max_features": 128}),
+        MICRO: Preset(params={"block_expansion": 4, "max_features": 16, "num_blocks": 3}),
+    }
 
     def __init__(
         self,

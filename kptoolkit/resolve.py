@@ -5,8 +5,9 @@ API) asks this module which masker and generator run, with which parameters, whi
 what the keypoint detector does. What follows from the pair is derived here, once:
 
 - the masker: as named, or the generator's natural one;
-- each component's parameters: the profile's (`component_params`), then the explicit ones
-  (`masker.params`, `generator.params`);
+- each component's parameters and loss terms: its preset's (the experiment's `preset`, or the
+  component's own `preset`; `kptoolkit.presets`), then the explicit ones (`masker.params`,
+  `generator.params`, `losses`); `expand_presets` writes them out into the config;
 - what the detector fixes (`num_kp`, `estimate_jacobian`) is copied into the components that
   take it, and an explicit value that disagrees is an error;
 - the generator's `mask_channels` from the masker's (`Masker.mask_channels_for`);
@@ -26,9 +27,17 @@ from typing import Any
 
 import attrs
 
-from kptoolkit.config import ComponentConfig, ExperimentConfig, LossConfig, params_for
+from kptoolkit.config import (
+    ExperimentConfig,
+    LossConfig,
+    ModelConfig,
+    apply_overrides,
+    parse_override_value,
+    split_override,
+)
 from kptoolkit.errors import CompatibilityError, ConfigError, KptoolkitError
-from kptoolkit.registry import GENERATORS, MASKERS, check_params, get_registry
+from kptoolkit.presets import Preset, find_preset
+from kptoolkit.registry import GENERATORS, LOSSES, MASKERS, check_params, get_registry
 
 # the detector rule of an experiment
 NO_DETECTOR = "none"
@@ -49,6 +58,8 @@ class ResolvedExperiment:
     generator_params: dict[str, Any]
     losses: list[LossConfig]
     detector: str  # NO_DETECTOR, FROZEN_DETECTOR or TRAINED_DETECTOR
+    detector_params: dict[str, Any]  # KeypointDetector's, when it is built from scratch
+    discriminator_params: dict[str, Any] | None  # None: no loss needs a discriminator
 
 
 def natural_masker(generator: str) -> str:
@@ -71,11 +82,132 @@ def choose_components(
     overrides after this, so that `masker.params.*` reach the component the command line chose.
     """
     if generator and generator != config.generator.name:
-        config.generator = ComponentConfig(generator)
+        config.generator = ModelConfig(generator)
         if not masker:
-            config.masker = ComponentConfig("")
+            config.masker = ModelConfig("")
     if masker and masker != config.masker.name:
-        config.masker = ComponentConfig(masker)
+        config.masker = ModelConfig(masker)
+    return config
+
+
+# -- presets ------------------------------------------------------------------------------------
+
+
+# the keys naming presets: once the presets are written out (`expand_presets`), the values
+# they gave are in the config and two configs that build the same model may name different ones
+PRESET_KEYS = ("preset", "keypoints.preset", "masker.preset", "generator.preset")
+
+
+COMPONENT_KEYS = ("masker.name", "generator.name")
+
+
+def is_preset_key(key: str) -> bool:
+    """Whether a `--set` key chooses a preset (`preset`, `generator.preset`, ...)."""
+    return key.split(".")[-1] == "preset"
+
+
+def apply_with_presets(config: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
+    """Apply `--set` overrides around `expand_presets`: component choices (`generator.name`,
+    `masker.name`, as `choose_components` makes them) and preset choices first, then the
+    presets written out, then every other value, so that `generator.params.*` and
+    `generator.losses.<name>.*` override what the chosen preset gave."""
+    names = {}
+    for item in overrides:
+        key, text = split_override(item)
+        if key in ("masker.name", "generator.name"):
+            names[key.split(".")[0]] = str(parse_override_value(text) or "")
+    if "generator" in names or "masker" in names:
+        config = choose_components(config, names.get("masker"), names.get("generator"))
+        if names.get("masker") == "":
+            config.masker = ModelConfig("")  # the generator's natural masker
+    rest = [item for item in overrides if split_override(item)[0] not in COMPONENT_KEYS]
+    choices = [item for item in rest if is_preset_key(split_override(item)[0])]
+    others = [item for item in rest if item not in choices]
+    config = expand_presets(apply_overrides(config, choices))
+    return apply_overrides(config, others)
+
+
+def _preset(config: ExperimentConfig, kind: str, component: ModelConfig, name: str) -> Preset:
+    registry = get_registry(kind)
+    family = component.preset or config.preset
+    return find_preset(registry.get(name), family, f"{registry.singular} '{name}'")
+
+
+def component_params(
+    config: ExperimentConfig, kind: str, component: ModelConfig, name: str
+) -> dict[str, Any]:
+    """The parameters of a masker or generator: its preset's, then its explicit `params`."""
+    return {**_preset(config, kind, component, name).params, **component.params}
+
+
+def component_losses(
+    config: ExperimentConfig, kind: str, component: ModelConfig, name: str
+) -> list[LossConfig]:
+    """The loss terms a masker or generator brings: its explicit `losses`, else its preset's."""
+    if component.losses is not None:
+        return list(component.losses)
+    terms = _preset(config, kind, component, name).losses
+    return [
+        LossConfig(t["name"], t["weight"], list(t["outputs"]), dict(t["params"])) for t in terms
+    ]
+
+
+def detector_params(config: ExperimentConfig) -> dict[str, Any]:
+    """KeypointDetector's parameters for every `keypoints` field (but the checkpoint and the
+    preset name): the value set there, else the detector preset's, else its constructor's."""
+    from kptoolkit.keypoints.detector import KeypointDetector
+
+    keypoints = attrs.asdict(config.keypoints)
+    family = keypoints.pop("preset") or config.preset
+    del keypoints["checkpoint"]
+    preset = find_preset(KeypointDetector, family, "the keypoint detector")
+    defaults = {
+        key: parameter.default
+        for key, parameter in inspect.signature(KeypointDetector).parameters.items()
+        if key in keypoints
+    }
+    given = {key: value for key, value in keypoints.items() if value is not None}
+    return {**defaults, **preset.params, **given}
+
+
+def discriminator_params(config: ExperimentConfig) -> dict[str, Any]:
+    """The discriminator's parameters: its preset's, then `discriminator`."""
+    from kptoolkit.discriminator import MultiScaleDiscriminator
+
+    preset = find_preset(MultiScaleDiscriminator, config.preset, "the discriminator")
+    return {**preset.params, **config.discriminator}
+
+
+def needs_discriminator(losses: list[LossConfig]) -> bool:
+    """Whether any of `losses` trains against a discriminator."""
+    flags = ("needs_discriminator", "adversarial")
+    return any(getattr(LOSSES.get(loss.name), flag, False) for loss in losses for flag in flags)
+
+
+def expand_presets(config: ExperimentConfig) -> ExperimentConfig:
+    """Write into `config` (in place; returned) what its presets give: the masker's name (its
+    natural one when empty), every component's parameters and loss terms, the detector's widths
+    and, when a loss needs one, the discriminator's; each section then names its preset. What a
+    saved config lists is then what is built. Unknown names are left for the resolver to report.
+    """
+    if config.generator.name in GENERATORS:
+        config.masker.name = masker_name(config)
+    for kind, component in (("maskers", config.masker), ("generators", config.generator)):
+        if component.name not in get_registry(kind):
+            continue
+        component.params = component_params(config, kind, component, component.name)
+        component.losses = component_losses(config, kind, component, component.name)
+        component.preset = component.preset or config.preset
+    for key, value in detector_params(config).items():
+        if key in attrs.fields_dict(type(config.keypoints)):
+            setattr(config.keypoints, key, value)
+    config.keypoints.preset = config.keypoints.preset or config.preset
+    try:
+        adversarial = needs_discriminator(experiment_losses(config))
+    except KptoolkitError:
+        adversarial = False
+    if adversarial:
+        config.discriminator = discriminator_params(config)
     return config
 
 
@@ -117,7 +249,8 @@ def detector_settings(
         stat = Path(checkpoint).stat()
         shape = _checkpoint_shape(str(checkpoint), (stat.st_mtime_ns, stat.st_size))
         return {key: shape[key] for key in DETECTOR_FIXED}, f"the detector in {checkpoint}"
-    return {key: getattr(config.keypoints, key) for key in DETECTOR_FIXED}, "keypoints"
+    params = detector_params(config)
+    return {key: params[key] for key in DETECTOR_FIXED}, "keypoints"
 
 
 def _share_detector_settings(
@@ -168,6 +301,12 @@ def _resolve(
     except KptoolkitError as exc:
         return None, [f"masker: {exc}"]
 
+    try:  # the presets first: every later step reads them
+        detector_widths = detector_params(config)
+        masker_params = component_params(config, "maskers", config.masker, masker)
+        generator_params = component_params(config, "generators", config.generator, generator)
+    except ConfigError as exc:
+        return None, [str(exc)]
     uses_detector = bool(getattr(masker_factory, "needs_detector", False))
     checkpoint = (kp_checkpoint or config.keypoints.checkpoint) if uses_detector else None
     # the checkpoint is read only when a component takes what it fixes (all_k, fomm, ...)
@@ -183,7 +322,6 @@ def _resolve(
     except (OSError, KptoolkitError) as exc:
         problems.append(f"keypoints.checkpoint: {exc}")
         settings, source = detector_settings(config, None)
-    masker_params = params_for(config, masker, dict(config.masker.params))
     share = functools.partial(_share_detector_settings, settings, source)
     share(masker, masker_factory, masker_params, "masker", problems)
     if (
@@ -192,12 +330,11 @@ def _resolve(
         and "scale_factor" not in masker_params
     ):
         # circles at the true joints, on the grid of the detector's padded heatmaps
-        masker_params["scale_factor"] = config.keypoints.scale_factor
+        masker_params["scale_factor"] = detector_params(config)["scale_factor"]
     problem = _check_params("maskers", masker, masker_params, "masker")
     if problem:
         problems.append(problem)
 
-    generator_params = params_for(config, generator, dict(config.generator.params))
     requires = _requires(generator_factory, generator_params)
     if "keypoints" in requires:
         share(generator, generator_factory, generator_params, "generator", problems)
@@ -233,18 +370,33 @@ def _resolve(
         detector = TRAINED_DETECTOR
     else:
         detector = FROZEN_DETECTOR
+    losses = experiment_losses(config)
+    try:
+        discriminator = discriminator_params(config) if needs_discriminator(losses) else None
+    except KptoolkitError as exc:
+        return None, [*problems, str(exc)]
     resolved = ResolvedExperiment(
-        masker, generator, masker_params, generator_params, experiment_losses(config), detector
+        masker,
+        generator,
+        masker_params,
+        generator_params,
+        losses,
+        detector,
+        detector_widths,
+        discriminator,
     )
     return resolved, problems
 
 
 def experiment_losses(config: ExperimentConfig) -> list[LossConfig]:
-    """The experiment's loss terms plus those its generator and masker bring
-    (`component_losses`)."""
+    """The experiment's loss terms plus those its generator and masker bring (their `losses`,
+    else their presets')."""
     generator, masker = config.generator.name, masker_name(config)
-    extra = [*config.component_losses.get(generator, []), *config.component_losses.get(masker, [])]
-    return [*config.losses, *extra]
+    return [
+        *config.losses,
+        *component_losses(config, "generators", config.generator, generator),
+        *component_losses(config, "maskers", config.masker, masker),
+    ]
 
 
 def experiment_problems(config: ExperimentConfig, kp_checkpoint: str | None = None) -> list[str]:
@@ -274,19 +426,18 @@ WRITTEN_GENERATOR_KEYS = ("mask_channels",)
 
 
 def write_derived(config: ExperimentConfig, kp_checkpoint: str | None = None) -> ResolvedExperiment:
-    """Write into `config` (in place) the resolved masker name, and the masker's `num_kp` and
-    oracle `scale_factor` and the generator's `mask_channels` when derived, so that a saved run
-    says what was built; returns the resolution."""
+    """Write into `config` (in place) what its presets give (`expand_presets`), and the masker's
+    `num_kp` and oracle `scale_factor` and the generator's `mask_channels` when derived, so that
+    a saved run says what was built; returns the resolution."""
     resolved = resolve_experiment(config, kp_checkpoint)
-    config.masker.name = resolved.masker
+    expand_presets(config)
     written = (
-        (config.masker, resolved.masker, resolved.masker_params, WRITTEN_MASKER_KEYS),
-        (config.generator, resolved.generator, resolved.generator_params, WRITTEN_GENERATOR_KEYS),
+        (config.masker, resolved.masker_params, WRITTEN_MASKER_KEYS),
+        (config.generator, resolved.generator_params, WRITTEN_GENERATOR_KEYS),
     )
-    for component, name, params, keys in written:
-        profile = config.component_params.get(name, {})
+    for component, params, keys in written:
         for key in keys:
-            if key in params and key not in profile and key not in component.params:
+            if key in params and key not in component.params:
                 component.params[key] = params[key]
     return resolved
 
@@ -324,9 +475,15 @@ def validate_components(config: ExperimentConfig) -> list[str]:
     checks: list[tuple[str, str, str, dict[str, Any]]] = []
     for i, loss in enumerate(config.losses):
         checks.append(("losses", f"losses.{i}", loss.name, loss.params))
-    for owner, losses in config.component_losses.items():
-        for i, loss in enumerate(losses):
-            checks.append(("losses", f"component_losses.{owner}.{i}", loss.name, loss.params))
+    for section, kind in (("masker", "maskers"), ("generator", "generators")):
+        component = getattr(config, section)
+        name = masker_name(config) if section == "masker" else component.name
+        try:
+            own = component_losses(config, kind, component, name)
+        except KptoolkitError:
+            continue  # the component itself is reported above
+        for i, loss in enumerate(own):
+            checks.append(("losses", f"{section}.losses.{i}", loss.name, loss.params))
     for i, metric in enumerate(config.metrics):
         checks.append(("metrics", f"metrics.{i}", metric.name, metric.params))
     try:

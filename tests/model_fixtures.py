@@ -1,12 +1,27 @@
-"""Tiny CPU-sized detectors and generators for fast tests."""
+"""Tiny CPU-sized detectors and generators for fast tests (the components' `micro` presets)."""
 
 from __future__ import annotations
 
-from kptoolkit.bench.profiles import MICRO_DETECTOR, MICRO_WIDTHS
-from kptoolkit.keypoints.detector import FrozenDetector, KeypointDetector
+from typing import Any
 
-TINY_DETECTOR = dict(MICRO_DETECTOR)
-TINY_TWO_STAGE = dict(MICRO_WIDTHS["two_stage"])
+from kptoolkit.keypoints.detector import FrozenDetector, KeypointDetector
+from kptoolkit.presets import MICRO
+from kptoolkit.registry import get_registry
+
+MICRO_DETECTOR = dict(KeypointDetector.presets[MICRO].params)
+TINY_DETECTOR = {key: value for key, value in MICRO_DETECTOR.items() if key != "num_kp"}
+
+
+def micro_params(name: str, kind: str = "generators") -> dict[str, Any]:
+    """A component's `micro` preset parameters, with the micro detector's K where it takes one."""
+    factory = get_registry(kind).get(name)
+    params = dict(factory.presets[MICRO].params)
+    if name == "fomm":
+        params["num_kp"] = MICRO_DETECTOR["num_kp"]
+    return params
+
+
+TINY_TWO_STAGE = micro_params("two_stage")
 
 
 def tiny_detector(num_kp: int = 5, seed: int = 0, frozen: bool = True, **overrides):

@@ -9,9 +9,9 @@ import yaml
 
 from kptoolkit import MASKERS
 from kptoolkit.config import (
-    ComponentConfig,
     ExperimentConfig,
     LossConfig,
+    ModelConfig,
     apply_overrides,
     config_from_dict,
     dump_config,
@@ -30,7 +30,7 @@ def test_round_trip_through_yaml(tmp_path):
         name="rt",
         seed=7,
         losses=[LossConfig("l1_pyramid", 2.5, ["prediction"], {"scales": [1, 0.5]})],
-        masker=ComponentConfig("gaussian_circles", {"variance": 0.003}),
+        masker=ModelConfig("gaussian_circles", params={"variance": 0.003}),
     )
     config.train.steps = 20
     config.keypoints.checkpoint = "taichi-cpk.pth.tar"
@@ -144,7 +144,7 @@ def test_component_parameters_are_validated_by_the_component():
 
     MASKERS.register("config_test_masker")(Checked)
     try:
-        config = ExperimentConfig(masker=ComponentConfig("config_test_masker", {"widht": 3}))
+        config = ExperimentConfig(masker=ModelConfig("config_test_masker", params={"widht": 3}))
         problems = validate_components(config)
         masker_problems = [p for p in problems if p.startswith("masker:")]
         assert len(masker_problems) == 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 import yaml
 
 from kptoolkit.cli import main
-from kptoolkit.config import load_config
+from kptoolkit.config import ModelConfig, load_config
 from kptoolkit.config_import import (
     FOMM,
     KEYPOINT_MASK,
@@ -17,12 +18,16 @@ from kptoolkit.config_import import (
     detect_family,
     import_official_config,
     import_official_file,
-    paper_component_params,
 )
 from kptoolkit.data.augment import augmentation_from_dict
 from kptoolkit.errors import ConfigError
-from kptoolkit.registry import GENERATORS, MASKERS, METRICS
-from kptoolkit.resolve import validate_components
+from kptoolkit.registry import LOSSES, METRICS, get_registry
+from kptoolkit.resolve import (
+    component_losses,
+    component_params,
+    expand_presets,
+    validate_components,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -172,6 +177,22 @@ def loss(losses, name: str):
     return found
 
 
+def section(config, name: str, kind: str = "generators") -> ModelConfig:
+    """The component `name` as `config` builds it (its section when it runs, else a fresh one):
+    every constructor parameter, and its loss terms."""
+    running = config.masker if kind == "maskers" else config.generator
+    chosen = running if running.name == name else ModelConfig(name)
+    built = {
+        **defaults(get_registry(kind).get(name)),
+        **component_params(config, kind, chosen, name),
+    }
+    return ModelConfig(
+        name,
+        params=built,
+        losses=component_losses(config, kind, chosen, name),
+    )
+
+
 # -- FOMM -------------------------------------------------------------------------------------
 
 
@@ -190,7 +211,7 @@ def test_fomm_detector_generator_and_data():
     assert (kp.block_expansion, kp.max_features, kp.num_blocks) == (16, 512, 4)
     assert kp.checkpoint is None
     assert config.generator.name == "fomm" and config.masker.name == ""
-    fomm = config.component_params["fomm"]
+    fomm = section(config, "fomm").params
     assert fomm["num_kp"] == 15 and fomm["estimate_jacobian"] is False
     assert (fomm["block_expansion"], fomm["max_features"]) == (32, 256)
     assert (fomm["num_down_blocks"], fomm["num_bottleneck_blocks"]) == (3, 4)
@@ -224,7 +245,7 @@ def test_fomm_training_and_losses():
         "scales": [1.0, 0.5, 0.25],
         "layer_weights": [1.0, 2.0, 3.0, 4.0, 5.0],
     }
-    fomm_losses = result.config.component_losses["fomm"]
+    fomm_losses = section(result.config, "fomm").losses
     assert [item.name for item in fomm_losses] == ["equivariance"]  # generator_gan: 0
     assert fomm_losses[0].weight == 1.0
     assert fomm_losses[0].params == {
@@ -234,8 +255,10 @@ def test_fomm_training_and_losses():
         "sigma_tps": 0.006,
         "points_tps": 4,
     }
-    two_stage = loss(result.config.component_losses["two_stage"], "perceptual_pyramid")
-    assert two_stage.outputs == ["low_res_prediction"] and two_stage.params == perceptual.params
+    # a FOMM config carries no two-stage settings: a two-stage row gets its paper preset
+    assert result.config.generator.name == "fomm"
+    two_stage = loss(section(result.config, "two_stage").losses, "perceptual_pyramid")
+    assert two_stage.outputs == ["low_res_prediction"]
 
 
 def test_fomm_warnings_name_every_unrepresented_key():
@@ -265,7 +288,7 @@ def test_fomm_adversarial_settings():
     data["model_params"]["discriminator_params"].update(use_kp=True, sn=True)
     data["train_params"]["lr_discriminator"] = 5e-5
     result = import_official_config(data)
-    fomm_losses = result.config.component_losses["fomm"]
+    fomm_losses = section(result.config, "fomm").losses
     assert [item.name for item in fomm_losses] == ["equivariance", "gan", "feature_matching"]
     assert loss(fomm_losses, "gan").weight == 2.0
     fm = loss(fomm_losses, "feature_matching")
@@ -288,8 +311,7 @@ def test_zero_weights_switch_terms_off():
     )
     result = import_official_config(data)
     assert result.config.losses == []
-    assert result.config.component_losses["two_stage"] == []
-    assert result.config.component_losses["fomm"] == []
+    assert section(result.config, "fomm").losses == []
     assert warned(result.warnings, "train_params.transform_params")
 
 
@@ -358,13 +380,11 @@ def test_keypoint_mask_family():
     assert result.family == KEYPOINT_MASK and "kp_after_softmax" in result.evidence
     assert (config.masker.name, config.generator.name) == ("heatmap_sum", "two_stage")
     assert config.keypoints.scale_factor == 0.25  # from common_params
-    two_stage = config.component_params["two_stage"]
-    assert (two_stage["scale_factor"], two_stage["features"]) == (0.25, 256)
-    assert two_stage["num_residual_blocks"] == 6
+    two_stage = section(config, "two_stage")
+    assert (two_stage.params["scale_factor"], two_stage.params["features"]) == (0.25, 256)
+    assert two_stage.params["num_residual_blocks"] == 6
     assert [item.outputs for item in config.losses] == [["prediction"]]
-    assert [item.outputs for item in config.component_losses["two_stage"]] == [
-        ["low_res_prediction"]
-    ]
+    assert [item.outputs for item in two_stage.losses] == [["low_res_prediction"]]
     for key in (
         "train_params.lr_kp_detector",
         "train_params.lr_discriminator",
@@ -384,10 +404,10 @@ def test_keypoint_mask_import_matches_the_shipped_profile():
     imported = import_official_config(load(KEYPOINT_MASK_YAML)).config
     shipped = load_config(REPO / "configs" / "taichi-256.yaml")
     assert imported.keypoints == shipped.keypoints
-    assert (imported.masker, imported.generator) == (shipped.masker, shipped.generator)
+    assert imported.preset == shipped.preset == "paper"
+    assert expand_presets(copy.deepcopy(imported)).generator == expand_presets(shipped).generator
+    assert expand_presets(imported).masker == shipped.masker
     assert imported.losses == shipped.losses
-    assert imported.component_losses["two_stage"] == shipped.component_losses["two_stage"]
-    assert imported.component_params["two_stage"] == shipped.component_params["two_stage"]
     for field in ("epochs", "repeats", "batch_size", "lr", "betas", "milestones", "gamma"):
         assert getattr(imported.train, field) == getattr(shipped.train, field), field
     shipped_aug = augmentation_from_dict(shipped.data.augmentation)
@@ -407,13 +427,13 @@ def test_perturbed_mask_family():
     config = result.config
     assert result.family == PERTURBED_MASK
     assert (config.masker.name, config.generator.name) == ("perturbed_mask", "two_stage")
-    masker = config.component_params["perturbed_mask"]
+    masker = section(config, "perturbed_mask", "maskers").params
     assert masker["threshold"] == pytest.approx(102 / 255)
     assert (masker["temperature"], masker["block_expansion"]) == (0.2, 16)
     assert (masker["max_features"], masker["num_blocks"], masker["scale_factor"]) == (512, 4, 0.25)
-    assert config.component_params["two_stage"]["num_residual_blocks"] == 5
+    assert section(config, "two_stage").params["num_residual_blocks"] == 5
     assert config.losses[0].params["layer_weights"] == [10.0, 10.0, 10.0, 0.0, 0.0]
-    correction = loss(config.component_losses["perturbed_mask"], "mask_correction")
+    correction = loss(section(config, "perturbed_mask", "maskers").losses, "mask_correction")
     assert (correction.weight, correction.params) == (100.0, {"start_epoch": 1})
     assert (config.train.repeats, config.train.batch_size) == (75, 16)
     assert not warned(result.warnings, "dataset_params.pairs_list")  # empty: random pairs
@@ -497,6 +517,48 @@ def test_cli_import_missing_file(tmp_path, capsys):
 # -- the shipped profiles ---------------------------------------------------------------------
 
 
+# the published widths (FACTS sections 2, 4, 5; X2Face's public code), checked against the
+# constructors' defaults that the paper presets keep
+PUBLISHED_WIDTHS = {
+    "two_stage": {
+        "scale_factor": 0.25,
+        "features": 256,
+        "num_residual_blocks": 6,
+        "refine_block_expansion": 64,
+        "refine_max_features": 1024,
+        "refine_num_blocks": 5,
+    },
+    "fomm": {
+        "block_expansion": 64,
+        "max_features": 512,
+        "num_down_blocks": 2,
+        "num_bottleneck_blocks": 6,
+        "dense_block_expansion": 64,
+        "dense_max_features": 1024,
+        "dense_num_blocks": 5,
+        "scale_factor": 0.25,
+        "kp_variance": 0.01,
+    },
+    "x2face": {
+        "embedding_block_expansion": 32,
+        "embedding_max_features": 512,
+        "embedding_num_blocks": 8,
+        "driving_bottleneck_features": 128,
+    },
+    "perturbed_mask": {
+        "scale_factor": 0.25,
+        "block_expansion": 32,
+        "max_features": 1024,
+        "num_blocks": 5,
+        "refine_block_expansion": 64,
+        "refine_max_features": 1024,
+        "refine_num_blocks": 5,
+        "threshold": 60 / 255,
+    },
+}
+KINDS = {"two_stage": "generators", "fomm": "generators", "x2face": "generators"}
+
+
 def defaults(factory) -> dict:
     return {
         name: p.default
@@ -527,25 +589,24 @@ def test_shipped_profiles_load_and_validate(name):
 @pytest.mark.parametrize("name", ["taichi-256", "vox-256"])
 def test_shipped_profiles_use_published_widths_and_losses(name):
     config = load_config(REPO / "configs" / f"{name}.yaml")
-    published = paper_component_params()
-    for component, params in config.component_params.items():
-        factory = (GENERATORS if component != "perturbed_mask" else MASKERS).get(component)
-        expected = defaults(factory)
-        for key, value in params.items():
-            if key != "threshold":
-                assert value == pytest.approx(expected[key]), (component, key)
-        if component != "perturbed_mask":
-            assert params == published[component]
+    assert config.preset == "paper"
+    # every component a bench may add runs at its constructor's defaults: the published widths
+    for component in PUBLISHED_WIDTHS:
+        kind = KINDS.get(component, "maskers")
+        params = section(config, component, kind).params
+        for key, value in PUBLISHED_WIDTHS[component].items():
+            assert params[key] == pytest.approx(value), (component, key)
     perceptual = loss(config.losses, "perceptual_pyramid")
     assert perceptual.outputs == ["prediction"] and perceptual.params["weights"] is None
     assert perceptual.params["scales"] == [1, 0.5, 0.25, 0.125]
     assert perceptual.params["layer_weights"] == [10] * 5
-    low_res = loss(config.component_losses["two_stage"], "perceptual_pyramid")
+    low_res = loss(section(config, "two_stage").losses, "perceptual_pyramid")
     assert low_res.outputs == ["low_res_prediction"] and low_res.params == perceptual.params
-    equivariance = loss(config.component_losses["fomm"], "equivariance")
+    equivariance = loss(section(config, "fomm").losses, "equivariance")
     assert equivariance.weight == 1.0
-    assert (equivariance.params["value_weight"], equivariance.params["jacobian_weight"]) == (10, 10)
-    correction = loss(config.component_losses["perturbed_mask"], "mask_correction")
+    built = LOSSES.create("equivariance", **equivariance.params)
+    assert (built.value_weight, built.jacobian_weight) == (10, 10)
+    correction = loss(section(config, "perturbed_mask", "maskers").losses, "mask_correction")
     assert (correction.weight, correction.params) == (100.0, {"start_epoch": 1})
     train = config.train
     assert (train.lr, train.betas, train.milestones, train.gamma, train.epochs) == (
@@ -556,5 +617,5 @@ def test_shipped_profiles_use_published_widths_and_losses(name):
         100,
     )
     assert (train.repeats, train.batch_size) == ((150, 28) if name == "taichi-256" else (75, 40))
-    names = {item.name for item in config.component_losses["fomm"]}
+    names = {item.name for item in section(config, "fomm").losses}
     assert "gan" not in names  # FOMM's vox-256 and taichi-256 train no GAN (generator_gan: 0)

@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from model_fixtures import TINY_DETECTOR, TINY_TWO_STAGE
+from model_fixtures import TINY_DETECTOR
 from PIL import Image
-from train_fixtures import TINY_COMPONENTS
 
 from kptoolkit.checkpoint_io import KPTOOLKIT_FORMAT
 from kptoolkit.cli import main
-from kptoolkit.config import ComponentConfig, ExperimentConfig, unstructure
+from kptoolkit.config import ExperimentConfig, ModelConfig, unstructure
 from kptoolkit.data.datasets import FramesDataset
 from kptoolkit.data.synthetic import generate_dataset
 from kptoolkit.data.video_io import count_frames, frame_files, iter_frames, write_mp4
@@ -40,7 +39,6 @@ from kptoolkit.errors import CompatibilityError
 from kptoolkit.keypoints.detector import KeypointDetector
 
 SIZE, FRAMES, BATCH = 64, 6, 4
-TINY_PERTURBED = TINY_COMPONENTS["perturbed_mask"]
 
 
 @pytest.fixture(scope="module")
@@ -64,14 +62,9 @@ def kp_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def write_run(run_dir: Path, data_root: Path, kp_file: Path, masker: str) -> Path:
     """A kptoolkit run checkpoint of tiny random networks, at <run>/checkpoints/step-*.pth."""
-    config = ExperimentConfig(name="tiny")
+    config = ExperimentConfig(name="tiny", preset="micro")
     config.data.dataset, config.data.root = "fomm_frames", str(data_root)
-    config.keypoints.num_kp = 5
-    for key, value in TINY_DETECTOR.items():
-        setattr(config.keypoints, key, value)
-    config.keypoints.scale_factor = 0.25
-    config.masker = ComponentConfig(masker)
-    config.component_params = {"two_stage": dict(TINY_TWO_STAGE), "perturbed_mask": TINY_PERTURBED}
+    config.masker = ModelConfig(masker)
     config.eval.batch_size = BATCH
     models = build_models(config, kp_checkpoint=str(kp_file))
     path = run_dir / "checkpoints" / "step-00000002.pth"

@@ -6,10 +6,9 @@ import copy
 
 import pytest
 import torch
-from model_fixtures import tiny_detector
+from model_fixtures import micro_params, tiny_detector
 
 from kptoolkit import create_generator, inference_model
-from kptoolkit.bench.profiles import MICRO_WIDTHS
 from kptoolkit.engine.precision import PrecisionError, to_float32
 from kptoolkit.generators.motion import warp
 from kptoolkit.keypoints.functional import keypoints_from_heatmaps, spatial_softmax
@@ -21,7 +20,7 @@ BF16 = torch.autocast("cpu", dtype=torch.bfloat16)
 
 def _generator(name: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    return create_generator(name, **MICRO_WIDTHS[name]).eval()
+    return create_generator(name, **micro_params(name)).eval()
 
 
 def _inputs(name: str, batch: int = 2) -> tuple[torch.Tensor, Structure, Structure]:
@@ -31,7 +30,7 @@ def _inputs(name: str, batch: int = 2) -> tuple[torch.Tensor, Structure, Structu
     if name == "two_stage":
         src, drv = (Structure(mask=torch.rand(batch, 1, 16, 16, generator=g)) for _ in range(2))
     elif name == "fomm":
-        num_kp = MICRO_WIDTHS["fomm"]["num_kp"]
+        num_kp = micro_params("fomm")["num_kp"]
         src, drv = (
             Structure(
                 keypoints=torch.rand(batch, num_kp, 2, generator=g) * 1.6 - 0.8,

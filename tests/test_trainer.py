@@ -21,6 +21,7 @@ from kptoolkit.engine.checkpoints import latest_checkpoint, list_checkpoints
 from kptoolkit.engine.trainer import Trainer, TrainingDiverged
 from kptoolkit.errors import ConfigError
 from kptoolkit.losses.base import Loss
+from kptoolkit.resolve import apply_with_presets, choose_components
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -44,12 +45,13 @@ PAIRS = [
 
 @pytest.mark.parametrize(("masker", "generator"), PAIRS)
 def test_every_sensible_pair_trains(tmp_path, masker, generator):
-    overrides = [f"generator.name={generator}", f"masker.name={masker}", "train.steps=2"]
+    overrides = ["train.steps=2"]
     if generator == "two_stage" and masker == "all_k":
         overrides.append("generator.params.mask_channels=5")
     if masker == "perturbed_mask":
-        overrides.append("component_losses.perturbed_mask.0.params.start_epoch=0")
-    config = tiny_config(*overrides)
+        overrides.append("masker.losses.mask_correction.params.start_epoch=0")
+    config = choose_components(tiny_config(), masker or None, generator)
+    config = apply_with_presets(config, overrides)
     trainer = Trainer(config, tmp_path / "run", kp_checkpoint=str(tiny_kp_checkpoint(tmp_path)))
     before = {k: v.clone() for k, v in trainer.models.generator.state_dict().items()}
     result = trainer.train()

@@ -40,6 +40,7 @@ from kptoolkit.engine.trainer import Trainer
 from kptoolkit.keypoints.diagnostics import centroid_probe_r2, diagnose_detector
 from kptoolkit.keypoints.loading import load_detector
 from kptoolkit.paths import cache_dir, exclusive
+from kptoolkit.resolve import expand_presets
 
 PRIOR_NAME = "detector-prior"
 DIAGNOSTICS_NAME = "diagnostics.json"
@@ -69,7 +70,7 @@ def prior_config(
     """The FOMM row's config with `budget` times its training (more steps with `train.steps`,
     else more repeats per epoch, so the learning-rate milestones keep their place) and the
     recipe's changes to its losses and optimiser."""
-    config = structure(ExperimentConfig, unstructure(fomm_config))
+    config = expand_presets(structure(ExperimentConfig, unstructure(fomm_config)))
     config.name = PRIOR_NAME
     train = config.train
     if train.steps is not None:
@@ -85,7 +86,7 @@ def _apply_recipe(config: ExperimentConfig, recipe: PriorRecipe) -> None:
         config.train.lr = recipe.lr
     if recipe.amp is not None:
         config.train.amp = recipe.amp
-    for terms in (config.losses, *config.component_losses.values()):
+    for terms in (config.losses, config.generator.losses or [], config.masker.losses or []):
         for term in terms:
             if term.name == "equivariance":
                 term.weight *= recipe.equivariance_scale

@@ -4,7 +4,8 @@ A profile adjusts a base experiment config (the built-in synthetic-64 default un
 names another). Every trained row of one bench gets the same adjusted config apart from its
 masker and generator, so all rows share the budget.
 
-- `micro`: tiny widths, a few puppet videos and a few steps; a smoke test of every stage.
+- `micro`: every component's `micro` preset (tiny widths), a few puppet videos and a few steps;
+  a smoke test of every stage.
 - `quick`: the CPU default: synthetic puppets at 64 px, CPU widths, 2,250 steps per model in
   bfloat16 autocast and the channels_last layout, learning rates per generator
   (`QUICK_LEARNING_RATES`).
@@ -20,6 +21,7 @@ import attrs
 
 from kptoolkit.config import ExperimentConfig
 from kptoolkit.errors import ConfigError
+from kptoolkit.presets import MICRO
 
 
 @attrs.frozen
@@ -38,52 +40,9 @@ class Profile:
     learning_rates: Mapping[str, float] = attrs.field(factory=dict)
 
 
-# Tiny widths (also the test suite's): a training step takes milliseconds at 64 px.
-MICRO_DETECTOR: dict[str, int] = {"block_expansion": 4, "max_features": 16, "num_blocks": 3}
-MICRO_WIDTHS: dict[str, dict] = {
-    "two_stage": {
-        "features": 16,
-        "num_residual_blocks": 2,
-        "refine_block_expansion": 4,
-        "refine_max_features": 16,
-        "refine_num_blocks": 3,
-    },
-    "fomm": {
-        "num_kp": 5,
-        "block_expansion": 8,
-        "max_features": 32,
-        "num_bottleneck_blocks": 1,
-        "dense_block_expansion": 8,
-        "dense_max_features": 32,
-        "dense_num_blocks": 3,
-    },
-    "x2face": {
-        "embedding_block_expansion": 4,
-        "embedding_max_features": 16,
-        "embedding_num_blocks": 3,
-        "driving_block_expansion": 4,
-        "driving_max_features": 16,
-        "driving_num_blocks": 3,
-        "driving_bottleneck_features": 8,
-    },
-    "perturbed_mask": {
-        "block_expansion": 4,
-        "max_features": 16,
-        "num_blocks": 3,
-        "refine_block_expansion": 4,
-        "refine_max_features": 16,
-        "refine_num_blocks": 3,
-    },
-}
-
-
 def _micro(config: ExperimentConfig) -> None:
-    config.keypoints.num_kp = 5
-    for key, value in MICRO_DETECTOR.items():
-        setattr(config.keypoints, key, value)
-    config.keypoints.scale_factor = 0.25
-    for name, widths in MICRO_WIDTHS.items():  # replaces the CPU widths (scale factors included)
-        config.component_params[name] = dict(widths)
+    # every component's `micro` preset (values the config sets explicitly still win)
+    config.preset = MICRO
     config.data.params = {**config.data.params, "videos": 8, "frames": 6, "workers": 1}
     config.data.num_workers = 0
     config.train.steps = 4

@@ -56,7 +56,7 @@ from kptoolkit.config import (
     INFERENCE_KEYS,
     SCORING_KEYS,
     ExperimentConfig,
-    apply_overrides,
+    ModelConfig,
     load_config,
     split_override,
     structure,
@@ -79,7 +79,9 @@ from kptoolkit.metrics.base import VideoScores
 from kptoolkit.registry import DATASETS, EVALUATORS, GENERATORS, MASKERS, METRICS
 from kptoolkit.resolve import (
     FROZEN_DETECTOR,
+    PRESET_KEYS,
     TRAINED_DETECTOR,
+    apply_with_presets,
     natural_masker,
     write_derived,
 )
@@ -280,7 +282,7 @@ class Bench:
             )
         base = load_config(options.config) if options.config else ExperimentConfig()
         self.profile.adjust(base)
-        self.base = apply_overrides(base, options.overrides)
+        self.base = apply_with_presets(base, options.overrides)
         # a config file's or `--set train.lr=...`'s learning rate wins over the profile's
         self._lr_given = bool(options.config) or any(
             split_override(item)[0] == "train.lr" for item in options.overrides
@@ -523,11 +525,11 @@ class Bench:
         config = structure(ExperimentConfig, unstructure(self.base))
         config.name = f"bench-{entry.slug}"
         config.seed = seed
+        # a component the row changes starts from its preset, without the base one's values
         if config.masker.name != entry.masker:
-            config.masker.params = {}
+            config.masker = ModelConfig(entry.masker)
         if config.generator.name != entry.generator:
-            config.generator.params = {}
-        config.masker.name, config.generator.name = entry.masker, entry.generator
+            config.generator = ModelConfig(entry.generator)
         config.train.lr = self.learning_rate(entry)
         # derived from keypoints.* as the bench always has (a given detector with another K
         # is then reported by the row's training, naming the key)
@@ -543,7 +545,7 @@ class Bench:
         if not stored_path.is_file():
             return
         differences = config_differences(
-            load_config(stored_path), config, ignore=SCORING_KEYS + INFERENCE_KEYS
+            load_config(stored_path), config, ignore=SCORING_KEYS + INFERENCE_KEYS + PRESET_KEYS
         )
         if differences:
             shown = "; ".join(differences[:4])

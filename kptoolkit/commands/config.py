@@ -10,7 +10,6 @@ from pathlib import Path
 from kptoolkit.atomic import atomic_write_text
 from kptoolkit.config import (
     ExperimentConfig,
-    apply_overrides,
     dump_config,
     load_config,
 )
@@ -31,17 +30,27 @@ def add_set_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_component_arguments(parser: argparse.ArgumentParser) -> None:
+    """`--masker` / `--generator`: run other components than the config's (as `train` does)."""
+    parser.add_argument("--masker", help="the masker instead of the config's")
+    parser.add_argument(
+        "--generator", help="the generator instead of the config's (with its natural masker)"
+    )
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the `show`, `validate` and `import` actions."""
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
     actions.required = True
     show = actions.add_parser("show", help="print the resolved config as YAML")
     show.add_argument("file", nargs="?", help="config YAML (default: the built-in synthetic-64)")
+    add_component_arguments(show)
     add_set_argument(show)
     validate = actions.add_parser(
         "validate", help="check keys, values, component names and their parameters"
     )
     validate.add_argument("file", nargs="?", help="config YAML (default: the built-in one)")
+    add_component_arguments(validate)
     add_set_argument(validate)
     convert = actions.add_parser(
         "import",
@@ -54,11 +63,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     convert.add_argument("--out", metavar="OUT.yaml", help="write the kptoolkit YAML here")
 
 
-def resolve(file: str | None, overrides: list[str]) -> ExperimentConfig:
-    """The config from `file` (or the built-in default) with overrides applied."""
-    if file is None:
-        return apply_overrides(ExperimentConfig(), overrides)
-    return load_config(file, overrides)
+def resolve(
+    file: str | None,
+    overrides: list[str],
+    masker: str | None = None,
+    generator: str | None = None,
+) -> ExperimentConfig:
+    """The config from `file` (or the built-in default) with the chosen components, their
+    presets written out and overrides applied."""
+    from kptoolkit.resolve import apply_with_presets, choose_components
+
+    config = ExperimentConfig() if file is None else load_config(file)
+    return apply_with_presets(choose_components(config, masker, generator), overrides)
 
 
 def run_import(args: argparse.Namespace) -> int:
@@ -90,7 +106,7 @@ def run(args: argparse.Namespace) -> int:
     """Show, validate or import."""
     if args.action == "import":
         return run_import(args)
-    config = resolve(args.file, args.overrides)
+    config = resolve(args.file, args.overrides, args.masker, args.generator)
     if args.action == "show":
         print(dump_config(config), end="")
         return 0

@@ -26,14 +26,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Build and train; prints where the run went."""
     from kptoolkit.commands.config import resolve
-    from kptoolkit.config import apply_overrides
     from kptoolkit.engine.distributed import init_distributed, shutdown_distributed
     from kptoolkit.engine.trainer import Trainer
-    from kptoolkit.resolve import choose_components, resolve_experiment
+    from kptoolkit.resolve import resolve_experiment
 
     # --set after the component choice, so that masker.params.* reach the chosen masker
-    config = choose_components(resolve(args.config, []), args.masker, args.generator)
-    config = apply_overrides(config, args.overrides)
+    config = resolve(args.config, args.overrides, args.masker, args.generator)
     # every incompatibility, before any tensor
     resolved = resolve_experiment(config, args.kp_checkpoint)
     pair = f"{resolved.masker}+{resolved.generator}"

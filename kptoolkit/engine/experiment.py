@@ -113,19 +113,14 @@ def build_models(config: ExperimentConfig, kp_checkpoint: str | None = None) -> 
     check_compatible(masker, generator, resolved.masker, resolved.generator)
     models = Models(resolved.masker, resolved.generator, masker, generator)
     if resolved.detector != NO_DETECTOR:
-        models.detector = _detector(config, checkpoint, trains)
+        models.detector = _detector(config, resolved.detector_params, checkpoint, trains)
         models.detector_trains = trains
         masker.attach_detector(models.detector)
-    if any(_needs_discriminator(loss.name) for loss in resolved.losses):
+    if resolved.discriminator_params is not None:
         from kptoolkit.discriminator import MultiScaleDiscriminator
 
-        models.discriminator = MultiScaleDiscriminator(**config.discriminator)
+        models.discriminator = MultiScaleDiscriminator(**resolved.discriminator_params)
     return models
-
-
-def _needs_discriminator(loss: str) -> bool:
-    factory = LOSSES.get(loss)
-    return any(getattr(factory, flag, False) for flag in ("needs_discriminator", "adversarial"))
 
 
 def _no_checkpoint(masker: str) -> CompatibilityError:
@@ -136,19 +131,14 @@ def _no_checkpoint(masker: str) -> CompatibilityError:
     )
 
 
-def _detector(config: ExperimentConfig, checkpoint: str | None, trains: bool) -> nn.Module:
+def _detector(
+    config: ExperimentConfig, params: dict[str, Any], checkpoint: str | None, trains: bool
+) -> nn.Module:
     if checkpoint:
         return load_detector(
             checkpoint, temperature=config.keypoints.temperature, frozen=not trains
         )
-    return KeypointDetector(**detector_params(config))
-
-
-def detector_params(config: ExperimentConfig) -> dict[str, Any]:
-    """KeypointDetector parameters of the experiment (every `keypoints` field but the file)."""
-    params = attrs.asdict(config.keypoints)
-    del params["checkpoint"]
-    return params
+    return KeypointDetector(**params)
 
 
 def build_dataset(config: ExperimentConfig, split: str, root: str | Path | None = None) -> Any:

@@ -22,6 +22,7 @@ from kptoolkit.generators.base import Generator
 from kptoolkit.nn.anti_alias import AntiAliasDownscale, inverse_scale
 from kptoolkit.nn.blocks import SameBlock2d, UpBlock2d, residual_stack
 from kptoolkit.nn.hourglass import Hourglass
+from kptoolkit.presets import CPU64, MICRO, PAPER, Preset, loss_term
 from kptoolkit.structure import Structure
 
 UNUSED_OFFICIAL_PREFIXES = ("down_blocks.",)  # in official files, never used by forward
@@ -38,6 +39,51 @@ class TwoStageGenerator(Generator):
     """The keypoint-mask paper's generator: masks + source -> coarse frame -> refined frame."""
 
     requires: ClassVar[frozenset[str]] = frozenset({"mask"})
+    #: the paper puts its image loss on both stages: the coarse frame gets its own term
+    presets: ClassVar[Mapping[str, Preset]] = {
+        PAPER: Preset(
+            losses=(
+                loss_term(
+                    "perceptual_pyramid",
+                    outputs=["low_res_prediction"],
+                    params={
+                        "weights": None,  # a local torchvision VGG19 file
+                        "scales": [1, 0.5, 0.25, 0.125],
+                        "layer_weights": [10, 10, 10, 10, 10],
+                    },
+                ),
+            )
+        ),
+        CPU64: Preset(
+            params={
+                "scale_factor": 0.5,
+                "features": 64,
+                "num_residual_blocks": 3,
+                "refine_block_expansion": 16,
+                "refine_max_features": 128,
+                "refine_num_blocks": 4,
+            },
+            losses=(
+                loss_term(
+                    "l1_pyramid", outputs=["low_res_prediction"], params={"scales": [1, 0.5]}
+                ),
+            ),
+        ),
+        MICRO: Preset(
+            params={
+                "features": 16,
+                "num_residual_blocks": 2,
+                "refine_block_expansion": 4,
+                "refine_max_features": 16,
+                "refine_num_blocks": 3,
+            },
+            losses=(
+                loss_term(
+                    "l1_pyramid", outputs=["low_res_prediction"], params={"scales": [1, 0.5]}
+                ),
+            ),
+        ),
+    }
 
     def __init__(
         self,

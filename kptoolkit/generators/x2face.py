@@ -33,6 +33,7 @@ follow the released code (64, 128, 256, then 512 channels down to 1x1 at 256 px;
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import ClassVar
 
 import torch
@@ -44,6 +45,7 @@ from kptoolkit.nn.blocks import DownBlock2d, UpBlock2d
 from kptoolkit.nn.float32 import float32_call
 from kptoolkit.nn.grid import make_coordinate_grid
 from kptoolkit.nn.hourglass import Hourglass, level_width
+from kptoolkit.presets import CPU64, MICRO, PAPER, Preset
 from kptoolkit.structure import Structure
 
 GRID_MODES = ("absolute", "residual")
@@ -118,6 +120,31 @@ class X2FaceGenerator(Generator):
 
     requires: ClassVar[frozenset[str]] = frozenset({"frame"})
     natural_masker: ClassVar[str] = "frame"
+    presets: ClassVar[Mapping[str, Preset]] = {
+        PAPER: Preset(),
+        CPU64: Preset(
+            params={
+                "embedding_block_expansion": 8,
+                "embedding_max_features": 128,
+                "embedding_num_blocks": 5,
+                "driving_block_expansion": 8,
+                "driving_max_features": 128,
+                "driving_num_blocks": 5,
+                "driving_bottleneck_features": 32,
+            }
+        ),
+        MICRO: Preset(
+            params={
+                "embedding_block_expansion": 4,
+                "embedding_max_features": 16,
+                "embedding_num_blocks": 3,
+                "driving_block_expansion": 4,
+                "driving_max_features": 16,
+                "driving_num_blocks": 3,
+                "driving_bottleneck_features": 8,
+            }
+        ),
+    }
 
     def __init__(
         self,

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import ClassVar
+
 import attrs
 import torch
 from torch import nn
@@ -14,6 +17,7 @@ from kptoolkit.keypoints.functional import (
 from kptoolkit.nn.anti_alias import AntiAliasDownscale
 from kptoolkit.nn.float32 import float32_call
 from kptoolkit.nn.hourglass import Hourglass
+from kptoolkit.presets import CPU64, MICRO, PAPER, Preset
 
 KP_KERNEL = 7
 
@@ -36,6 +40,27 @@ class KeypointDetector(nn.Module):
     keypoints are the expected coordinates of their spatial softmax at `temperature`. With
     `estimate_jacobian`, a second 7x7 convolution gives 2x2 jacobians, initialised to identity.
     """
+
+    presets: ClassVar[Mapping[str, Preset]] = {
+        PAPER: Preset(),
+        CPU64: Preset(
+            params={
+                "block_expansion": 16,
+                "max_features": 128,
+                "num_blocks": 4,
+                "scale_factor": 0.5,
+            }
+        ),
+        MICRO: Preset(
+            params={
+                "num_kp": 5,
+                "block_expansion": 4,
+                "max_features": 16,
+                "num_blocks": 3,
+                "scale_factor": 0.25,
+            }
+        ),
+    }
 
     def __init__(
         self,

@@ -46,7 +46,7 @@ of once per batch, and all randomness comes from an optional `torch.Generator`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import torch
@@ -58,6 +58,7 @@ from kptoolkit.maskers.functional import MASK_PADDING, pad_mask
 from kptoolkit.nn.anti_alias import AntiAliasDownscale, inverse_scale
 from kptoolkit.nn.blocks import UpBlock2d
 from kptoolkit.nn.hourglass import HourglassEncoder, level_width
+from kptoolkit.presets import CPU64, MICRO, PAPER, Preset, loss_term
 from kptoolkit.structure import Structure
 
 PIVOT_REFERENCE_SIZE = 64  # the original's pivot range (15..45) is for 64x64 padded masks
@@ -396,6 +397,9 @@ def _check_pair(name: str, value: Sequence[float]) -> tuple[float, float]:
     return low, high
 
 
+_MASK_CORRECTION = loss_term("mask_correction", 100.0, outputs=[], params={"start_epoch": 1})
+
+
 class PerturbedMaskMasker(Masker):
     """Learned one-channel mask with perturbation and refinement (Shalev & Wolf baseline).
 
@@ -430,6 +434,34 @@ class PerturbedMaskMasker(Masker):
     provides: ClassVar[frozenset[str]] = frozenset({"mask"})
     supports_relative: ClassVar[bool] = False
     needs_detector: ClassVar[bool] = False
+    #: 100 x L1 between the refined and the perturbed mask, from the second epoch (hard-coded
+    #: in the published code)
+    presets: ClassVar[Mapping[str, Preset]] = {
+        PAPER: Preset(losses=(_MASK_CORRECTION,)),
+        CPU64: Preset(
+            params={
+                "scale_factor": 0.5,
+                "block_expansion": 16,
+                "max_features": 128,
+                "num_blocks": 4,
+                "refine_block_expansion": 16,
+                "refine_max_features": 128,
+                "refine_num_blocks": 4,
+            },
+            losses=(_MASK_CORRECTION,),
+        ),
+        MICRO: Preset(
+            params={
+                "block_expansion": 4,
+                "max_features": 16,
+                "num_blocks": 3,
+                "refine_block_expansion": 4,
+                "refine_max_features": 16,
+                "refine_num_blocks": 3,
+            },
+            losses=(_MASK_CORRECTION,),
+        ),
+    }
 
     def __init__(
         self,
