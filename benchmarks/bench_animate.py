@@ -16,7 +16,7 @@ from memory import peak_mib_in_fresh_process
 
 from kptoolkit import create_generator, create_masker
 from kptoolkit.config import ExperimentConfig
-from kptoolkit.data.synthetic import render_video
+from kptoolkit.data.puppet_render import render_video
 from kptoolkit.data.video_io import count_frames, write_mp4
 from kptoolkit.engine.experiment import Models
 from kptoolkit.engine.inference import animate

@@ -83,7 +83,7 @@ def pair_models(setting: str, masker: str, generator: str, folder: Path) -> Mode
 
 def puppet_frames(size: int, count: int) -> torch.Tensor:
     """(count,3,size,size) frames of one synthetic puppet clip in [0, 1]."""
-    from kptoolkit.data.synthetic import render_video
+    from kptoolkit.data.puppet_render import render_video
 
     frames, _, _ = render_video(0, count, size)
     return torch.from_numpy(frames).permute(0, 3, 1, 2).float().div(255.0).contiguous()

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from kptoolkit.data.synthetic import JOINT_NAMES, generate_dataset
+from kptoolkit.data.puppet_model import JOINT_NAMES
+from kptoolkit.data.synthetic import generate_dataset
 from kptoolkit.evaluators.base import Evaluator
 from kptoolkit.evaluators.synthetic import (
     SyntheticIdEvaluator,

@@ -10,8 +10,7 @@ import torch
 from kptoolkit.errors import CompatibilityError
 from kptoolkit.losses.image import mask_correction
 from kptoolkit.maskers.base import Masker
-from kptoolkit.maskers.perturbed_mask import (
-    PerturbedMaskMasker,
+from kptoolkit.maskers.mask_perturbation import (
     add_signed_poisson_noise,
     perturb_mask,
     pivot_bounds,
@@ -21,6 +20,7 @@ from kptoolkit.maskers.perturbed_mask import (
     sample_strip_boundaries,
     threshold_mask,
 )
+from kptoolkit.maskers.perturbed_mask import PerturbedMaskMasker
 from kptoolkit.structure import Structure
 
 TINY = {

@@ -11,23 +11,20 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kptoolkit.data.puppet_style import STYLES, motion_statistics
-from kptoolkit.data.synthetic import (
+from kptoolkit.data.puppet_model import (
     JOINT_NAMES,
     PART_NAMES,
     Motion,
     PartStyle,
     fit_in_frame,
     forward_kinematics,
-    generate_dataset,
-    load_groundtruth,
-    read_manifest,
-    render_video,
-    sample_background,
     sample_identity,
     sample_motion,
     visibility,
 )
+from kptoolkit.data.puppet_render import render_video, sample_background
+from kptoolkit.data.puppet_style import STYLES, motion_statistics
+from kptoolkit.data.synthetic import generate_dataset, load_groundtruth, read_manifest
 from kptoolkit.errors import KptoolkitError
 
 NAME = re.compile(r"^(id\d{4})#clip\d{2}$")

@@ -103,6 +103,9 @@ STYLE_V2 = PuppetStyle(
 )
 
 STYLES = {1: STYLE_V1, 2: STYLE_V2}
+# the dataset version `generate_dataset` writes, and the style puppets are drawn with by default
+GENERATOR_VERSION = 2
+DEFAULT_STYLE = STYLES[GENERATOR_VERSION]
 
 
 def figure_height(joints: np.ndarray) -> float:

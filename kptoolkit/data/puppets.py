@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 
 from kptoolkit.data.datasets import FramesDataset
-from kptoolkit.data.synthetic import GENERATOR_VERSION, generate_dataset, read_manifest
+from kptoolkit.data.puppet_style import GENERATOR_VERSION
+from kptoolkit.data.synthetic import generate_dataset, read_manifest
 from kptoolkit.paths import cache_dir, exclusive
 
 

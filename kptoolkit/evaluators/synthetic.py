@@ -27,7 +27,8 @@ from tqdm import tqdm
 
 from kptoolkit.checkpoint_io import atomic_save
 from kptoolkit.data.datasets import frames_to_tensor
-from kptoolkit.data.synthetic import JOINT_NAMES, load_groundtruth, read_manifest
+from kptoolkit.data.puppet_model import JOINT_NAMES
+from kptoolkit.data.synthetic import load_groundtruth, read_manifest
 from kptoolkit.data.video_io import iter_frames
 from kptoolkit.errors import KptoolkitError
 from kptoolkit.evaluators.base import MISSING, Evaluator
