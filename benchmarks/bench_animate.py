@@ -18,8 +18,8 @@ from kptoolkit import create_generator, create_masker
 from kptoolkit.config import ExperimentConfig
 from kptoolkit.data.synthetic import render_video
 from kptoolkit.data.video_io import count_frames, write_mp4
+from kptoolkit.engine.animation import animate
 from kptoolkit.engine.experiment import Models
-from kptoolkit.engine.inference import animate
 from kptoolkit.keypoints.detector import FrozenDetector, KeypointDetector
 
 LENGTHS = [100, 1000]
