@@ -18,8 +18,8 @@ from kptoolkit import create_generator, create_masker
 from kptoolkit.config import ExperimentConfig
 from kptoolkit.data.puppet_render import render_video
 from kptoolkit.data.video_io import count_frames, write_mp4
+from kptoolkit.engine.animation import animate
 from kptoolkit.engine.experiment import Models
-from kptoolkit.engine.inference import animate
 from kptoolkit.keypoints.detector import FrozenDetector, KeypointDetector
 from kptoolkit.presets import CPU64, preset_params
 from kptoolkit.resolve import detector_params

@@ -33,8 +33,8 @@ import torch
 from kptoolkit import inference_model
 from kptoolkit.config import ExperimentConfig, load_config
 from kptoolkit.engine.experiment import Models, build_models
-from kptoolkit.engine.inference import expand_structure, first_of
 from kptoolkit.engine.precision import to_float32
+from kptoolkit.engine.prediction import expand_structure, first_of
 from kptoolkit.keypoints.detector import KeypointDetector
 from kptoolkit.resolve import detector_params
 
@@ -91,7 +91,7 @@ def puppet_frames(size: int, count: int) -> torch.Tensor:
 
 def dataset_frames(config: ExperimentConfig, data: str | None, count: int) -> torch.Tensor:
     """The first `count` frames of the first test video of a FOMM-layout folder."""
-    from kptoolkit.engine.inference import build_test_dataset
+    from kptoolkit.engine.reconstruction import build_test_dataset
 
     dataset = build_test_dataset(config, data)
     frames = []

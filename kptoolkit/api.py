@@ -63,7 +63,7 @@ def load_run(path: str | Path) -> Models:
     every network loaded (the keypoint detector included)."""
     from kptoolkit.engine.checkpoints import latest_checkpoint
     from kptoolkit.engine.checkpoints import load_run as load_checkpoint
-    from kptoolkit.engine.inference import InferenceError
+    from kptoolkit.engine.prediction import InferenceError
 
     path = Path(path)
     if path.is_dir():
@@ -117,7 +117,7 @@ def _run(
     precision: str,
     batch_size: int,
 ) -> torch.Tensor:
-    from kptoolkit.engine.inference import (
+    from kptoolkit.engine.prediction import (
         RelativeMotion,
         check_relative,
         compute_structure,

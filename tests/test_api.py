@@ -18,7 +18,8 @@ from train_fixtures import tiny_config
 import kptoolkit
 from kptoolkit.data.video_io import iter_frames
 from kptoolkit.engine.checkpoints import load_run as load_checkpoint
-from kptoolkit.engine.inference import build_test_dataset, quantize, reconstruct
+from kptoolkit.engine.prediction import quantize
+from kptoolkit.engine.reconstruction import build_test_dataset, reconstruct
 from kptoolkit.errors import CompatibilityError
 from kptoolkit.resolve import choose_components
 

@@ -17,23 +17,24 @@ from kptoolkit.cli import main
 from kptoolkit.config import ExperimentConfig, ModelConfig, unstructure
 from kptoolkit.data.datasets import FramesDataset
 from kptoolkit.data.synthetic import generate_dataset
-from kptoolkit.data.video_io import count_frames, frame_files, iter_frames, write_mp4
+from kptoolkit.data.video_io import count_frames, frame_files, iter_frames, video_fps, write_mp4
+from kptoolkit.engine.animation import animate
 from kptoolkit.engine.checkpoints import CHECKPOINT_VERSION, load_run
 from kptoolkit.engine.experiment import build_models
-from kptoolkit.engine.inference import (
+from kptoolkit.engine.prediction import (
     InferenceError,
-    ReconstructionMode,
     RelativeMotion,
-    animate,
-    build_test_dataset,
     compute_structure,
-    default_output_dir,
     first_of,
     generate,
     inference_models,
+)
+from kptoolkit.engine.reconstruction import (
+    ReconstructionMode,
+    build_test_dataset,
+    default_output_dir,
     read_reconstruction_csv,
     reconstruct,
-    video_fps,
 )
 from kptoolkit.errors import CompatibilityError
 from kptoolkit.keypoints.detector import KeypointDetector

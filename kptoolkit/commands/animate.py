@@ -43,7 +43,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Check the inputs, load the run, stream the animation and report its speed."""
-    from kptoolkit.engine.inference import InferenceError
+    from kptoolkit.engine.prediction import InferenceError
 
     source, driving = Path(args.source), Path(args.driving)
     if not source.is_file():
@@ -59,8 +59,9 @@ def run(args: argparse.Namespace) -> int:
 
     import torch
 
+    from kptoolkit.engine.animation import animate, load_source
     from kptoolkit.engine.checkpoints import load_run
-    from kptoolkit.engine.inference import animate, check_relative, load_source
+    from kptoolkit.engine.prediction import check_relative
 
     load_source(source, None)  # an unreadable source fails now, before the checkpoint loads
     config, models = load_run(args.checkpoint)

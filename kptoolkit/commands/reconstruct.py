@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 from kptoolkit.commands.options import add_compile_argument, add_precision_argument
 
 if TYPE_CHECKING:
-    from kptoolkit.engine.inference import ReconstructionResult
+    from kptoolkit.engine.reconstruction import ReconstructionResult
 
 MAX_TABLE_ROWS = 20
 
@@ -48,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from kptoolkit.engine.checkpoints import load_run
-    from kptoolkit.engine.inference import (
-        InferenceError,
+    from kptoolkit.engine.prediction import InferenceError
+    from kptoolkit.engine.reconstruction import (
         build_test_dataset,
         default_output_dir,
         reconstruct,

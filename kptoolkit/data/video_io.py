@@ -1,8 +1,10 @@
 """Streaming video IO for every FOMM layout: frame folders, stacked images, mp4/gif/mov files.
 
 Readers yield one frame at a time (uint8 RGB, H x W x 3), so memory stays flat however long the
-video; `read_frames` decodes only up to the last frame it needs. Writers stream too: lossless PNG
-folders (for evaluation), MP4 through PyAV, GIF previews through Pillow.
+video; `read_frames` decodes only up to the last frame it needs. Probes (`cheap_frame_count`,
+`video_fps`) read only a folder listing, an image header or container metadata; `count_frames`
+decodes when nothing else tells. Writers stream too: lossless PNG folders (for evaluation), MP4
+through PyAV, GIF previews through Pillow.
 """
 
 from __future__ import annotations
@@ -148,6 +150,40 @@ def metadata_frame_count(path: str | Path) -> int | None:
         return int(streams[0].frames) if streams and streams[0].frames > 0 else None
     finally:
         container.close()
+
+
+def video_fps(path: str | Path) -> float | None:
+    """Frame rate of a video file (PyAV stream `average_rate`); None when unknown."""
+    path = Path(path)
+    if video_kind(path) != "video":
+        return None
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return None
+            rate = container.streams.video[0].average_rate
+    except (OSError, ValueError, av.error.FFmpegError):
+        return None
+    if rate is None or not float(rate) > 0:
+        return None
+    return float(rate)
+
+
+def cheap_frame_count(path: str | Path, frame_width: int | None = None) -> int | None:
+    """Frame count when it needs no decoding (a folder listing, an image header, container
+    metadata); None otherwise."""
+    path = Path(path)
+    kind = video_kind(path)
+    try:
+        if kind == "frames":
+            return len(frame_files(path))
+        if kind == "stacked":
+            return count_frames(path, frame_width)
+        if kind == "video":
+            return metadata_frame_count(path)
+    except Exception:  # any failure (PyAV's included): the count only sizes a progress bar
+        return None
+    return None
 
 
 def read_frames(

@@ -43,7 +43,7 @@ from kptoolkit.engine.checkpoints import (
 )
 from kptoolkit.engine.distributed import DistContext, barrier, mean_across_ranks
 from kptoolkit.engine.experiment import build_dataset, build_losses, build_models
-from kptoolkit.engine.inference import needs_groundtruth
+from kptoolkit.engine.prediction import needs_groundtruth
 from kptoolkit.engine.run_log import RunLog
 from kptoolkit.engine.sampler import ResumableSampler
 from kptoolkit.engine.sync_batchnorm import convert_to_global_batchnorm
