@@ -20,7 +20,9 @@ from kptoolkit.bench.detector_prior import (
     prior_diagnostics,
     prior_folder,
 )
+from kptoolkit.bench.plan import BenchOptions, Entry, plan_entries
 from kptoolkit.bench.published import PUBLISHED_TAICHI
+from kptoolkit.bench.report import _optimiser_text
 from kptoolkit.bench.results import (
     ResultRow,
     TableSettings,
@@ -31,18 +33,11 @@ from kptoolkit.bench.results import (
     results_latex,
     results_markdown,
 )
-from kptoolkit.bench.runner import (
-    Bench,
-    BenchError,
-    BenchOptions,
-    Entry,
-    _optimiser_text,
-    plan_entries,
-)
+from kptoolkit.bench.runner import Bench
 from kptoolkit.cli import main
 from kptoolkit.config import ExperimentConfig, structure, unstructure
 from kptoolkit.data.video_io import iter_frames
-from kptoolkit.errors import ConfigError, UnknownComponentError
+from kptoolkit.errors import BenchError, ConfigError, UnknownComponentError
 
 ABLATION = "heatmap_sum,gaussian_circles,all_k,perturbed_mask"
 ORACLE = "Oracle: gt_circles + two_stage (ground-truth joints)"
