@@ -32,3 +32,7 @@ class ParameterError(KptoolkitError, TypeError):
 
 class CompatibilityError(KptoolkitError):
     """Two components cannot work together (e.g. a masker and a generator)."""
+
+
+class BenchError(KptoolkitError):
+    """A bench stage cannot run with what it was given (or found on disk)."""

@@ -20,7 +20,9 @@ from kptoolkit.bench.detector_prior import (
     prior_diagnostics,
     prior_folder,
 )
+from kptoolkit.bench.plan import BenchOptions, Entry, plan_entries
 from kptoolkit.bench.published import PUBLISHED_TAICHI
+from kptoolkit.bench.report import optimiser_text
 from kptoolkit.bench.results import (
     ResultRow,
     TableSettings,
@@ -31,13 +33,7 @@ from kptoolkit.bench.results import (
     results_latex,
     results_markdown,
 )
-from kptoolkit.bench.runner import (
-    Bench,
-    BenchOptions,
-    Entry,
-    _optimiser_text,
-    plan_entries,
-)
+from kptoolkit.bench.runner import Bench
 from kptoolkit.cli import main
 from kptoolkit.config import ExperimentConfig, structure, unstructure
 from kptoolkit.data.video_io import iter_frames
@@ -245,10 +241,10 @@ def test_quick_rows_take_their_generators_learning_rate_unless_one_is_given():
     micro = Bench(BenchOptions(["heatmap_sum"], ["two_stage"], profile="micro"))
     assert micro.entry_config(rows[1], "d.pth").train.lr == 2e-4
     budget = {"lr": {e.label: chosen.learning_rate(e) for e in rows}, "amp": True}
-    assert _optimiser_text(budget) == (
+    assert optimiser_text(budget) == (
         ", in bfloat16 autocast, learning rate 0.0002 (FOMM), 0.001 (heatmap_sum + two_stage)"
     )
-    assert _optimiser_text({"lr": {"FOMM": 2e-4}, "amp": False}) == ", learning rate 0.0002"
+    assert optimiser_text({"lr": {"FOMM": 2e-4}, "amp": False}) == ", learning rate 0.0002"
     # the prior keeps its 1,500 validated steps under the quick profile's longer rows
     prior = prior_config(chosen.entry_config(rows[0], None), chosen.profile.detector_budget)
     assert prior.train.repeats == 6 and (prior.train.lr, prior.train.amp) == (2e-4, False)

@@ -1,24 +1,28 @@
-"""Per-row pictures: a reconstruction sample GIF and the training loss curves."""
+"""Per-row pictures: a reconstruction sample GIF and the training loss curves (redrawn only when
+the run's checkpoint changed)."""
 
 from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from kptoolkit.bench.data import first_frames
+from kptoolkit.bench.stage_cache import cached_stage, file_key
 from kptoolkit.data.video_io import write_gif
+from kptoolkit.engine.checkpoints import load_run
 from kptoolkit.engine.experiment import Models
-from kptoolkit.engine.inference import (
-    expand_structure,
-    inference_models,
-    reconstruction_batches,
-)
+from kptoolkit.engine.prediction import expand_structure, inference_models
+from kptoolkit.engine.reconstruction import reconstruction_batches
 from kptoolkit.engine.visualize import comparison_columns, grid_image
 
 NOT_PLOTTED = frozenset({"step", "epoch", "lr"})
+SAMPLE_FRAMES = 32
 
 
 def sample_frames(
@@ -104,3 +108,32 @@ def write_loss_curves(log_path: Path, path: Path, title: str) -> Path:
     finally:
         plt.close(figure)
     return path
+
+
+def write_run_figures(
+    run_dir: Path,
+    checkpoint: Path,
+    dataset: Callable[[], Any],
+    folder: Path,
+    slug: str,
+    title: str,
+    device: torch.device,
+) -> list[Path]:
+    """`<slug>-sample.gif` and `<slug>-losses.png` in `folder` for a run, drawn with its
+    `checkpoint` on the first test video of `dataset()` (redrawn only when it changed)."""
+    gif = folder / f"{slug}-sample.gif"
+    curves = folder / f"{slug}-losses.png"
+    key = file_key(checkpoint)
+
+    def draw(state: dict[str, Any]) -> dict[str, Any]:
+        _, models = load_run(checkpoint)
+        models.to(device)
+        frames, joints = first_frames(dataset(), SAMPLE_FRAMES)
+        write_sample_gif(models, list(frames), gif, joints=joints)
+        write_loss_curves(run_dir / "losses.csv", curves, title)
+        return key
+
+    cached_stage(
+        run_dir, "figures", lambda done: done == key and gif.is_file() and curves.is_file(), draw
+    )
+    return [gif, curves]

@@ -8,7 +8,7 @@ import time
 import torch
 
 from kptoolkit.engine.experiment import Models
-from kptoolkit.engine.inference import compute_structure, first_of, generate, inference_models
+from kptoolkit.engine.prediction import compute_structure, first_of, generate, inference_models
 
 
 def inference_parameters(models: Models) -> int:

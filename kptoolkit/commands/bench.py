@@ -109,8 +109,9 @@ def parse_seeds(text: str | None) -> list[int] | None:
 
 def run(args: argparse.Namespace) -> int:
     """Run every stage, print the table and where the outputs are."""
+    from kptoolkit.bench.plan import BenchOptions, split_names
     from kptoolkit.bench.results import published_markdown
-    from kptoolkit.bench.runner import Bench, BenchOptions, split_names
+    from kptoolkit.bench.runner import Bench
 
     options = BenchOptions(
         maskers=split_names(args.masker),

@@ -1,0 +1,119 @@
+"""The bench's plan: what it was asked to do (`BenchOptions`) and the rows that run (`Entry`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import attrs
+
+from kptoolkit.errors import ConfigError
+from kptoolkit.registry import GENERATORS, MASKERS
+from kptoolkit.resolve import natural_masker
+
+BASELINE_LABELS = {"fomm": "FOMM", "x2face": "X2Face"}
+DEFAULT_BASELINES = ("fomm", "x2face")
+ORACLE_MASKER, ORACLE_GENERATOR = "gt_circles", "two_stage"
+
+
+@attrs.frozen
+class Entry:
+    """One row of the bench: a masker x generator pair, a variant or a baseline."""
+
+    masker: str
+    generator: str
+    role: str  # "variant" or "baseline"
+
+    @property
+    def label(self) -> str:
+        """The row's name in the tables."""
+        if self.role == "baseline":
+            return BASELINE_LABELS.get(self.generator, self.generator)
+        if self.role == "oracle":
+            return f"Oracle: {self.masker} + {self.generator} (ground-truth joints)"
+        return f"{self.masker} + {self.generator}"
+
+    @property
+    def slug(self) -> str:
+        """The row's folder name."""
+        return f"{self.masker}+{self.generator}"
+
+
+@attrs.define
+class BenchOptions:
+    """What `kptoolkit bench` was asked to do."""
+
+    maskers: list[str]
+    generators: list[str]
+    baselines: list[str] = attrs.field(factory=lambda: list(DEFAULT_BASELINES))
+    profile: str = "quick"
+    out: str | None = None
+    dataset: str | None = None
+    kp_checkpoint: str | None = None
+    config: str | None = None
+    overrides: list[str] = attrs.field(factory=list)
+    pose_evaluator: str | None = None
+    id_evaluator: str | None = None
+    device: str | None = None
+    seeds: list[int] | None = None  # None: the config's own seed
+    oracle: bool = False  # on data with ground-truth joints, add gt_circles + two_stage
+    progress: bool = True
+
+
+def split_names(text: str | Sequence[str] | None) -> list[str]:
+    """'a,b , c' -> ['a', 'b', 'c'] (lists pass through); empty items dropped."""
+    if text is None:
+        return []
+    items = text.split(",") if isinstance(text, str) else list(text)
+    return [item.strip() for item in items if item.strip()]
+
+
+def plan_entries(
+    maskers: Sequence[str], generators: Sequence[str], baselines: Sequence[str]
+) -> list[Entry]:
+    """Baselines first (each with its natural masker), then every masker x generator variant."""
+    if not maskers or not generators:
+        raise ConfigError("bench needs at least one --masker and one --generator")
+    for name in maskers:
+        MASKERS.get(name)  # an unknown name raises with the closest matches
+    for name in [*generators, *baselines]:
+        GENERATORS.get(name)
+    entries = [Entry(natural_masker(g), g, "baseline") for g in baselines]
+    entries += [Entry(m, g, "variant") for g in generators for m in maskers]
+    unique: list[Entry] = []
+    for entry in entries:
+        if all(e.slug != entry.slug for e in unique):
+            unique.append(entry)
+    return unique
+
+
+def add_oracle(entries: list[Entry]) -> None:
+    """Append the oracle row (ground-truth joints drawn as circles) unless it is planned."""
+    oracle = Entry(ORACLE_MASKER, ORACLE_GENERATOR, "oracle")
+    if all(e.slug != oracle.slug for e in entries):
+        entries.append(oracle)
+
+
+def check_seeds(seeds: Sequence[int]) -> list[int]:
+    """The seeds as integers; a repeated or negative seed is a ConfigError."""
+    seeds = [int(seed) for seed in seeds]
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds lists a seed twice: {seeds}")
+    if any(seed < 0 for seed in seeds):
+        raise ConfigError(f"--seeds must be >= 0, got {seeds}")
+    return seeds
+
+
+def default_out_dir(profile: str) -> Path:
+    """`bench-results/<profile>` in the working directory."""
+    return Path("bench-results") / profile
+
+
+def needs_groundtruth(masker: str) -> bool:
+    """Whether the masker draws the dataset's ground-truth joints (the oracle's)."""
+    return bool(getattr(MASKERS.get(masker), "needs_groundtruth", False))
+
+
+def needs_detector(masker: str) -> bool:
+    """Whether the masker reads a pretrained keypoint detector."""
+    return bool(getattr(MASKERS.get(masker), "needs_detector", False))

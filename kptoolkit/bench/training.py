@@ -1,0 +1,128 @@
+"""A row's training run: a folder holding another config is refused, a finished run reused and
+an interrupted one resumed from its last checkpoint."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kptoolkit.bench.stage_cache import cached_stage
+from kptoolkit.config import (
+    INFERENCE_KEYS,
+    SCORING_KEYS,
+    ExperimentConfig,
+    load_config,
+    unstructure,
+)
+from kptoolkit.engine.checkpoints import list_checkpoints
+from kptoolkit.engine.distributed import DistContext
+from kptoolkit.engine.trainer import Trainer
+from kptoolkit.errors import BenchError
+from kptoolkit.resolve import PRESET_KEYS
+
+
+def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts and lists as one dict keyed by dotted paths."""
+    if isinstance(data, dict):
+        flat: dict[str, Any] = {}
+        for key, value in data.items():
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        return flat or {prefix.rstrip("."): {}}
+    if isinstance(data, list):
+        flat = {}
+        for index, value in enumerate(data):
+            flat.update(_flatten(value, f"{prefix}{index}."))
+        return flat or {prefix.rstrip("."): []}
+    return {prefix.rstrip("."): data}
+
+
+def config_differences(
+    old: ExperimentConfig, new: ExperimentConfig, ignore: Sequence[str] = ()
+) -> list[str]:
+    """'key: old -> new' for every setting that differs between two configs (`ignore`: keys
+    left out of the comparison)."""
+    before, after = _flatten(unstructure(old)), _flatten(unstructure(new))
+    return [
+        f"{key}: {before.get(key, '<absent>')!r} -> {after.get(key, '<absent>')!r}"
+        for key in sorted(set(before) | set(after))
+        if before.get(key, "<absent>") != after.get(key, "<absent>") and key not in ignore
+    ]
+
+
+def check_same_config(run_dir: Path, config: ExperimentConfig) -> None:
+    """Refuse (BenchError) a run folder whose run was trained with other settings (scoring
+    and inference settings, and the names of the presets that gave the written-out values,
+    aside)."""
+    stored_path = run_dir / "config.yaml"
+    if not stored_path.is_file():
+        return
+    differences = config_differences(
+        load_config(stored_path), config, ignore=SCORING_KEYS + INFERENCE_KEYS + PRESET_KEYS
+    )
+    if differences:
+        shown = "; ".join(differences[:4])
+        more = f" (and {len(differences) - 4} more)" if len(differences) > 4 else ""
+        raise BenchError(
+            f"{run_dir} holds a run with other settings: {shown}{more}. Use another --out, "
+            "or delete that folder to retrain it (nothing was changed)"
+        )
+
+
+def train_run(
+    run_dir: Path,
+    config: ExperimentConfig,
+    label: str,
+    device: torch.device,
+    progress: bool,
+    say: Callable[[str], None],
+) -> dict[str, Any]:
+    """Train `config` in `run_dir` (or reuse / resume its run); returns its training record
+    (steps, checkpoint, seconds, whether the time is extrapolated)."""
+    check_same_config(run_dir, config)
+
+    def train(state: dict[str, Any]) -> dict[str, Any]:
+        existing = list_checkpoints(run_dir / "checkpoints")
+        start = existing[-1][0] if existing else 0
+        how = f"resuming at step {start}" if existing else "from scratch"
+        say(f"{label}: training {how} -> {run_dir}")
+        trainer = Trainer(
+            config,
+            run_dir,
+            resume=bool(existing),
+            context=DistContext(device=device),
+            progress=progress,
+        )
+        result = trainer.train()
+        if result.checkpoint is None:
+            raise BenchError(f"{label}: training saved no checkpoint in {run_dir}")
+        segments = [
+            *state.get("train_segments", []),
+            {"from_step": start, "to_step": result.steps, "seconds": result.seconds},
+        ]
+        covered = sum(s["to_step"] - s["from_step"] for s in segments)
+        timed = sum(s["seconds"] for s in segments)
+        seconds = timed * result.steps / covered if covered else timed
+        state["train_segments"] = segments
+        say(f"{label}: {result.steps} steps in {result.seconds / 60:.1f} min")
+        return {
+            "steps": result.steps,
+            "checkpoint": result.checkpoint.name,
+            "seconds": seconds,
+            "extrapolated": covered != result.steps,
+        }
+
+    # a new checkpoint makes every later stage stale: only the training segments stay
+    stage = cached_stage(
+        run_dir,
+        "train",
+        lambda done: (run_dir / "checkpoints" / done["checkpoint"]).is_file(),
+        train,
+        keep=("train_segments",),
+    )
+    done = stage.record
+    if stage.cached:
+        say(f"{label}: cached ({done['steps']} steps, {done['seconds'] / 60:.1f} min of training)")
+    return done
