@@ -15,6 +15,7 @@ import torch
 from memory import peak_mib_in_fresh_process
 
 from kptoolkit import create_generator, create_masker
+from kptoolkit.components import detector_params
 from kptoolkit.config import ExperimentConfig
 from kptoolkit.data.puppet_render import render_video
 from kptoolkit.data.video_io import count_frames, write_mp4
@@ -22,7 +23,6 @@ from kptoolkit.engine.animation import animate
 from kptoolkit.engine.experiment import Models
 from kptoolkit.keypoints.detector import FrozenDetector, KeypointDetector
 from kptoolkit.presets import CPU64, preset_params
-from kptoolkit.resolve import detector_params
 
 LENGTHS = [100, 1000]
 BATCH = 16

@@ -14,10 +14,10 @@ import torch
 from memory import peak_mib_in_fresh_process
 
 from kptoolkit import create_generator, create_masker
+from kptoolkit.components import detector_params
 from kptoolkit.config import ExperimentConfig
 from kptoolkit.keypoints.detector import FrozenDetector, KeypointDetector
 from kptoolkit.presets import CPU64, preset_params
-from kptoolkit.resolve import detector_params
 from kptoolkit.structure import Structure
 
 CPU_DETECTOR = detector_params(ExperimentConfig())  # the synthetic-64 default: cpu64 presets

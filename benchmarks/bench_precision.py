@@ -31,12 +31,12 @@ import numpy as np
 import torch
 
 from kptoolkit import inference_model
+from kptoolkit.components import detector_params
 from kptoolkit.config import ExperimentConfig, load_config
 from kptoolkit.engine.experiment import Models, build_models
 from kptoolkit.engine.precision import to_float32
 from kptoolkit.engine.prediction import expand_structure, first_of
 from kptoolkit.keypoints.detector import KeypointDetector
-from kptoolkit.resolve import detector_params
 
 ROOT = Path(__file__).resolve().parent.parent
 PAIRS = {

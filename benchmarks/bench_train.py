@@ -11,10 +11,10 @@ import time
 import pytest
 import torch
 
+from kptoolkit.components import detector_params
 from kptoolkit.config import ExperimentConfig, apply_overrides
 from kptoolkit.engine.trainer import Trainer
 from kptoolkit.keypoints.detector import KeypointDetector
-from kptoolkit.resolve import detector_params
 
 PAIRS = [("heatmap_sum", "two_stage"), ("", "fomm"), ("", "x2face")]
 MEASURED_STEPS = 30

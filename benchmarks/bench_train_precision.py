@@ -21,16 +21,16 @@ from pathlib import Path
 
 import torch
 
-from kptoolkit.config import ExperimentConfig, ModelConfig, load_config
-from kptoolkit.engine.trainer import Trainer
-from kptoolkit.keypoints.detector import KeypointDetector
-from kptoolkit.presets import CPU64
-from kptoolkit.resolve import (
+from kptoolkit.components import (
     apply_with_presets,
     choose_components,
     component_losses,
     detector_params,
 )
+from kptoolkit.config import ExperimentConfig, ModelConfig, load_config
+from kptoolkit.engine.trainer import Trainer
+from kptoolkit.keypoints.detector import KeypointDetector
+from kptoolkit.presets import CPU64
 
 ROOT = Path(__file__).resolve().parent.parent
 PAIRS = {

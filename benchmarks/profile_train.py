@@ -23,10 +23,10 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from kptoolkit.bench.profiles import PROFILES
+from kptoolkit.components import detector_params
 from kptoolkit.config import ExperimentConfig, apply_overrides
 from kptoolkit.engine.trainer import Trainer
 from kptoolkit.keypoints.detector import KeypointDetector
-from kptoolkit.resolve import detector_params
 
 RANGES = ("data", "forward", "losses", "backward", "optimiser", "discriminator")
 

@@ -1,5 +1,8 @@
 """Experiment configuration: attrs classes, strict YAML load/save and `--set a.b=value` overrides.
 
+(`kptoolkit.structuring` checks every key; `kptoolkit.config_legacy` converts the layout before
+presets.)
+
 The defaults of `ExperimentConfig` are the embedded `synthetic-64` profile (CPU-sized widths on
 the synthetic puppets); `configs/*.yaml` hold the other profiles. Every key is checked: an unknown
 or misspelled key is an error naming its full dotted path. Component parameters (`params`) are
@@ -8,22 +11,18 @@ free-form here and checked against the component itself by `kptoolkit.resolve`.
 
 from __future__ import annotations
 
-import difflib
-import types
-import typing
-import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, TypeVar, Union
+from typing import Any
 
 import attrs
 import yaml
 
 from kptoolkit.atomic import atomic_write_text
+from kptoolkit.config_legacy import upgrade_legacy_layout
 from kptoolkit.errors import ConfigError
 from kptoolkit.metrics.aggregate import AVERAGES
-
-T = TypeVar("T")
+from kptoolkit.structuring import structure, suggest, unstructure
 
 
 def _positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
@@ -213,98 +212,6 @@ class ExperimentConfig:
     eval: EvalConfig = attrs.field(factory=EvalConfig)
 
 
-# -- structuring: plain data <-> attrs classes ------------------------------------------------
-
-
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
-def _suggest(key: str, options: Iterable[str], prefix: str = "") -> str:
-    close = difflib.get_close_matches(key, list(options), n=1)
-    return f" (did you mean '{prefix}{close[0]}'?)" if close else ""
-
-
-def _convert(value: Any, tp: Any, path: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if tp is Any:
-        return value
-    if attrs.has(tp):
-        return structure(tp, value, path)
-    if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        errors = []
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _convert(value, arg, path)
-            except ConfigError as exc:
-                errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{path}: invalid value {value!r}")
-    if origin is list:
-        if not isinstance(value, list | tuple):
-            raise ConfigError(f"{path}: expected a list, got {value!r}")
-        (item_type,) = args or (Any,)
-        return [_convert(v, item_type, f"{path}.{i}") for i, v in enumerate(value)]
-    if origin is dict:
-        if not isinstance(value, Mapping):
-            raise ConfigError(f"{path}: expected a mapping, got {value!r}")
-        _, value_type = args or (str, Any)
-        return {str(k): _convert(v, value_type, f"{path}.{k}") for k, v in value.items()}
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-    elif tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        if isinstance(value, str):
-            try:
-                return int(value)
-            except ValueError:
-                pass
-    elif tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML reads 1e-4 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                pass
-    elif tp is str:
-        if isinstance(value, str):
-            return value
-    else:
-        raise ConfigError(f"{path}: unsupported field type {tp!r}")
-    raise ConfigError(f"{path}: expected {_type_name(tp)}, got {value!r}")
-
-
-def structure(cls: type[T], data: Any, path: str = "") -> T:
-    """Build attrs class `cls` from plain data, rejecting unknown keys by full dotted path."""
-    label = path or "config"
-    if data is None:
-        data = {}
-    if not isinstance(data, Mapping):
-        raise ConfigError(f"{label}: expected a mapping, got {data!r}")
-    fields = {f.name: f for f in attrs.fields(attrs.resolve_types(cls))}
-    prefix = f"{path}." if path else ""
-    for key in data:
-        if key not in fields:
-            raise ConfigError(
-                f"unknown config key '{prefix}{key}'{_suggest(str(key), fields, prefix)}"
-            )
-    kwargs = {k: _convert(v, fields[k].type, prefix + k) for k, v in data.items()}
-    try:
-        return cls(**kwargs)
-    except (TypeError, ValueError) as exc:
-        raise ConfigError(f"{label}: {exc}") from exc
-
-
-def unstructure(obj: Any) -> Any:
-    """Plain dicts and lists (YAML-ready) from an attrs instance."""
-    return attrs.asdict(obj)
-
-
 # -- YAML -------------------------------------------------------------------------------------
 
 
@@ -329,59 +236,6 @@ def config_from_dict(data: Mapping[str, Any], overrides: Iterable[str] = ()) -> 
     apply overrides."""
     config = structure(ExperimentConfig, upgrade_legacy_layout(data))
     return apply_overrides(config, overrides)
-
-
-class LegacyLayoutWarning(UserWarning):
-    """A config in the layout before presets was converted; some settings may be gone."""
-
-
-LEGACY_KEYS = ("component_params", "component_losses")
-
-
-def upgrade_legacy_layout(data: Mapping[str, Any]) -> Mapping[str, Any]:
-    """Convert a config written before presets (`component_params`, `component_losses`,
-    `eval.evaluators`) into the current layout; other data is returned as it is.
-
-    The running masker's and generator's entries become their `params` and `losses`, under the
-    `paper` preset (the constructors' defaults, which is what the old layout built on), so a run
-    folder's config builds the same model. Entries of components that do not run are dropped
-    with a `LegacyLayoutWarning` saying how to write the file in the current layout.
-    """
-    evaluators = (data.get("eval") or {}).get("evaluators") if isinstance(data, Mapping) else None
-    if evaluators:
-        raise ConfigError(
-            f"eval.evaluators={evaluators!r}: the key is gone (it was never read); choose "
-            "evaluators with `kptoolkit metrics --evaluator NAME`"
-        )
-    if not isinstance(data, Mapping) or not any(key in data for key in LEGACY_KEYS):
-        if isinstance(data, Mapping) and isinstance(data.get("eval"), Mapping):
-            data = {**data, "eval": {k: v for k, v in data["eval"].items() if k != "evaluators"}}
-        return data
-    out = {k: v for k, v in data.items() if k not in LEGACY_KEYS}
-    if isinstance(out.get("eval"), Mapping):
-        out["eval"] = {k: v for k, v in out["eval"].items() if k != "evaluators"}
-    params = dict(data.get("component_params") or {})
-    losses = dict(data.get("component_losses") or {})
-    out.setdefault("preset", "paper")
-    running = []
-    for section in ("masker", "generator"):
-        component = dict(out.get(section) or {})
-        name = component.get("name", "")
-        running.append(name)
-        component["params"] = {**(params.get(name) or {}), **(component.get("params") or {})}
-        component.setdefault("losses", list(losses.get(name) or []))
-        out[section] = component
-    dropped = sorted((set(params) | set(losses)) - set(running))
-    if dropped:
-        warnings.warn(
-            "converted a config in the layout before presets: the settings of "
-            f"{', '.join(dropped)} (which do not run in it) were dropped. Name a preset "
-            "(`preset: cpu64`, paper or micro) and list only the masker and generator that "
-            "run; `kptoolkit config show` prints the current layout",
-            LegacyLayoutWarning,
-            stacklevel=3,
-        )
-    return out
 
 
 def dump_config(config: ExperimentConfig) -> str:
@@ -481,7 +335,7 @@ def _set_path(config: Any, data: Any, parts: list[str], value: Any) -> None:
         known = _known_keys(typed)
         if known is not None and part not in known:
             parent = ".".join(parts[:depth])
-            hint = _suggest(part, known, f"{parent}." if parent else "")
+            hint = suggest(part, known, f"{parent}." if parent else "")
             raise ConfigError(f"unknown config key '{path}'{hint}")
         if last:
             node[part] = value

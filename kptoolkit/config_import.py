@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 
 import yaml
 
+from kptoolkit.components import detector_params
 from kptoolkit.config import (
     DataConfig,
     ExperimentConfig,
@@ -38,7 +39,6 @@ from kptoolkit.config import (
 from kptoolkit.errors import ConfigError
 from kptoolkit.presets import PAPER, find_preset
 from kptoolkit.registry import get_registry
-from kptoolkit.resolve import detector_params
 
 FOMM = "fomm"
 KEYPOINT_MASK = "keypoint_mask"

@@ -11,11 +11,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from kptoolkit.components import natural_masker
 from kptoolkit.errors import CompatibilityError
 from kptoolkit.generators.base import Generator, check_compatible
 from kptoolkit.maskers.base import Masker
 from kptoolkit.registry import GENERATORS, MASKERS
-from kptoolkit.resolve import natural_masker
 
 
 def build_masker_and_generator(

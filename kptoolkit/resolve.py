@@ -7,7 +7,7 @@ what the keypoint detector does. What follows from the pair is derived here, onc
 - the masker: as named, or the generator's natural one;
 - each component's parameters and loss terms: its preset's (the experiment's `preset`, or the
   component's own `preset`; `kptoolkit.presets`), then the explicit ones (`masker.params`,
-  `generator.params`, `losses`); `expand_presets` writes them out into the config;
+  `generator.params`, `losses`), as `kptoolkit.components` gives them;
 - what the detector fixes (`num_kp`, `estimate_jacobian`) is copied into the components that
   take it, and an explicit value that disagrees is an error;
 - the generator's `mask_channels` from the masker's (`Masker.mask_channels_for`);
@@ -27,17 +27,20 @@ from typing import Any
 
 import attrs
 
-from kptoolkit.config import (
-    ExperimentConfig,
-    LossConfig,
-    ModelConfig,
-    apply_overrides,
-    parse_override_value,
-    split_override,
+from kptoolkit.components import (
+    component_losses,
+    component_params,
+    detector_params,
+    discriminator_params,
+    expand_presets,
+    experiment_losses,
+    masker_name,
+    natural_masker,
+    needs_discriminator,
 )
+from kptoolkit.config import ExperimentConfig, LossConfig
 from kptoolkit.errors import CompatibilityError, ConfigError, KptoolkitError
-from kptoolkit.presets import Preset, find_preset
-from kptoolkit.registry import GENERATORS, LOSSES, MASKERS, check_params, get_registry
+from kptoolkit.registry import GENERATORS, MASKERS, check_params, get_registry
 
 # the detector rule of an experiment
 NO_DETECTOR = "none"
@@ -60,155 +63,6 @@ class ResolvedExperiment:
     detector: str  # NO_DETECTOR, FROZEN_DETECTOR or TRAINED_DETECTOR
     detector_params: dict[str, Any]  # KeypointDetector's, when it is built from scratch
     discriminator_params: dict[str, Any] | None  # None: no loss needs a discriminator
-
-
-def natural_masker(generator: str) -> str:
-    """The masker a generator is used with when none is named (fomm -> fomm_keypoints, ...)."""
-    return getattr(GENERATORS.get(generator), "natural_masker", "heatmap_sum")
-
-
-def masker_name(config: ExperimentConfig) -> str:
-    """The masker of the experiment: as named, or the generator's natural one."""
-    return config.masker.name or natural_masker(config.generator.name)
-
-
-def choose_components(
-    config: ExperimentConfig, masker: str | None = None, generator: str | None = None
-) -> ExperimentConfig:
-    """`config` with the command line's --masker / --generator (in place; returned).
-
-    A component that changes loses the old one's explicit parameters (the new one's come from
-    the profile); a new generator without --masker gets its natural masker. Apply `--set`
-    overrides after this, so that `masker.params.*` reach the component the command line chose.
-    """
-    if generator and generator != config.generator.name:
-        config.generator = ModelConfig(generator)
-        if not masker:
-            config.masker = ModelConfig("")
-    if masker and masker != config.masker.name:
-        config.masker = ModelConfig(masker)
-    return config
-
-
-# -- presets ------------------------------------------------------------------------------------
-
-
-# the keys naming presets: once the presets are written out (`expand_presets`), the values
-# they gave are in the config and two configs that build the same model may name different ones
-PRESET_KEYS = ("preset", "keypoints.preset", "masker.preset", "generator.preset")
-
-
-COMPONENT_KEYS = ("masker.name", "generator.name")
-
-
-def is_preset_key(key: str) -> bool:
-    """Whether a `--set` key chooses a preset (`preset`, `generator.preset`, ...)."""
-    return key.split(".")[-1] == "preset"
-
-
-def apply_with_presets(config: ExperimentConfig, overrides: list[str]) -> ExperimentConfig:
-    """Apply `--set` overrides around `expand_presets`: component choices (`generator.name`,
-    `masker.name`, as `choose_components` makes them) and preset choices first, then the
-    presets written out, then every other value, so that `generator.params.*` and
-    `generator.losses.<name>.*` override what the chosen preset gave."""
-    names = {}
-    for item in overrides:
-        key, text = split_override(item)
-        if key in ("masker.name", "generator.name"):
-            names[key.split(".")[0]] = str(parse_override_value(text) or "")
-    if "generator" in names or "masker" in names:
-        config = choose_components(config, names.get("masker"), names.get("generator"))
-        if names.get("masker") == "":
-            config.masker = ModelConfig("")  # the generator's natural masker
-    rest = [item for item in overrides if split_override(item)[0] not in COMPONENT_KEYS]
-    choices = [item for item in rest if is_preset_key(split_override(item)[0])]
-    others = [item for item in rest if item not in choices]
-    config = expand_presets(apply_overrides(config, choices))
-    return apply_overrides(config, others)
-
-
-def _preset(config: ExperimentConfig, kind: str, component: ModelConfig, name: str) -> Preset:
-    registry = get_registry(kind)
-    family = component.preset or config.preset
-    return find_preset(registry.get(name), family, f"{registry.singular} '{name}'")
-
-
-def component_params(
-    config: ExperimentConfig, kind: str, component: ModelConfig, name: str
-) -> dict[str, Any]:
-    """The parameters of a masker or generator: its preset's, then its explicit `params`."""
-    return {**_preset(config, kind, component, name).params, **component.params}
-
-
-def component_losses(
-    config: ExperimentConfig, kind: str, component: ModelConfig, name: str
-) -> list[LossConfig]:
-    """The loss terms a masker or generator brings: its explicit `losses`, else its preset's."""
-    if component.losses is not None:
-        return list(component.losses)
-    terms = _preset(config, kind, component, name).losses
-    return [
-        LossConfig(t["name"], t["weight"], list(t["outputs"]), dict(t["params"])) for t in terms
-    ]
-
-
-def detector_params(config: ExperimentConfig) -> dict[str, Any]:
-    """KeypointDetector's parameters for every `keypoints` field (but the checkpoint and the
-    preset name): the value set there, else the detector preset's, else its constructor's."""
-    from kptoolkit.keypoints.detector import KeypointDetector
-
-    keypoints = attrs.asdict(config.keypoints)
-    family = keypoints.pop("preset") or config.preset
-    del keypoints["checkpoint"]
-    preset = find_preset(KeypointDetector, family, "the keypoint detector")
-    defaults = {
-        key: parameter.default
-        for key, parameter in inspect.signature(KeypointDetector).parameters.items()
-        if key in keypoints
-    }
-    given = {key: value for key, value in keypoints.items() if value is not None}
-    return {**defaults, **preset.params, **given}
-
-
-def discriminator_params(config: ExperimentConfig) -> dict[str, Any]:
-    """The discriminator's parameters: its preset's, then `discriminator`."""
-    from kptoolkit.discriminator import MultiScaleDiscriminator
-
-    preset = find_preset(MultiScaleDiscriminator, config.preset, "the discriminator")
-    return {**preset.params, **config.discriminator}
-
-
-def needs_discriminator(losses: list[LossConfig]) -> bool:
-    """Whether any of `losses` trains against a discriminator."""
-    flags = ("needs_discriminator", "adversarial")
-    return any(getattr(LOSSES.get(loss.name), flag, False) for loss in losses for flag in flags)
-
-
-def expand_presets(config: ExperimentConfig) -> ExperimentConfig:
-    """Write into `config` (in place; returned) what its presets give: the masker's name (its
-    natural one when empty), every component's parameters and loss terms, the detector's widths
-    and, when a loss needs one, the discriminator's; each section then names its preset. What a
-    saved config lists is then what is built. Unknown names are left for the resolver to report.
-    """
-    if config.generator.name in GENERATORS:
-        config.masker.name = masker_name(config)
-    for kind, component in (("maskers", config.masker), ("generators", config.generator)):
-        if component.name not in get_registry(kind):
-            continue
-        component.params = component_params(config, kind, component, component.name)
-        component.losses = component_losses(config, kind, component, component.name)
-        component.preset = component.preset or config.preset
-    for key, value in detector_params(config).items():
-        if key in attrs.fields_dict(type(config.keypoints)):
-            setattr(config.keypoints, key, value)
-    config.keypoints.preset = config.keypoints.preset or config.preset
-    try:
-        adversarial = needs_discriminator(experiment_losses(config))
-    except KptoolkitError:
-        adversarial = False
-    if adversarial:
-        config.discriminator = discriminator_params(config)
-    return config
 
 
 def _accepts(factory: Callable[..., Any], name: str) -> bool:
@@ -386,17 +240,6 @@ def _resolve(
         discriminator,
     )
     return resolved, problems
-
-
-def experiment_losses(config: ExperimentConfig) -> list[LossConfig]:
-    """The experiment's loss terms plus those its generator and masker bring (their `losses`,
-    else their presets')."""
-    generator, masker = config.generator.name, masker_name(config)
-    return [
-        *config.losses,
-        *component_losses(config, "generators", config.generator, generator),
-        *component_losses(config, "maskers", config.masker, masker),
-    ]
 
 
 def experiment_problems(config: ExperimentConfig, kp_checkpoint: str | None = None) -> list[str]:

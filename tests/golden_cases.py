@@ -118,7 +118,7 @@ def _animate(config_changes: Callable, sections: dict[str, str]) -> dict:
 
 def fomm_case() -> dict:
     """FOMM's published checkpoint layout, animated by the FOMM generator (absolute motion)."""
-    from kptoolkit.resolve import choose_components
+    from kptoolkit.components import choose_components
 
     return _animate(
         lambda config: choose_components(config, None, "fomm"),

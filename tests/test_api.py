@@ -16,12 +16,12 @@ from test_inference import (  # noqa: F401 (module fixtures)
 from train_fixtures import tiny_config
 
 import kptoolkit
+from kptoolkit.components import choose_components
 from kptoolkit.data.video_io import iter_frames
 from kptoolkit.engine.checkpoints import load_run as load_checkpoint
 from kptoolkit.engine.prediction import quantize
 from kptoolkit.engine.reconstruction import build_test_dataset, reconstruct
 from kptoolkit.errors import CompatibilityError
-from kptoolkit.resolve import choose_components
 
 
 def video_tensor(video) -> torch.Tensor:

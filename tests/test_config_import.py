@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from kptoolkit.cli import main
+from kptoolkit.components import component_losses, component_params, expand_presets
 from kptoolkit.config import ModelConfig, load_config
 from kptoolkit.config_import import (
     FOMM,
@@ -22,12 +23,7 @@ from kptoolkit.config_import import (
 from kptoolkit.data.augment import augmentation_from_dict
 from kptoolkit.errors import ConfigError
 from kptoolkit.registry import LOSSES, METRICS, get_registry
-from kptoolkit.resolve import (
-    component_losses,
-    component_params,
-    expand_presets,
-    validate_components,
-)
+from kptoolkit.resolve import validate_components
 
 REPO = Path(__file__).resolve().parents[1]
 

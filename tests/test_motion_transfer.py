@@ -18,9 +18,9 @@ import pytest
 import torch
 from train_fixtures import tiny_config, tiny_kp_checkpoint
 
+from kptoolkit.components import choose_components
 from kptoolkit.engine.experiment import Models, build_models
 from kptoolkit.engine.prediction import compute_structure, generate, inference_models
-from kptoolkit.resolve import choose_components
 
 PAIRS = [("two_stage", "heatmap_sum"), ("fomm", None), ("x2face", None)]
 SIZE = 64

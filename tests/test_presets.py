@@ -9,26 +9,22 @@ import pytest
 import yaml
 
 from kptoolkit.cli import main
+from kptoolkit.components import apply_with_presets, choose_components
 from kptoolkit.config import (
     ExperimentConfig,
-    LegacyLayoutWarning,
     ModelConfig,
     config_from_dict,
     dump_config,
     load_config,
 )
+from kptoolkit.config_legacy import LegacyLayoutWarning
 from kptoolkit.errors import ConfigError, KptoolkitError
 from kptoolkit.generators.fomm import FommGenerator
 from kptoolkit.generators.two_stage import TwoStageGenerator
 from kptoolkit.keypoints.detector import KeypointDetector
 from kptoolkit.presets import PRESET_NAMES
 from kptoolkit.registry import GENERATORS, MASKERS
-from kptoolkit.resolve import (
-    apply_with_presets,
-    choose_components,
-    resolve_experiment,
-    write_derived,
-)
+from kptoolkit.resolve import resolve_experiment, write_derived
 
 BUILT_IN = {
     "generators": ("two_stage", "fomm", "x2face"),

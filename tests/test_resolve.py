@@ -9,6 +9,7 @@ import torch
 from train_fixtures import tiny_config, tiny_kp_checkpoint
 
 from kptoolkit.cli import main
+from kptoolkit.components import choose_components
 from kptoolkit.config import ExperimentConfig, apply_overrides, load_config
 from kptoolkit.engine.experiment import build_models
 from kptoolkit.errors import CompatibilityError
@@ -17,7 +18,6 @@ from kptoolkit.resolve import (
     FROZEN_DETECTOR,
     NO_DETECTOR,
     TRAINED_DETECTOR,
-    choose_components,
     experiment_problems,
     resolve_experiment,
     validate_components,

@@ -16,12 +16,12 @@ from train_fixtures import tiny_config, tiny_kp_checkpoint
 
 from kptoolkit import LOSSES
 from kptoolkit.checkpoint_io import read_checkpoint
+from kptoolkit.components import apply_with_presets, choose_components
 from kptoolkit.config import LossConfig, load_config
 from kptoolkit.engine.checkpoints import latest_checkpoint, list_checkpoints
 from kptoolkit.engine.trainer import Trainer, TrainingDiverged
 from kptoolkit.errors import ConfigError
 from kptoolkit.losses.base import Loss
-from kptoolkit.resolve import apply_with_presets, choose_components
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 from model_fixtures import TINY_DETECTOR
 
+from kptoolkit.components import apply_with_presets
 from kptoolkit.config import ExperimentConfig
 from kptoolkit.keypoints.detector import KeypointDetector
-from kptoolkit.resolve import apply_with_presets
 
 
 def tiny_config(*overrides: str) -> ExperimentConfig:

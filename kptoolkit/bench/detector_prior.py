@@ -32,6 +32,7 @@ import attrs
 import torch
 
 from kptoolkit.atomic import atomic_write_text
+from kptoolkit.components import expand_presets
 from kptoolkit.config import ExperimentConfig, LossConfig, structure, unstructure
 from kptoolkit.data.puppet_style import figure_height
 from kptoolkit.engine.checkpoints import list_checkpoints
@@ -40,7 +41,6 @@ from kptoolkit.engine.trainer import Trainer
 from kptoolkit.keypoints.diagnostics import centroid_probe_r2, diagnose_detector
 from kptoolkit.keypoints.loading import load_detector
 from kptoolkit.paths import cache_dir, exclusive
-from kptoolkit.resolve import expand_presets
 
 PRIOR_NAME = "detector-prior"
 DIAGNOSTICS_NAME = "diagnostics.json"

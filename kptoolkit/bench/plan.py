@@ -7,9 +7,9 @@ from pathlib import Path
 
 import attrs
 
+from kptoolkit.components import natural_masker
 from kptoolkit.errors import ConfigError
 from kptoolkit.registry import GENERATORS, MASKERS
-from kptoolkit.resolve import natural_masker
 
 BASELINE_LABELS = {"fomm": "FOMM", "x2face": "X2Face"}
 DEFAULT_BASELINES = ("fomm", "x2face")

@@ -65,6 +65,7 @@ from kptoolkit.bench.rows import (
 from kptoolkit.bench.scoring import cached_scores, measure_control, measure_run
 from kptoolkit.bench.stage_cache import read_state
 from kptoolkit.bench.training import train_run
+from kptoolkit.components import apply_with_presets, natural_masker
 from kptoolkit.config import (
     ExperimentConfig,
     ModelConfig,
@@ -75,13 +76,7 @@ from kptoolkit.config import (
 )
 from kptoolkit.engine.experiment import build_dataset
 from kptoolkit.errors import ConfigError
-from kptoolkit.resolve import (
-    FROZEN_DETECTOR,
-    TRAINED_DETECTOR,
-    apply_with_presets,
-    natural_masker,
-    write_derived,
-)
+from kptoolkit.resolve import FROZEN_DETECTOR, TRAINED_DETECTOR, write_derived
 
 # scripts outside the package import these from here, the plan's two included
 __all__ = ["Bench", "BenchOptions", "BenchOutcome", "Entry"]

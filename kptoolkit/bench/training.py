@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from kptoolkit.bench.stage_cache import cached_stage
+from kptoolkit.components import PRESET_KEYS
 from kptoolkit.config import (
     INFERENCE_KEYS,
     SCORING_KEYS,
@@ -21,7 +22,6 @@ from kptoolkit.engine.checkpoints import list_checkpoints
 from kptoolkit.engine.distributed import DistContext
 from kptoolkit.engine.trainer import Trainer
 from kptoolkit.errors import BenchError
-from kptoolkit.resolve import PRESET_KEYS
 
 
 def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:

@@ -71,7 +71,7 @@ def resolve(
 ) -> ExperimentConfig:
     """The config from `file` (or the built-in default) with the chosen components, their
     presets written out and overrides applied."""
-    from kptoolkit.resolve import apply_with_presets, choose_components
+    from kptoolkit.components import apply_with_presets, choose_components
 
     config = ExperimentConfig() if file is None else load_config(file)
     return apply_with_presets(choose_components(config, masker, generator), overrides)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from kptoolkit.checkpoint_io import load_strict
+from kptoolkit.components import experiment_losses, masker_name
 from kptoolkit.config import ExperimentConfig, LossConfig
 from kptoolkit.errors import CompatibilityError
 from kptoolkit.generators.base import Generator, check_compatible
@@ -25,14 +26,7 @@ from kptoolkit.keypoints.detector import FrozenDetector, KeypointDetector
 from kptoolkit.keypoints.loading import load_detector
 from kptoolkit.maskers.base import Masker
 from kptoolkit.registry import DATASETS, GENERATORS, LOSSES, MASKERS
-from kptoolkit.resolve import (
-    NO_DETECTOR,
-    TRAINED_DETECTOR,
-    dataset_params,
-    experiment_losses,
-    masker_name,
-    resolve_experiment,
-)
+from kptoolkit.resolve import NO_DETECTOR, TRAINED_DETECTOR, dataset_params, resolve_experiment
 
 
 @attrs.define
