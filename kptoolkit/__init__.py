@@ -50,7 +50,7 @@ def inference_model(
 
 
 # the notebook API (kptoolkit/api.py), imported on first use so that `import kptoolkit` stays cheap
-NOTEBOOK_API = ("build", "load_run", "animate_frames", "reconstruct_video")
+NOTEBOOK_API = ("build", "load_run", "save_run", "animate_frames", "reconstruct_video")
 
 
 def __getattr__(name: str) -> Any:

@@ -74,6 +74,18 @@ def load_run(path: str | Path) -> Models:
     return load_checkpoint(path)[1]
 
 
+def save_run(
+    path: str | Path, models: Models, config: ExperimentConfig | None = None, step: int = 0
+) -> Path:
+    """Save `models` (built by `build(config)`; None: the built-in default) as a kptoolkit run
+    folder that `load_run` and the `reconstruct` / `animate` commands read; returns the
+    checkpoint's path."""
+    from kptoolkit.config import ExperimentConfig
+    from kptoolkit.engine.checkpoints import save_run as save
+
+    return save(path, config if config is not None else ExperimentConfig(), models, step)
+
+
 def _frames(frames: torch.Tensor, what: str) -> torch.Tensor:
     if frames.dim() == 3:
         frames = frames[None]

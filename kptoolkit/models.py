@@ -1,6 +1,6 @@
 """Building a masker and a generator together: checked against each other, detector attached.
 
-`natural_masker` lives in `kptoolkit.resolve` and is re-exported here.
+`natural_masker` lives in `kptoolkit.components` and is re-exported here.
 """
 
 from __future__ import annotations

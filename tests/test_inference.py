@@ -12,14 +12,14 @@ import torch
 from model_fixtures import TINY_DETECTOR
 from PIL import Image
 
-from kptoolkit.checkpoint_io import KPTOOLKIT_FORMAT
+import kptoolkit
 from kptoolkit.cli import main
-from kptoolkit.config import ExperimentConfig, ModelConfig, unstructure
+from kptoolkit.config import ExperimentConfig, ModelConfig
 from kptoolkit.data.datasets import FramesDataset
 from kptoolkit.data.synthetic import generate_dataset
 from kptoolkit.data.video_io import count_frames, frame_files, iter_frames, video_fps, write_mp4
 from kptoolkit.engine.animation import animate
-from kptoolkit.engine.checkpoints import CHECKPOINT_VERSION, load_run
+from kptoolkit.engine.checkpoints import load_run
 from kptoolkit.engine.experiment import build_models
 from kptoolkit.engine.prediction import (
     InferenceError,
@@ -68,18 +68,7 @@ def write_run(run_dir: Path, data_root: Path, kp_file: Path, masker: str) -> Pat
     config.masker = ModelConfig(masker)
     config.eval.batch_size = BATCH
     models = build_models(config, kp_checkpoint=str(kp_file))
-    path = run_dir / "checkpoints" / "step-00000002.pth"
-    path.parent.mkdir(parents=True)
-    payload = {
-        "format": KPTOOLKIT_FORMAT,
-        "version": CHECKPOINT_VERSION,
-        "config": unstructure(config),
-        "models": models.state_dicts(),
-        "step": 2,
-        "epoch": 0,
-    }
-    torch.save(payload, path)
-    return path
+    return kptoolkit.save_run(run_dir, models, config, step=2)
 
 
 @pytest.fixture(scope="module")

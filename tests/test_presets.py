@@ -220,3 +220,37 @@ def test_a_bench_row_that_changes_a_component_starts_from_its_preset():
         losses=baseline.generator.losses,
     )
     assert [t.name for t in baseline.generator.losses] == ["equivariance"]
+
+
+def test_a_run_saved_in_the_layout_before_presets_loads_with_the_same_weights(tmp_path):
+    import torch
+
+    import kptoolkit
+    from kptoolkit.config import unstructure
+    from kptoolkit.engine.checkpoints import latest_checkpoint
+
+    config = ExperimentConfig(name="old", preset="micro")
+    config.masker = ModelConfig("frame")
+    config.generator = ModelConfig("x2face")
+    write_derived(config)
+    models = kptoolkit.build(config)
+    with torch.no_grad():
+        for parameter in models.generator.parameters():
+            parameter.add_(torch.randn_like(parameter))
+    kptoolkit.save_run(tmp_path, models, config, step=3)
+    # rewrite the stored config as kptoolkit wrote it before presets
+    path = latest_checkpoint(tmp_path / "checkpoints")
+    payload = torch.load(path, weights_only=True)
+    old = unstructure(config)
+    del old["preset"], old["keypoints"]["preset"]
+    for section in ("masker", "generator"):
+        name, params = old[section]["name"], old[section]["params"]
+        old.setdefault("component_params", {})[name] = params
+        old.setdefault("component_losses", {})[name] = old[section]["losses"]
+        old[section] = {"name": name, "params": {}}
+    payload["config"] = old
+    torch.save(payload, path)
+
+    loaded = kptoolkit.load_run(tmp_path)
+    for name, tensor in models.generator.state_dict().items():
+        assert torch.equal(loaded.generator.state_dict()[name], tensor), name

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import math
-import os
 import time
 from collections.abc import Iterable
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from kptoolkit.atomic import atomic_path
 from kptoolkit.data.datasets import frames_to_tensor, resize_frames
 from kptoolkit.data.video_io import (
     Mp4Writer,
@@ -178,8 +178,6 @@ def _animate_stream(
     partial output behind. `total` sizes the progress bar (None: unknown).
     """
     device = model_device(models)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    partial = out_path.with_name(f".{out_path.stem}.partial.mp4")
     count = 0
     bar = tqdm(
         total=total,
@@ -192,6 +190,7 @@ def _animate_stream(
         with (
             inference_models(models, precision, compile),
             torch.inference_mode(),
+            atomic_path(out_path, suffix=".mp4") as partial,
             Mp4Writer(partial, fps) as writer,
         ):
             source = to_model_input(source, device)
@@ -216,10 +215,6 @@ def _animate_stream(
                     writer.write(frame)
                 count += driving.shape[0]
                 bar.update(driving.shape[0])
-        os.replace(partial, out_path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
     finally:
         bar.close()
     return count

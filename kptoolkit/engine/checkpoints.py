@@ -20,9 +20,10 @@ import torch
 from kptoolkit.checkpoint_io import (
     KPTOOLKIT_FORMAT,
     CheckpointError,
+    atomic_save,
     read_checkpoint,
 )
-from kptoolkit.config import ExperimentConfig, structure
+from kptoolkit.config import ExperimentConfig, config_from_dict, save_config, unstructure
 
 CHECKPOINT_VERSION = 1
 NAME_PATTERN = re.compile(r"^step-(\d{8})\.pth$")
@@ -112,7 +113,33 @@ def config_of(checkpoint: dict[str, Any], source: str) -> ExperimentConfig:
             f"{source} is not a kptoolkit run checkpoint (no stored config); official FOMM files "
             "are loaded with --kp-checkpoint"
         )
-    return structure(ExperimentConfig, checkpoint["config"])
+    return config_from_dict(checkpoint["config"])  # a layout before presets is converted
+
+
+def run_payload(config: ExperimentConfig, models: Any, step: int, epoch: int) -> dict[str, Any]:
+    """What every kptoolkit run checkpoint holds: the format, the config and the weights of
+    every network (`Models`), after `step` steps and `epoch` epochs."""
+    return {
+        "format": KPTOOLKIT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "config": unstructure(config),
+        "models": models.state_dicts(),
+        "step": step,
+        "epoch": epoch,
+    }
+
+
+def save_run(
+    run_dir: str | Path, config: ExperimentConfig, models: Any, step: int = 0, epoch: int = 0
+) -> Path:
+    """Write `models` (built from `config`) as a kptoolkit run that `load_run`, `reconstruct`
+    and `animate` read: `<run_dir>/config.yaml` and `<run_dir>/checkpoints/step-*.pth`, both
+    atomically; returns the checkpoint's path."""
+    run_dir = Path(run_dir)
+    path = run_dir / "checkpoints" / checkpoint_name(step)
+    atomic_save(run_payload(config, models, step, epoch), path)
+    save_config(config, run_dir / "config.yaml")
+    return path
 
 
 def load_run(path: str | Path) -> tuple[ExperimentConfig, Any]:

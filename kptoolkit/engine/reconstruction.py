@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import math
-import os
 import warnings
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -241,37 +240,33 @@ def _reconstruct_video(
 ) -> VideoScore:
     name = video.name
     mp4_path = out_dir / "mp4" / f"{name}.mp4"
-    partial = mp4_path.with_name(f".{name}.partial.mp4")
     stacked: list[np.ndarray] = []  # the PNG's frames, uint8: the only per-video growth
     l1_sum, count = 0.0, 0
     with contextlib.ExitStack() as stack:
-        writer = stack.enter_context(Mp4Writer(partial)) if save_mp4 else None
-        try:
-            with torch.inference_mode():
-                frames = dataset.iter_video(video)
-                joints = dataset.joints_of(video) if needs_groundtruth(models) else None
-                for step in reconstruction_batches(models, frames, batch_size, mode, joints):
-                    driving = step.driving
-                    generated = quantize(step.prediction)
-                    real = driving.permute(0, 2, 3, 1).cpu()
-                    l1 = (generated.float().div_(255.0) - real).abs_().mean(dim=(1, 2, 3))
-                    l1_sum += float(l1.double().sum())
-                    count += driving.shape[0]
-                    generated_np = generated.numpy()
-                    if save_png:
-                        stacked.append(generated_np)
-                    if writer is not None:
-                        real_np = quantize(driving).numpy()
-                        for real_frame, frame in zip(real_np, generated_np, strict=True):
-                            writer.write(np.concatenate([real_frame, frame], axis=1))
-            if count == 0:
-                raise VideoReadError(f"{getattr(video, 'path', name)} has no frames")
-        except BaseException:
-            stack.close()
-            partial.unlink(missing_ok=True)
-            raise
-    if save_mp4:
-        os.replace(partial, mp4_path)
+        # the MP4 is closed, then renamed into place; a failure leaves neither file behind
+        writer = None
+        if save_mp4:
+            partial = stack.enter_context(atomic_path(mp4_path, suffix=".mp4"))
+            writer = stack.enter_context(Mp4Writer(partial))
+        with torch.inference_mode():
+            frames = dataset.iter_video(video)
+            joints = dataset.joints_of(video) if needs_groundtruth(models) else None
+            for step in reconstruction_batches(models, frames, batch_size, mode, joints):
+                driving = step.driving
+                generated = quantize(step.prediction)
+                real = driving.permute(0, 2, 3, 1).cpu()
+                l1 = (generated.float().div_(255.0) - real).abs_().mean(dim=(1, 2, 3))
+                l1_sum += float(l1.double().sum())
+                count += driving.shape[0]
+                generated_np = generated.numpy()
+                if save_png:
+                    stacked.append(generated_np)
+                if writer is not None:
+                    real_np = quantize(driving).numpy()
+                    for real_frame, frame in zip(real_np, generated_np, strict=True):
+                        writer.write(np.concatenate([real_frame, frame], axis=1))
+        if count == 0:
+            raise VideoReadError(f"{getattr(video, 'path', name)} has no frames")
     if save_png:
         write_stacked_png(stacked, out_dir / "png" / f"{name}.png")
     return VideoScore(name, count, l1_sum / count)

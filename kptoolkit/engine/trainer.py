@@ -25,7 +25,7 @@ from torch.utils.data import BatchSampler, DataLoader
 from tqdm import tqdm
 
 from kptoolkit.checkpoint_io import KPTOOLKIT_FORMAT, atomic_save, read_checkpoint
-from kptoolkit.config import ExperimentConfig, LossConfig, save_config, unstructure
+from kptoolkit.config import ExperimentConfig, LossConfig, save_config
 from kptoolkit.data.augment import (
     PairAugmentation,
     apply_params,
@@ -34,12 +34,12 @@ from kptoolkit.data.augment import (
     sample_params,
 )
 from kptoolkit.engine.checkpoints import (
-    CHECKPOINT_VERSION,
     checkpoint_name,
     latest_checkpoint,
     prune_checkpoints,
     restore_rng_state,
     rng_state,
+    run_payload,
 )
 from kptoolkit.engine.distributed import DistContext, barrier, mean_across_ranks
 from kptoolkit.engine.experiment import build_dataset, build_losses, build_models
@@ -362,15 +362,10 @@ class Trainer:
     # -- outputs -------------------------------------------------------------------------------
     def _save_checkpoint(self) -> Path:
         payload = {
-            "format": KPTOOLKIT_FORMAT,
-            "version": CHECKPOINT_VERSION,
-            "config": unstructure(self.config),
-            "models": self.models.state_dicts(),
+            **run_payload(self.config, self.models, self.step, self.epoch),
             "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
             "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
             "scaler": self.scaler.state_dict(),
-            "step": self.step,
-            "epoch": self.epoch,
             "world_size": self.context.world_size,
             "rng": rng_state(),
         }
