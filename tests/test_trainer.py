@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -92,6 +93,33 @@ def test_resumed_run_repeats_the_uninterrupted_losses(tmp_path):
     assert [r["step"] for r in cut] == [1, 2, 3, 4, 5, 6]
     for a, b in zip(full, cut, strict=True):
         assert a["total"] == pytest.approx(b["total"], rel=1e-6, abs=1e-7)
+
+
+def test_a_run_killed_before_its_first_checkpoint_restarts_its_log(tmp_path):
+    """The folder of a run killed before any checkpoint holds log rows but nothing to resume:
+    a fresh start (or --resume, which finds no checkpoint) must not append to them."""
+    kp = str(tiny_kp_checkpoint(tmp_path))
+    settings = ("train.steps=3", "train.checkpoint_every=1000")
+    Trainer(tiny_config(*settings), tmp_path / "full", kp).train()
+    uninterrupted = (tmp_path / "full" / "losses.csv").read_text()
+    for resume in (False, True):
+        run = tmp_path / f"killed-{resume}"
+        Trainer(tiny_config(*settings), run, kp).train()
+        shutil.rmtree(run / "checkpoints")  # as if killed before the first checkpoint
+        Trainer(tiny_config(*settings), run, kp, resume=resume).train()
+        assert (run / "losses.csv").read_text() == uninterrupted
+
+
+def test_a_resumed_log_keeps_integer_steps_and_epochs(tmp_path):
+    kp = str(tiny_kp_checkpoint(tmp_path))
+    settings = ("train.checkpoint_every=2", "data.augmentation.rotation=5")
+    Trainer(tiny_config(*settings, "train.steps=4"), tmp_path / "run", kp).train()
+    (tmp_path / "run" / "checkpoints" / "step-00000004.pth").unlink()  # killed after step 4's row
+    Trainer(tiny_config(*settings, "train.steps=4"), tmp_path / "run", kp, resume=True).train()
+    with (tmp_path / "run" / "losses.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["step"] for row in rows] == ["1", "2", "3", "4"]
+    assert all(row["epoch"].isdigit() for row in rows)
 
 
 def test_existing_run_is_not_overwritten(tmp_path):

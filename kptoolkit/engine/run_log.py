@@ -7,6 +7,17 @@ from pathlib import Path
 
 from kptoolkit.atomic import atomic_path
 
+# columns that count: integers in the file, whatever rewrote it
+COUNTERS = ("step", "epoch")
+
+
+def _numbers(row: dict[str, str]) -> dict[str, float]:
+    return {
+        key: int(float(value)) if key in COUNTERS else float(value)
+        for key, value in row.items()
+        if value != ""
+    }
+
 
 class RunLog:
     """Appends rows to `losses.csv`; new loss names add columns (the file is rewritten then)."""
@@ -19,7 +30,7 @@ class RunLog:
             with self.path.open(newline="") as handle:
                 reader = csv.DictReader(handle)
                 self.columns = list(reader.fieldnames or [])
-                self.rows = [{k: float(v) for k, v in row.items() if v != ""} for row in reader]
+                self.rows = [_numbers(row) for row in reader]
         self.writer = None
         if tensorboard:
             try:

@@ -398,8 +398,10 @@ class Trainer:
             log = RunLog(self.out_dir)
         if self.resume_from is not None:
             self._restore(self.resume_from)
-            if log is not None:
-                log.truncate(self.step)
+        if log is not None:
+            # the log ends where the run starts: at the resumed step, or empty for a run that
+            # starts from scratch (one killed before its first checkpoint leaves rows behind)
+            log.truncate(self.step)
         self.models.train(True)
         bar = tqdm(
             total=self.total_steps,
