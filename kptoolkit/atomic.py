@@ -20,6 +20,15 @@ def partial_path(path: Path, suffix: str = "") -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}{PARTIAL_MARK}{suffix}")
 
 
+def remove_orphans(folder: Path) -> list[Path]:
+    """Remove the partial files that killed writers left in `folder` (not below it); call it
+    only while holding the folder's lock, when no write can be in progress. Returns them."""
+    found = sorted(folder.glob(f".*{PARTIAL_MARK}*")) if folder.is_dir() else []
+    for path in found:
+        path.unlink(missing_ok=True)
+    return found
+
+
 def _fsync_directory(directory: Path) -> None:
     handle = os.open(directory, os.O_RDONLY)
     try:

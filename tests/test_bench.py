@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -196,6 +197,32 @@ def test_other_settings_in_the_same_folder_are_refused(micro_bench, capsys, monk
     err = capsys.readouterr().err
     assert "train.lr: 0.0002 -> 0.001" in err and "another --out" in err
     assert (out / "runs" / "frame+x2face-seed0" / "config.yaml").read_text() == before
+
+
+def test_a_second_bench_on_a_busy_folder_stops_before_writing(micro_bench, capsys, monkeypatch):
+    from kptoolkit.folder_lock import folder_lock
+
+    out, _, _, _, root = micro_bench
+    monkeypatch.setenv("KPTOOLKIT_CACHE", str(root / "cache"))
+    before = _stamps(out)
+    args = ["bench", "--profile", "micro", "--baselines", "x2face", "--out", str(out)]
+    with folder_lock(out, "a kptoolkit bench"):  # as a bench in another process holds it
+        assert main([*args, "--no-progress"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and f"pid {os.getpid()}" in err and "nothing was changed" in err
+    assert [s for s in _stamps(out) if s[0] != ".kptoolkit.lock"] == [
+        s for s in before if s[0] != ".kptoolkit.lock"
+    ]
+
+
+def test_a_bench_refuses_a_folder_of_other_files(tmp_path, capsys):
+    folder = tmp_path / "paper"
+    folder.mkdir()
+    (folder / "results.md").write_text("my own table\n")
+    code = main(["bench", "--profile", "micro", "--out", str(folder), "--no-progress"])
+    assert code == 1 and "not a folder of a kptoolkit bench" in capsys.readouterr().err
+    assert [p.name for p in folder.iterdir()] == ["results.md"]
+    assert (folder / "results.md").read_text() == "my own table\n"
 
 
 def test_inference_precision_reconstructs_again_without_retraining(micro_bench, monkeypatch):

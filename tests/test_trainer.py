@@ -244,3 +244,46 @@ def test_two_processes_reproduce_the_single_process_losses(tmp_path):
     assert len(one) == len(two) == 3
     for a, b in zip(one, two, strict=True):
         assert a["total"] == pytest.approx(b["total"], rel=1e-4)
+
+
+def test_a_second_process_on_a_run_folder_stops_before_writing(tmp_path):
+    from kptoolkit.folder_lock import FolderBusyError, folder_lock
+
+    kp = str(tiny_kp_checkpoint(tmp_path))
+    run = tmp_path / "run"
+    with folder_lock(run, "a kptoolkit run"):  # as another process holding it would
+        trainer = Trainer(tiny_config("train.steps=2"), run, kp)
+        with pytest.raises(FolderBusyError, match=rf"pid {os.getpid()}.*nothing was changed"):
+            trainer.train()
+        assert sorted(p.name for p in run.iterdir()) == [".kptoolkit.lock"]
+    assert Trainer(tiny_config("train.steps=2"), run, kp).train().steps == 2  # released
+
+
+def test_partial_files_a_killed_save_left_are_removed_on_the_next_start(tmp_path):
+    kp = str(tiny_kp_checkpoint(tmp_path))
+    run = tmp_path / "run"
+    settings = ("train.steps=2", "train.checkpoint_every=1")
+    Trainer(tiny_config(*settings), run, kp).train()
+    orphans = [
+        run / "checkpoints" / ".step-00000003.pth.4242.partial",
+        run / ".config.yaml.4242.partial",
+    ]
+    for orphan in orphans:
+        orphan.write_bytes(b"half a checkpoint")
+    Trainer(tiny_config("train.steps=3", "train.checkpoint_every=1"), run, kp, resume=True).train()
+    assert not any(orphan.exists() for orphan in orphans)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir())[-1] == "step-00000003.pth"
+
+
+def test_a_folder_of_other_files_is_refused_untouched(tmp_path):
+    from kptoolkit.folder_lock import ForeignFolderError
+
+    kp = str(tiny_kp_checkpoint(tmp_path))
+    folder = tmp_path / "thesis"
+    folder.mkdir()
+    (folder / "config.yaml").write_text("chapter: 1\n")
+    (folder / "losses.csv").write_text("epoch,accuracy\n1,0.5\n")
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    with pytest.raises(ForeignFolderError, match=r"thesis is not empty.*config\.yaml, losses\.csv"):
+        Trainer(tiny_config("train.steps=2"), folder, kp).train()
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before

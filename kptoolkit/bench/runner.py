@@ -35,6 +35,7 @@ from typing import Any
 import attrs
 import torch
 
+from kptoolkit.atomic import remove_orphans
 from kptoolkit.bench import figures
 from kptoolkit.bench.data import prepare_data, synthetic_description
 from kptoolkit.bench.detector_prior import ensure_prior, prior_config, prior_diagnostics
@@ -76,6 +77,7 @@ from kptoolkit.config import (
 )
 from kptoolkit.engine.experiment import build_dataset
 from kptoolkit.errors import ConfigError
+from kptoolkit.folder_lock import folder_lock
 from kptoolkit.resolve import FROZEN_DETECTOR, TRAINED_DETECTOR, write_derived
 
 # scripts outside the package import these from here, the plan's two included
@@ -149,9 +151,14 @@ class Bench:
 
     # -- the whole bench -----------------------------------------------------------------------
     def run(self) -> BenchOutcome:
-        """Every stage in order; returns the rows and the files written."""
+        """Every stage in order; returns the rows and the files written. The bench folder is
+        locked meanwhile: a second bench on it stops before it writes anything."""
+        with folder_lock(self.out, "a kptoolkit bench", written_before=_bench_folder):
+            return self._run()
+
+    def _run(self) -> BenchOutcome:
         started = time.perf_counter()
-        self.out.mkdir(parents=True, exist_ok=True)
+        remove_orphans(self.out)  # what a killed write left (the folder is locked now)
         self.enter("data")
         self.prepare_data()
         self.enter("evaluators")
@@ -400,3 +407,8 @@ class Bench:
             "evaluators": self.evaluation.info,
             "detector": self.detector_info,
         }
+
+
+def _bench_folder(folder: Path) -> bool:
+    """A bench folder written before bench folders were locked: its runs or evaluator file."""
+    return (folder / "runs").is_dir() or (folder / "evaluators.json").is_file()

@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader
 from tqdm import tqdm
 
+from kptoolkit.atomic import remove_orphans
 from kptoolkit.checkpoint_io import KPTOOLKIT_FORMAT, atomic_save, read_checkpoint
 from kptoolkit.config import ExperimentConfig, LossConfig, save_config
 from kptoolkit.data.augment import (
@@ -49,6 +50,7 @@ from kptoolkit.engine.sampler import ResumableSampler
 from kptoolkit.engine.sync_batchnorm import convert_to_global_batchnorm
 from kptoolkit.engine.visualize import comparison_columns, grid_image
 from kptoolkit.errors import ConfigError, KptoolkitError
+from kptoolkit.folder_lock import folder_lock
 from kptoolkit.losses.base import LossInputs
 from kptoolkit.resolve import write_derived
 
@@ -388,12 +390,22 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------------
     def train(self) -> TrainResult:
-        """Run until `total_steps`; checkpoint, log and draw samples on the way."""
+        """Run until `total_steps`; checkpoint, log and draw samples on the way. The run folder
+        is locked meanwhile: a second process on it stops before it writes anything."""
+        if not self.context.is_main:
+            return self._train()
+        with folder_lock(self.out_dir, "a kptoolkit run", written_before=is_run_folder):
+            return self._train()
+
+    def _train(self) -> TrainResult:
         started = time.perf_counter()
         train = self.config.train
         log = None
         if self.context.is_main:
             self.out_dir.mkdir(parents=True, exist_ok=True)
+            # what a kill during a save left (the folder is locked: no save is in progress)
+            for folder in (self.out_dir, self.checkpoint_dir):
+                remove_orphans(folder)
             save_config(self.config, self.out_dir / "config.yaml")
             log = RunLog(self.out_dir)
         if self.resume_from is not None:
@@ -461,3 +473,16 @@ def _short(values: dict[str, float]) -> dict[str, str]:
     shown = {"total": values.get("total", math.nan)}
     shown.update({k.split("/")[0]: v for k, v in values.items() if k != "total"})
     return {k: f"{v:.4f}" for k, v in list(shown.items())[:4]}
+
+
+def is_run_folder(folder: Path) -> bool:
+    """Whether `folder` holds a kptoolkit run written before run folders were locked: a
+    config.yaml that reads as an experiment, and a loss log (if any) of kptoolkit's layout."""
+    from kptoolkit.config import load_config
+
+    try:
+        load_config(folder / "config.yaml")
+    except (KptoolkitError, OSError):
+        return False
+    log = folder / "losses.csv"
+    return not log.is_file() or log.read_text(errors="replace").startswith("step")
