@@ -23,7 +23,14 @@ from kptoolkit.checkpoint_io import (
     atomic_save,
     read_checkpoint,
 )
-from kptoolkit.config import ExperimentConfig, config_from_dict, save_config, unstructure
+from kptoolkit.config import (
+    ExperimentConfig,
+    config_from_dict,
+    load_config,
+    save_config,
+    unstructure,
+)
+from kptoolkit.errors import KptoolkitError
 
 CHECKPOINT_VERSION = 1
 NAME_PATTERN = re.compile(r"^step-(\d{8})\.pth$")
@@ -156,3 +163,14 @@ def load_run(path: str | Path) -> tuple[ExperimentConfig, Any]:
     models = build_models(config, kp_checkpoint=str(path) if has_detector else None)
     models.load_state_dicts(checkpoint["models"], str(path))
     return config, models
+
+
+def is_run_folder(folder: Path) -> bool:
+    """Whether `folder` holds a kptoolkit run written before run folders were locked: a
+    config.yaml that reads as an experiment, and a loss log (if any) of kptoolkit's layout."""
+    try:
+        load_config(folder / "config.yaml")
+    except (KptoolkitError, OSError):
+        return False
+    log = folder / "losses.csv"
+    return not log.is_file() or log.read_text(errors="replace").startswith("step")

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any
+
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
+from kptoolkit.atomic import atomic_path
 from kptoolkit.structure import Structure
 
 KEYPOINT_COLOUR = torch.tensor([1.0, 0.1, 0.1])
@@ -70,3 +75,18 @@ def grid_image(columns: list[torch.Tensor], max_rows: int = 4, gap: int = 2) -> 
             top, left = r * (height + gap), c * (width + gap)
             canvas[:, top : top + height, left : left + width] = column[r]
     return (canvas.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)
+
+
+def save_sample_grid(inputs: Any, path: Path) -> Path:
+    """Write a training batch's sample grid (source | driving | their structures | prediction;
+    `inputs` is the step's `LossInputs`) to `path` atomically; returns the path."""
+    columns = comparison_columns(
+        inputs.batch["source"],
+        inputs.batch["driving"],
+        inputs.source_structure,
+        inputs.driving_structure,
+        inputs.outputs["prediction"],
+    )
+    with atomic_path(path, suffix=".png") as partial:
+        Image.fromarray(grid_image(columns)).save(partial, format="PNG")
+    return path
