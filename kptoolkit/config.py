@@ -11,7 +11,7 @@ free-form here and checked against the component itself by `kptoolkit.resolve`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -232,10 +232,32 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentCo
 
 
 def config_from_dict(data: Mapping[str, Any], overrides: Iterable[str] = ()) -> ExperimentConfig:
-    """Structure an experiment from plain data (the layout before presets is converted), then
-    apply overrides."""
-    config = structure(ExperimentConfig, upgrade_legacy_layout(data))
+    """Structure an experiment from plain data laid over the built-in default section by section
+    (`merge_sections`; the layout before presets is converted first), then apply overrides."""
+    merged = merge_sections(
+        ExperimentConfig, unstructure(ExperimentConfig()), upgrade_legacy_layout(data)
+    )
+    config = structure(ExperimentConfig, merged)
     return apply_overrides(config, overrides)
+
+
+def merge_sections(cls: type, base: Mapping[str, Any], data: Any) -> Any:
+    """`data` laid over `base` key by key in the config's sections (attrs classes), so that a
+    file holding only `train: {lr: 0.0001}` keeps the base's other training settings; free-form
+    values (component `params`, lists) replace the base's whole."""
+    if not isinstance(data, Mapping) or not attrs.has(cls):
+        return data
+    fields = attrs.fields_dict(attrs.resolve_types(cls))
+    merged = dict(base)
+    for key, value in data.items():
+        field = fields.get(key)
+        kind = field.type if field is not None else None
+        if kind is not None and attrs.has(kind) and isinstance(merged.get(key), Mapping):
+            if value is not None:  # an empty section (`train:`) keeps the base's
+                merged[key] = merge_sections(kind, merged[key], value)
+        else:
+            merged[key] = value
+    return merged
 
 
 def dump_config(config: ExperimentConfig) -> str:
@@ -246,6 +268,41 @@ def dump_config(config: ExperimentConfig) -> str:
 def save_config(config: ExperimentConfig, path: str | Path) -> None:
     """Write the config as YAML (atomically: temp file then rename)."""
     atomic_write_text(path, dump_config(config))
+
+
+# -- differences ----------------------------------------------------------------------------
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested dicts and lists as one dict keyed by dotted paths."""
+    if isinstance(data, dict):
+        flat: dict[str, Any] = {}
+        for key, value in data.items():
+            flat.update(flatten(value, f"{prefix}{key}."))
+        return flat or {prefix.rstrip("."): {}}
+    if isinstance(data, list):
+        flat = {}
+        for index, value in enumerate(data):
+            flat.update(flatten(value, f"{prefix}{index}."))
+        return flat or {prefix.rstrip("."): []}
+    return {prefix.rstrip("."): data}
+
+
+def config_differences(
+    old: ExperimentConfig, new: ExperimentConfig, ignore: Sequence[str] = ()
+) -> list[str]:
+    """'key: old -> new' for every setting that differs between two configs (`ignore`: keys,
+    or sections with everything under them, left out of the comparison)."""
+    before, after = flatten(unstructure(old)), flatten(unstructure(new))
+
+    def ignored(key: str) -> bool:
+        return any(key == item or key.startswith(item + ".") for item in ignore)
+
+    return [
+        f"{key}: {before.get(key, '<absent>')!r} -> {after.get(key, '<absent>')!r}"
+        for key in sorted(set(before) | set(after))
+        if before.get(key, "<absent>") != after.get(key, "<absent>") and not ignored(key)
+    ]
 
 
 # -- overrides --------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import pytest
 import yaml
 
 from kptoolkit import MASKERS
+from kptoolkit.cli import main
 from kptoolkit.config import (
     ExperimentConfig,
     LossConfig,
@@ -153,3 +154,35 @@ def test_component_parameters_are_validated_by_the_component():
         assert not [p for p in validate_components(config) if p.startswith("masker:")]
     finally:
         MASKERS.unregister("config_test_masker")
+
+
+def test_a_partial_section_keeps_the_defaults_of_its_siblings(tmp_path):
+    path = tmp_path / "partial.yaml"
+    path.write_text("train: {lr: 0.0001}\ngenerator: {params: {features: 32}}\neval:\n")
+    config = load_config(path)
+    default = ExperimentConfig()
+    assert config.train.lr == 0.0001
+    assert (
+        (config.train.epochs, config.train.repeats, config.train.batch_size)
+        == (
+            default.train.epochs,
+            default.train.repeats,
+            default.train.batch_size,
+        )
+        != (100, 150, 28)
+    )  # the paper's, which a partial section used to reset to
+    assert config.generator.name == "two_stage" and config.generator.params == {"features": 32}
+    assert config.eval == default.eval
+    # free-form values and lists replace the default's whole
+    path.write_text("losses: []\ndata: {augmentation: {horizontal_flip: false}}\n")
+    config = load_config(path)
+    assert config.losses == [] and config.data.augmentation == {"horizontal_flip": False}
+    assert config.data.frame_size == default.data.frame_size
+
+
+def test_config_show_says_what_a_file_is_laid_over(tmp_path, capsys):
+    path = tmp_path / "partial.yaml"
+    path.write_text("train: {lr: 0.0001}\n")
+    assert main(["config", "show", str(path)]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first == f"# {path} over the built-in synthetic-64 default, section by section"

@@ -287,3 +287,20 @@ def test_a_folder_of_other_files_is_refused_untouched(tmp_path):
     with pytest.raises(ForeignFolderError, match=r"thesis is not empty.*config\.yaml, losses\.csv"):
         Trainer(tiny_config("train.steps=2"), folder, kp).train()
     assert {p.name: p.read_bytes() for p in folder.iterdir()} == before
+
+
+def test_a_resume_with_other_settings_is_refused_before_anything_is_written(tmp_path):
+    kp = str(tiny_kp_checkpoint(tmp_path))
+    run = tmp_path / "run"
+    Trainer(tiny_config("train.steps=2"), run, kp).train()
+    stored = (run / "config.yaml").read_text()
+    other_lr = tiny_config("train.steps=4", "train.lr=0.001")
+    with pytest.raises(ConfigError, match=r"train\.lr: 0\.0002 -> 0\.001.*nothing was changed"):
+        Trainer(other_lr, run, kp, resume=True)
+    other_generator = choose_components(tiny_config("train.steps=4"), None, "x2face")
+    with pytest.raises(ConfigError, match=r"generator\.name: 'two_stage' -> 'x2face'"):
+        Trainer(apply_with_presets(other_generator, []), run, kp, resume=True)
+    assert (run / "config.yaml").read_text() == stored
+    # a longer schedule is what a resume is for: applied and recorded
+    assert Trainer(tiny_config("train.steps=4"), run, kp, resume=True).train().steps == 4
+    assert load_config(run / "config.yaml").train.steps == 4

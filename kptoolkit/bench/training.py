@@ -3,7 +3,7 @@ an interrupted one resumed from its last checkpoint."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,41 +15,13 @@ from kptoolkit.config import (
     INFERENCE_KEYS,
     SCORING_KEYS,
     ExperimentConfig,
+    config_differences,
     load_config,
-    unstructure,
 )
 from kptoolkit.engine.checkpoints import list_checkpoints
 from kptoolkit.engine.distributed import DistContext
 from kptoolkit.engine.trainer import Trainer
 from kptoolkit.errors import BenchError
-
-
-def _flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    """Nested dicts and lists as one dict keyed by dotted paths."""
-    if isinstance(data, dict):
-        flat: dict[str, Any] = {}
-        for key, value in data.items():
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        return flat or {prefix.rstrip("."): {}}
-    if isinstance(data, list):
-        flat = {}
-        for index, value in enumerate(data):
-            flat.update(_flatten(value, f"{prefix}{index}."))
-        return flat or {prefix.rstrip("."): []}
-    return {prefix.rstrip("."): data}
-
-
-def config_differences(
-    old: ExperimentConfig, new: ExperimentConfig, ignore: Sequence[str] = ()
-) -> list[str]:
-    """'key: old -> new' for every setting that differs between two configs (`ignore`: keys
-    left out of the comparison)."""
-    before, after = _flatten(unstructure(old)), _flatten(unstructure(new))
-    return [
-        f"{key}: {before.get(key, '<absent>')!r} -> {after.get(key, '<absent>')!r}"
-        for key in sorted(set(before) | set(after))
-        if before.get(key, "<absent>") != after.get(key, "<absent>") and key not in ignore
-    ]
 
 
 def check_same_config(run_dir: Path, config: ExperimentConfig) -> None:

@@ -108,6 +108,8 @@ def run(args: argparse.Namespace) -> int:
         return run_import(args)
     config = resolve(args.file, args.overrides, args.masker, args.generator)
     if args.action == "show":
+        source = f"{args.file} over " if args.file else ""
+        print(f"# {source}the built-in synthetic-64 default, section by section", flush=True)
         print(dump_config(config), end="")
         return 0
     problems = validate_components(config)

@@ -23,14 +23,16 @@ from kptoolkit.checkpoint_io import (
     atomic_save,
     read_checkpoint,
 )
+from kptoolkit.components import PRESET_KEYS
 from kptoolkit.config import (
     ExperimentConfig,
+    config_differences,
     config_from_dict,
     load_config,
     save_config,
     unstructure,
 )
-from kptoolkit.errors import KptoolkitError
+from kptoolkit.errors import ConfigError, KptoolkitError
 
 CHECKPOINT_VERSION = 1
 NAME_PATTERN = re.compile(r"^step-(\d{8})\.pth$")
@@ -174,3 +176,41 @@ def is_run_folder(folder: Path) -> bool:
         return False
     log = folder / "losses.csv"
     return not log.is_file() or log.read_text(errors="replace").startswith("step")
+
+
+# what a resume may change: the schedule's length and how the run is logged, saved and scored
+# (the detector's file is read only at a fresh start; the checkpoint holds its weights)
+RESUMABLE_KEYS = (
+    "name",
+    "train.steps",
+    "train.epochs",
+    "train.checkpoint_every",
+    "train.keep_last",
+    "train.sample_every",
+    "train.log_every",
+    "keypoints.checkpoint",
+    "eval",
+    "metrics",
+    *PRESET_KEYS,
+)
+
+
+def check_resumable(run_dir: Path, config: ExperimentConfig) -> None:
+    """Refuse to resume with settings that the run was not trained with (before anything is
+    written): only the length of the schedule and how it is logged, saved and scored may
+    change, and those are applied and recorded."""
+    stored = run_dir / "config.yaml"
+    if not stored.is_file():
+        return
+    differences = config_differences(load_config(stored), config, ignore=RESUMABLE_KEYS)
+    # a changed component first: the values under it differ because it did
+    differences.sort(key=lambda text: not text.split(":")[0].endswith(".name"))
+    if differences:
+        shown = "; ".join(differences[:4])
+        more = f" (and {len(differences) - 4} more)" if len(differences) > 4 else ""
+        raise ConfigError(
+            f"{run_dir} was trained with other settings: {shown}{more}. Resume with the "
+            "run's settings (only train.steps / train.epochs and the logging, checkpoint and "
+            "eval settings may change), or start a new run with another --out (nothing was "
+            "changed)"
+        )

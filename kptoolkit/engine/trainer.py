@@ -25,7 +25,11 @@ from tqdm import tqdm
 
 from kptoolkit.atomic import remove_orphans
 from kptoolkit.checkpoint_io import KPTOOLKIT_FORMAT, atomic_save, read_checkpoint
-from kptoolkit.config import ExperimentConfig, LossConfig, save_config
+from kptoolkit.config import (
+    ExperimentConfig,
+    LossConfig,
+    save_config,
+)
 from kptoolkit.data.augment import (
     PairAugmentation,
     apply_params,
@@ -34,6 +38,7 @@ from kptoolkit.data.augment import (
     sample_params,
 )
 from kptoolkit.engine.checkpoints import (
+    check_resumable,
     checkpoint_name,
     is_run_folder,
     latest_checkpoint,
@@ -108,6 +113,8 @@ class Trainer:
         self.progress = progress and self.context.is_main
         self.checkpoint_dir = self.out_dir / "checkpoints"
         self._check_out_dir(resume)
+        if resume:
+            check_resumable(self.out_dir, config)
         self.resume_from = latest_checkpoint(self.checkpoint_dir) if resume else None
         if resume and self.resume_from is None and self.context.is_main:
             print(f"kptoolkit: no checkpoint in {self.checkpoint_dir}; starting from scratch")
