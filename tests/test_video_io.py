@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from PIL import Image
 from video_fixtures import frame_index, level_frames, make_video
 
 from kptoolkit.data.video_io import (
     VideoReadError,
     count_frames,
     iter_frames,
+    load_image,
     read_frames,
     video_kind,
     write_mp4,
@@ -105,3 +107,35 @@ def test_not_a_video(tmp_path):
     (tmp_path / "x.txt").write_text("hi")
     with pytest.raises(VideoReadError, match="not a frame folder"):
         list(iter_frames(tmp_path / "x.txt"))
+
+
+@pytest.mark.parametrize(
+    ("mode", "make"),
+    [
+        ("L", lambda v: (v * 255).round().astype(np.uint8)),
+        ("I;16", lambda v: (v * 65535).round().astype(np.uint16)),
+        ("F", lambda v: v.astype(np.float32)),
+    ],
+)
+def test_grey_images_of_any_depth_load_with_their_values(tmp_path, mode, make):
+    values = np.linspace(0, 1, 16 * 16).reshape(16, 16)
+    image = Image.fromarray(make(values))
+    assert image.mode == mode
+    path = tmp_path / ("frame.tiff" if mode == "F" else "frame.png")
+    image.save(path)
+    rgb = load_image(path)
+    assert rgb.dtype == np.uint8 and rgb.shape == (16, 16, 3)
+    expected = np.repeat((values * 255).round()[..., None], 3, axis=2)
+    assert np.abs(rgb.astype(int) - expected).max() <= 1  # not white: the values survive
+
+
+def test_rgba_and_palette_images_load_as_their_colours(tmp_path):
+    colours = np.zeros((8, 8, 3), np.uint8)
+    colours[:, :4] = (200, 30, 90)
+    colours[:, 4:] = (10, 120, 250)
+    rgba = np.concatenate([colours, np.full((8, 8, 1), 255, np.uint8)], axis=2)
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "rgba.png")
+    Image.fromarray(colours).quantize(colors=2).save(tmp_path / "palette.png")
+    assert np.array_equal(load_image(tmp_path / "rgba.png"), colours)
+    assert Image.open(tmp_path / "palette.png").mode == "P"
+    assert np.array_equal(load_image(tmp_path / "palette.png"), colours)

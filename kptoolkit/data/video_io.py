@@ -57,11 +57,29 @@ def frame_files(folder: str | Path) -> list[Path]:
     return [Path(folder) / name for name in names]
 
 
+# integer modes wider than 8 bits: their largest value (PIL reads 16-bit greyscale as these)
+WIDE_INTEGER_MODES = {"I;16": 65535, "I;16B": 65535, "I;16L": 65535, "I": 65535}
+
+
+def image_to_rgb(image: Image.Image) -> np.ndarray:
+    """A PIL image as uint8 RGB (H, W, 3): grey, grey with alpha, RGBA and palette images are
+    converted as PIL does; 16-bit greyscale is scaled to 8 bits (PIL alone clips it to white)
+    and float images (TIFF) are read as values in [0, 1]."""
+    if image.mode in WIDE_INTEGER_MODES:
+        values = np.asarray(image).astype(np.float64) / WIDE_INTEGER_MODES[image.mode]
+    elif image.mode == "F":
+        values = np.asarray(image).astype(np.float64)
+    else:
+        return np.asarray(image.convert("RGB"))
+    grey = np.rint(np.clip(values, 0.0, 1.0) * 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=2)
+
+
 def load_image(path: str | Path) -> np.ndarray:
-    """One image as uint8 RGB (H, W, 3); grey and RGBA are converted."""
+    """One image as uint8 RGB (H, W, 3) (`image_to_rgb`)."""
     try:
         with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+            return image_to_rgb(image)
     except (OSError, ValueError, SyntaxError) as exc:
         raise VideoReadError(f"cannot read image {path}: {exc}", path) from exc
 
