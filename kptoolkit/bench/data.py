@@ -82,13 +82,16 @@ def prepare_data(
 
 def _prepare_puppets(data: DataConfig, progress: bool, say: Callable[[str], None]) -> None:
     """Render the synthetic puppets once (cached) and point the data config at them."""
-    from kptoolkit.data.puppets import ensure_puppets
+    from kptoolkit.data.puppets import ensure_puppets, puppets_cached
 
     params = dict(data.params)
     params.setdefault("size", data.frame_size)
     known = ("size", "videos", "frames", "synth_seed", "workers")
     chosen = {k: params[k] for k in known if k in params}
-    say("synthetic puppets: rendering on first use, then cached")
+    if puppets_cached(data.root, **chosen):
+        say("synthetic puppets: cached")
+    else:
+        say("synthetic puppets: rendering them (once; cached after)")
     root = ensure_puppets(data.root, progress=progress, **chosen)
     data.params, data.root = params, str(root)
 

@@ -115,8 +115,12 @@ def _build_evaluator(
         params["steps"] = steps
     if "progress" in accepted:
         params["progress"] = progress
-    how = "trained once per dataset, then cached" if "root" in params else "shipped model"
-    say(f"building evaluator {name} ({how})")
+    how = (
+        "trained on first use for this dataset, loaded from the cache after"
+        if "root" in params
+        else "shipped model"
+    )
+    say(f"evaluator {name}: {how}")
     return EVALUATORS.create(name, **params)
 
 

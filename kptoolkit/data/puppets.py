@@ -36,7 +36,7 @@ def ensure_puppets(
 ) -> Path:
     """The folder of the requested synthetic dataset, rendering it only if it is not cached."""
     root = Path(root) if root is not None else default_root(size, videos, frames, synth_seed)
-    if _matches(read_manifest(root), size, videos, frames, synth_seed):
+    if puppets_cached(root, size, videos, frames, synth_seed):
         return root
     with exclusive(root.with_name(root.name + ".lock")):
         if not _matches(read_manifest(root), size, videos, frames, synth_seed):
@@ -44,6 +44,19 @@ def ensure_puppets(
                 root, videos, frames, size, synth_seed, workers=workers, progress=progress
             )
     return root
+
+
+def puppets_cached(
+    root: str | Path | None = None,
+    size: int = 64,
+    videos: int = 250,
+    frames: int = 32,
+    synth_seed: int = 0,
+    **_: object,
+) -> bool:
+    """Whether the requested synthetic dataset is already rendered (in `root`, else the cache)."""
+    root = Path(root) if root is not None else default_root(size, videos, frames, synth_seed)
+    return _matches(read_manifest(root), size, videos, frames, synth_seed)
 
 
 def synthetic_puppets(
