@@ -37,11 +37,28 @@ def atomic_save(payload: dict[str, Any], path: Path) -> None:
         torch.save(payload, partial)
 
 
+# how torch files begin: a zip archive (torch.save since 1.6) or a pickle (older files)
+TORCH_FILE_STARTS = (b"PK\x03\x04", b"\x80")
+
+
+def _check_torch_file(path: Path) -> None:
+    try:
+        with open(path, "rb") as handle:
+            start = handle.read(4)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    if not start:
+        raise CheckpointError(f"{path} is empty, not a checkpoint")
+    if not start.startswith(TORCH_FILE_STARTS):
+        raise CheckpointError(f"{path} is not a checkpoint (not a file written by torch.save)")
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint file on the CPU with `weights_only=True` (no arbitrary code runs)."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    _check_torch_file(path)
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -36,3 +36,7 @@ class CompatibilityError(KptoolkitError):
 
 class BenchError(KptoolkitError):
     """A bench stage cannot run with what it was given (or found on disk)."""
+
+
+class FrameSizeError(KptoolkitError, ValueError):
+    """A frame size that a network's downsampling cannot divide."""

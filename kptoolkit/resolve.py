@@ -218,6 +218,10 @@ def _resolve(
             f"{natural_masker(generator)} (its natural masker) or another generator"
         )
 
+    if uses_detector and not checkpoint:
+        problem = _frame_size_problem(config.data.frame_size, detector_widths)
+        if problem:
+            problems.append(problem)
     if not uses_detector:
         detector = NO_DETECTOR
     elif "keypoints" in requires:
@@ -240,6 +244,27 @@ def _resolve(
         discriminator,
     )
     return resolved, problems
+
+
+def _frame_size_problem(frame_size: int, detector: Mapping[str, Any]) -> str | None:
+    """Why the keypoint detector cannot take `frame_size` frames (its hourglass halves the
+    downscaled frame `num_blocks` times), with the sizes that work; None when it can."""
+    scale, blocks = float(detector["scale_factor"]), int(detector["num_blocks"])
+    scaled = frame_size * scale
+    multiple = 2**blocks
+    if abs(scaled - round(scaled)) < 1e-6 and round(scaled) % multiple == 0:
+        return None
+    step = multiple / scale
+    if abs(step - round(step)) > 1e-6:
+        return None  # no whole-pixel rule to state; the network says it when it runs
+    step = round(step)
+    low = max(step, frame_size // step * step)
+    sizes = ", ".join(str(size) for size in (low, low + step, low + 2 * step))
+    return (
+        f"data.frame_size={frame_size} does not fit the keypoint detector (scale_factor {scale:g}, "
+        f"{blocks} hourglass blocks: frames must be multiples of {step} px, e.g. {sizes}); set "
+        "data.frame_size, or keypoints.scale_factor / keypoints.num_blocks"
+    )
 
 
 def experiment_problems(config: ExperimentConfig, kp_checkpoint: str | None = None) -> list[str]:

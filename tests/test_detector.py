@@ -10,6 +10,7 @@ from conftest import read_reference_table
 from model_fixtures import tiny_detector
 
 from kptoolkit.checkpoint_io import CheckpointError
+from kptoolkit.cli import main
 from kptoolkit.keypoints.detector import FrozenDetector, KeypointDetector
 from kptoolkit.keypoints.functional import (
     jacobians_from_maps,
@@ -133,6 +134,19 @@ def test_checkpoint_errors(tmp_path):
     torch.save({"generator": {}}, path)
     with pytest.raises(CheckpointError, match=r"no 'detector' entry.*kp_detector"):
         load_detector(path)
+
+
+def test_an_empty_or_random_file_is_not_a_checkpoint(tmp_path, capsys):
+    empty, noise = tmp_path / "empty.pth", tmp_path / "noise.pth"
+    empty.write_bytes(b"")
+    noise.write_bytes(bytes(range(1, 256)) * 4)
+    with pytest.raises(CheckpointError, match="is empty, not a checkpoint"):
+        load_detector(empty)
+    with pytest.raises(CheckpointError, match=r"is not a checkpoint \(not a file written by"):
+        load_detector(noise)
+    assert main(["reconstruct", "--checkpoint", str(noise)]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a checkpoint" in err and "weights_only" not in err
 
 
 class NotATensor:

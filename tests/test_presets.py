@@ -55,7 +55,9 @@ def test_built_in_components_carry_every_preset_and_their_keys_exist(factory):
 def test_the_preset_sizes_every_component_and_the_detector():
     cpu = resolve_experiment(ExperimentConfig())
     micro = resolve_experiment(ExperimentConfig(preset="micro"))
-    paper = resolve_experiment(ExperimentConfig(preset="paper"))
+    paper = resolve_experiment(
+        apply_with_presets(ExperimentConfig(preset="paper"), ["data.frame_size=256"])
+    )
     assert cpu.generator_params["features"] == 64
     assert micro.generator_params["features"] == 16
     assert "features" not in paper.generator_params  # the constructor's default: published
@@ -90,7 +92,7 @@ def test_component_losses_come_from_the_preset_and_can_be_set_by_name():
     changed = fomm("generator.losses.equivariance.weight=0.01")
     (term,) = [t for t in resolve_experiment(changed).losses if t.name == "equivariance"]
     assert term.weight == 0.01
-    paper = fomm("preset=paper")
+    paper = fomm("preset=paper", "data.frame_size=256")
     (term,) = [t for t in resolve_experiment(paper).losses if t.name == "equivariance"]
     assert term.weight == 1.0
 

@@ -164,3 +164,22 @@ def test_train_applies_masker_params_to_the_masker_the_command_line_chose(tmp_pa
     assert load_config(out / "config.yaml").masker.params == {"variance": 0.01}
     assert main([*args, "masker.params.varianse=0.01"]) == 1
     assert "did you mean 'variance'" in capsys.readouterr().err
+
+
+def test_a_frame_size_the_detector_cannot_take_names_the_sizes_that_work(capsys):
+    args = ["config", "validate", "--generator", "fomm", "--set", "preset=micro"]
+    assert main([*args, "data.frame_size=48"]) == 1
+    err = capsys.readouterr().err
+    assert "data.frame_size=48 does not fit the keypoint detector" in err
+    assert "multiples of 32 px, e.g. 32, 64, 96" in err
+    assert main([*args, "data.frame_size=96"]) == 0
+
+
+def test_a_frame_size_a_network_cannot_take_is_one_line(tmp_path, capsys):
+    args = ["train", "--generator", "x2face", "--out", str(tmp_path / "run"), "--no-progress"]
+    settings = ["preset=micro", "train.steps=1", "data.params.videos=4", "data.params.frames=4"]
+    assert main([*args, "--set", *settings, "data.frame_size=36"]) == 1
+    err = capsys.readouterr().err  # the puppets' progress bar, then the error
+    last = err.strip().splitlines()[-1]
+    assert "Traceback" not in err and last.startswith("kptoolkit: error: x2face:")
+    assert "divisible by 8" in last and "data.frame_size" in last

@@ -39,6 +39,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from kptoolkit.errors import FrameSizeError
 from kptoolkit.generators.base import Generator
 from kptoolkit.generators.motion import warp
 from kptoolkit.nn.blocks import DownBlock2d, UpBlock2d
@@ -241,9 +242,10 @@ class X2FaceGenerator(Generator):
             )
         height, width = source.shape[-2:]
         if height % self.size_multiple or width % self.size_multiple:
-            raise ValueError(
+            raise FrameSizeError(
                 f"x2face: frame height and width must be divisible by {self.size_multiple} "
-                f"(2**num_blocks of the deeper network), got {height}x{width}"
+                f"(2**num_blocks of the deeper network), got {height}x{width}; choose "
+                "data.frame_size to fit"
             )
 
     def forward(

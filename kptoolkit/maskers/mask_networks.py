@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kptoolkit.errors import FrameSizeError
 from kptoolkit.nn.blocks import UpBlock2d
 from kptoolkit.nn.hourglass import HourglassEncoder, level_width
 
@@ -80,9 +81,10 @@ class EncoderDecoder(nn.Module):
         """(B,in_features,H,W) -> (B,block_expansion,H,W); H and W divisible by 2**num_blocks."""
         multiple = 2**self.num_blocks
         if x.shape[-2] % multiple or x.shape[-1] % multiple:
-            raise ValueError(
+            raise FrameSizeError(
                 f"an encoder-decoder with {self.num_blocks} blocks needs height and width "
-                f"divisible by {multiple}, got {tuple(x.shape[-2:])}"
+                f"divisible by {multiple}, got {tuple(x.shape[-2:])}; choose data.frame_size "
+                "(or the masker's scale_factor / num_blocks) to fit"
             )
         for block in self.encoder.down_blocks:
             x = block(x)

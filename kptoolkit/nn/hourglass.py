@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from kptoolkit.errors import FrameSizeError
 from kptoolkit.nn.blocks import DownBlock2d, UpBlock2d
 
 
@@ -74,8 +75,9 @@ class Hourglass(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         multiple = 2**self.num_blocks
         if x.shape[-2] % multiple or x.shape[-1] % multiple:
-            raise ValueError(
+            raise FrameSizeError(
                 f"hourglass with {self.num_blocks} blocks needs height and width divisible by "
-                f"{multiple}, got {tuple(x.shape[-2:])}"
+                f"{multiple}, got {tuple(x.shape[-2:])}; choose data.frame_size (or the "
+                "network's scale_factor / num_blocks) to fit"
             )
         return self.decoder(self.encoder(x))
