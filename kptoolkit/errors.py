@@ -40,3 +40,8 @@ class BenchError(KptoolkitError):
 
 class FrameSizeError(KptoolkitError, ValueError):
     """A frame size that a network's downsampling cannot divide."""
+
+
+class ComponentBuildError(KptoolkitError, ValueError):
+    """A registered component's constructor raised; the message names the component and where
+    it comes from (a ValueError, as most such failures are bad values)."""

@@ -19,7 +19,9 @@ from typing import Any, TypeVar
 import attrs
 
 from kptoolkit.errors import (
+    ComponentBuildError,
     DuplicateComponentError,
+    KptoolkitError,
     ParameterError,
     PluginLoadError,
     UnknownComponentError,
@@ -209,7 +211,15 @@ class Registry:
         """Build component `name` with `params`, checking the parameter names first."""
         factory = self.get(name)
         check_params(factory, params, f"{self.singular} '{name}'")
-        return factory(**params)
+        try:
+            return factory(**params)
+        except KptoolkitError:
+            raise
+        except Exception as exc:  # a plugin's own failure: name it, keep the cause chained
+            origin = self._entry(name).origin
+            raise ComponentBuildError(
+                f"{self.singular} '{name}' ({origin}) failed to build: {type(exc).__name__}: {exc}"
+            ) from exc
 
     # -- listing -------------------------------------------------------------------------------
     def info(self, name: str, *, load: bool = False) -> ComponentInfo:

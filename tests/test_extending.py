@@ -147,3 +147,43 @@ def test_new_components_run_through_the_bench(registered, tmp_path, monkeypatch)
         assert "edge_l1" in (out / table).read_text().replace("\\_", "_"), table
     with open(out / "results.csv", newline="") as handle:
         assert "edge_l1" in next(csv.reader(handle))
+
+
+class ThreeChannelMasker(Masker):
+    """A plugin masker that declares one mask channel (the default) but returns three."""
+
+    provides: ClassVar[frozenset[str]] = frozenset({"mask"})
+
+    def forward(self, frame: torch.Tensor) -> Structure:
+        return Structure(mask=torch.zeros(frame.shape[0], 3, 16, 16, device=frame.device))
+
+
+class BrokenMasker(Masker):
+    """A plugin masker whose constructor fails."""
+
+    provides: ClassVar[frozenset[str]] = frozenset({"mask"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        raise RuntimeError("boom in the plugin")
+
+
+@pytest.mark.parametrize(
+    ("masker", "expected"),
+    [
+        (ThreeChannelMasker, "masker 'plugin_masker' returned 3-channel masks but declares 1"),
+        (BrokenMasker, "masker 'plugin_masker' (in-process) failed to build: RuntimeError: boom"),
+    ],
+)
+def test_a_faulty_plugin_masker_is_named_in_one_line(masker, expected, tmp_path, capsys):
+    kptoolkit.MASKERS.register("plugin_masker")(masker)
+    try:
+        args = ["train", "--masker", "plugin_masker", "--out", str(tmp_path / "run")]
+        settings = ["preset=micro", "train.steps=1", "data.params.videos=4", "data.params.frames=4"]
+        code = main([*args, "--no-progress", "--set", *settings])
+    finally:
+        kptoolkit.MASKERS.unregister("plugin_masker")
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("kptoolkit: error: ") and expected in last

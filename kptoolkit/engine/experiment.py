@@ -105,6 +105,7 @@ def build_models(config: ExperimentConfig, kp_checkpoint: str | None = None) -> 
     masker = MASKERS.create(resolved.masker, **resolved.masker_params)
     generator = GENERATORS.create(resolved.generator, **resolved.generator_params)
     check_compatible(masker, generator, resolved.masker, resolved.generator)
+    masker.register_forward_hook(_mask_channel_check(resolved.masker))
     models = Models(resolved.masker, resolved.generator, masker, generator)
     if resolved.detector != NO_DETECTOR:
         models.detector = _detector(config, resolved.detector_params, checkpoint, trains)
@@ -115,6 +116,22 @@ def build_models(config: ExperimentConfig, kp_checkpoint: str | None = None) -> 
 
         models.discriminator = MultiScaleDiscriminator(**resolved.discriminator_params)
     return models
+
+
+def _mask_channel_check(name: str) -> Any:
+    """A forward hook that stops a masker whose masks do not have the channels it declares (a
+    plugin's `mask_channels_for`), naming it and both numbers, before a generator sees them."""
+
+    def check(masker: nn.Module, inputs: Any, output: Any) -> None:
+        mask = getattr(output, "mask", None)
+        declared = getattr(masker, "channels", None)
+        if mask is not None and declared is not None and mask.shape[1] != declared:
+            raise CompatibilityError(
+                f"masker '{name}' returned {mask.shape[1]}-channel masks but declares "
+                f"{declared} (its mask_channels_for / channels)"
+            )
+
+    return check
 
 
 def _no_checkpoint(masker: str) -> CompatibilityError:
