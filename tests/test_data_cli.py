@@ -101,3 +101,28 @@ def test_synthetic_puppets_dataset_is_generated_once_and_cached(isolated_cache):
 def test_default_config_augmentation_is_valid():
     config = augmentation_from_dict(ExperimentConfig().data.augmentation)
     assert config.time_flip and config.horizontal_flip and config.jitter == pytest.approx(0.1)
+
+
+def test_frames_of_different_sizes_in_one_video_are_flagged_and_still_train(tmp_path, capsys):
+    from PIL import Image
+
+    out = tmp_path / "puppets"
+    main(["data", "synth", "--out", str(out), "--videos", "8", "--frames", "6", "--workers", "1"])
+    video = sorted((out / "train").iterdir())[0]
+    frame = video / "0000003.png"
+    Image.open(frame).resize((48, 40)).save(frame)  # one frame of another size
+    capsys.readouterr()
+    assert main(["data", "check", str(out)]) == 0
+    report = capsys.readouterr().out
+    assert "warning: 1 video(s) mix frame sizes within the video" in report and str(video) in report
+
+    from kptoolkit.data.video_io import iter_frames, read_frames
+
+    assert read_frames(video, [3, 0]).shape == (2, 64, 64, 3)  # the first frame's size
+    assert {f.shape for f in iter_frames(video)} == {(64, 64, 3)}
+    dataset = create_dataset("fomm_frames", root=str(out), split="train", frame_size=64)
+    index = [v.name for v in dataset.videos].index(video.name)
+    for epoch in range(6):  # pairs with and without the odd frame
+        dataset.set_epoch(epoch)
+        item = dataset[index]
+        assert item["source"].shape == item["driving"].shape == (3, 64, 64)

@@ -23,6 +23,7 @@ class SplitReport:
     identities: set[str] = attrs.field(factory=set)
     frame_sizes: Counter = attrs.field(factory=Counter)
     frames_per_video: list[int] = attrs.field(factory=list)
+    mixed_sizes: list[Path] = attrs.field(factory=list)  # videos whose frames differ in size
     layout_error: str | None = None
 
 
@@ -55,7 +56,7 @@ def _check_video(
     count = 0
     sizes: Counter = Counter()
     try:
-        for frame in iter_frames(video.path, frame_width):
+        for frame in iter_frames(video.path, frame_width, same_size=False):
             sizes[frame.shape[:2]] += 1
             count += 1
     except VideoReadError as exc:
@@ -66,6 +67,8 @@ def _check_video(
     report.frames += count
     report.frame_sizes.update(sizes)
     report.frames_per_video.append(count)
+    if len(sizes) > 1:
+        report.mixed_sizes.append(video.path)
     return None
 
 
@@ -129,6 +132,12 @@ def format_report(report: DatasetReport) -> str:
     sizes = {s for split in report.splits.values() for s in split.frame_sizes}
     if len(sizes) > 1:
         lines.append("note: frames have different sizes; they are resized to data.frame_size")
+    mixed = [path for split in report.splits.values() for path in split.mixed_sizes]
+    if mixed:
+        lines.append(
+            f"warning: {len(mixed)} video(s) mix frame sizes within the video (e.g. {mixed[0]}); "
+            "each frame is resized to the video's first frame size when it is read"
+        )
     if report.usable:
         bad = len(report.unreadable)
         note = f" ({bad} unreadable will be skipped)" if bad else ""

@@ -117,13 +117,30 @@ def _decode(path: Path) -> Iterator[np.ndarray]:
         container.close()
 
 
-def iter_frames(path: str | Path, frame_width: int | None = None) -> Iterator[np.ndarray]:
-    """Yield the frames of a video one at a time as uint8 RGB arrays."""
+def to_size(frame: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """`frame` resized (bilinear) to the height and width of `shape` when it differs."""
+    if frame.shape[:2] == tuple(shape[:2]):
+        return frame
+    size = (int(shape[1]), int(shape[0]))  # PIL: (width, height)
+    return np.asarray(Image.fromarray(frame).resize(size, Image.Resampling.BILINEAR))
+
+
+def iter_frames(
+    path: str | Path, frame_width: int | None = None, same_size: bool = True
+) -> Iterator[np.ndarray]:
+    """Yield the frames of a video one at a time as uint8 RGB arrays. A folder of frame files
+    whose sizes differ gives every frame the first one's size (`same_size`; `kptoolkit data
+    check` reads them as they are, to report it)."""
     path = Path(path)
     kind = video_kind(path)
     if kind == "frames":
+        first: tuple[int, ...] | None = None
         for file in frame_files(path):
-            yield load_image(file)
+            frame = load_image(file)
+            if same_size:
+                first = first or frame.shape
+                frame = to_size(frame, first)
+            yield frame
     elif kind == "stacked":
         image = load_image(path)
         width = _stacked_width(image, path, frame_width)
@@ -214,7 +231,9 @@ def read_frames(
     if video_kind(path) == "frames":
         files = frame_files(path)
         try:
-            return np.stack([load_image(files[i]) for i in indices])
+            frames = [load_image(files[i]) for i in indices]
+            shape = frames[0].shape if indices[0] == 0 else load_image(files[0]).shape
+            return np.stack([to_size(frame, shape) for frame in frames])
         except IndexError:
             raise VideoReadError(
                 f"{path} has {len(files)} frames; asked for index {max(indices)}", path
