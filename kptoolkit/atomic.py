@@ -7,6 +7,7 @@ plus at most a hidden `.<name>.<pid>.partial<suffix>` sibling, never a truncated
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,10 +15,21 @@ from pathlib import Path
 PARTIAL_MARK = ".partial"
 
 
+# longest file name the partial file may take (file systems allow 255 bytes): a long target
+# name is shortened in it, with a digest that keeps partials of different targets apart
+LONGEST_NAME = 240
+
+
 def partial_path(path: Path, suffix: str = "") -> Path:
     """The hidden sibling `path` is written to before the rename (`suffix` keeps an extension
     that a writer needs, e.g. ".mp4")."""
-    return path.with_name(f".{path.name}.{os.getpid()}{PARTIAL_MARK}{suffix}")
+    tail = f".{os.getpid()}{PARTIAL_MARK}{suffix}"
+    name = path.name
+    if len(f".{name}{tail}".encode()) > LONGEST_NAME:
+        digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+        room = LONGEST_NAME - len(tail.encode()) - len(digest) - 2
+        name = name.encode()[:room].decode(errors="ignore") + "-" + digest
+    return path.with_name(f".{name}{tail}")
 
 
 def remove_orphans(folder: Path) -> list[Path]:

@@ -30,3 +30,18 @@ def test_the_partial_keeps_the_suffix_a_writer_needs(tmp_path):
         assert partial.name.startswith(".a.png.") and partial.suffix == ".png"
         partial.write_bytes(b"x")
     assert (tmp_path / "a.png").read_bytes() == b"x"
+
+
+def test_a_target_name_near_the_file_system_limit_still_writes(tmp_path):
+    from kptoolkit.atomic import partial_path, remove_orphans
+
+    names = ["v" * 250 + ".mp4", "w" * 250 + ".mp4"]  # 254 bytes: the partial would not fit
+    for name in names:
+        with atomic_path(tmp_path / name, suffix=".mp4") as partial:
+            assert len(partial.name.encode()) <= 255 and partial.suffix == ".mp4"
+            partial.write_bytes(b"frames")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+    assert partial_path(tmp_path / names[0]) != partial_path(tmp_path / names[1])
+    orphan = partial_path(tmp_path / names[0], ".mp4")
+    orphan.write_bytes(b"half")
+    assert remove_orphans(tmp_path) == [orphan]
