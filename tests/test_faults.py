@@ -1,0 +1,65 @@
+"""Kill `kptoolkit train` at random moments (SIGKILL: no clean-up runs), resume each time, and
+check that the finished run equals an uninterrupted one: the same loss log, the same weights."""
+
+from __future__ import annotations
+
+import csv
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from test_trainer import cli_env, tiny_cli_args
+
+from kptoolkit.checkpoint_io import read_checkpoint
+from kptoolkit.engine.checkpoints import latest_checkpoint
+
+KILLS = 10
+STEPS = 120
+SETTINGS = ["train.checkpoint_every=7", "train.keep_last=2", "train.log_every=1"]
+
+
+def read_log(run: Path) -> list[dict[str, str]]:
+    with (run / "losses.csv").open(newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+@pytest.mark.slow
+def test_train_killed_at_ten_random_moments_finishes_as_if_never_killed(tmp_path):
+    base = [sys.executable, "-m", "kptoolkit", "train", *tiny_cli_args(tmp_path), "--no-progress"]
+    settings = ["--set", f"train.steps={STEPS}", *SETTINGS]
+    env = cli_env(tmp_path)
+    reference = tmp_path / "reference"
+    done = subprocess.run([*base, "--out", str(reference), *settings], env=env, cwd=tmp_path)
+    assert done.returncode == 0
+
+    run = tmp_path / "killed"
+    command = [*base, "--out", str(run), "--resume", *settings]
+    rng = random.Random(0)
+    kills = 0
+    while kills < KILLS:
+        process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.5, 6.0))  # start-up, config, a step, a checkpoint write ...
+        if process.poll() is not None:
+            break  # it finished before this kill: the run is complete
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        kills += 1
+    finished = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True)
+    assert finished.returncode == 0, finished.stderr.decode()[-2000:]
+    assert kills >= KILLS // 2  # most kills landed while it was running
+
+    expected, got = read_log(reference), read_log(run)
+    assert [row["step"] for row in got] == [str(step) for step in range(1, STEPS + 1)]
+    for a, b in zip(expected, got, strict=True):
+        assert float(a["total"]) == pytest.approx(float(b["total"]), rel=1e-6, abs=1e-7)
+    theirs = read_checkpoint(latest_checkpoint(reference / "checkpoints"))["models"]
+    ours = read_checkpoint(latest_checkpoint(run / "checkpoints"))["models"]
+    for role, state in theirs.items():
+        for key, tensor in state.items():
+            torch.testing.assert_close(ours[role][key], tensor, rtol=1e-5, atol=1e-6)
+    assert not list(run.rglob(".*partial*"))
