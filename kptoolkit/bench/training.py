@@ -15,10 +15,8 @@ from kptoolkit.config import (
     INFERENCE_KEYS,
     SCORING_KEYS,
     ExperimentConfig,
-    config_differences,
-    load_config,
 )
-from kptoolkit.engine.checkpoints import list_checkpoints
+from kptoolkit.engine.checkpoints import list_checkpoints, stored_differences
 from kptoolkit.engine.distributed import DistContext
 from kptoolkit.engine.trainer import Trainer
 from kptoolkit.errors import BenchError
@@ -28,17 +26,10 @@ def check_same_config(run_dir: Path, config: ExperimentConfig) -> None:
     """Refuse (BenchError) a run folder whose run was trained with other settings (scoring
     and inference settings, and the names of the presets that gave the written-out values,
     aside)."""
-    stored_path = run_dir / "config.yaml"
-    if not stored_path.is_file():
-        return
-    differences = config_differences(
-        load_config(stored_path), config, ignore=SCORING_KEYS + INFERENCE_KEYS + PRESET_KEYS
-    )
+    differences = stored_differences(run_dir, config, SCORING_KEYS + INFERENCE_KEYS + PRESET_KEYS)
     if differences:
-        shown = "; ".join(differences[:4])
-        more = f" (and {len(differences) - 4} more)" if len(differences) > 4 else ""
         raise BenchError(
-            f"{run_dir} holds a run with other settings: {shown}{more}. Use another --out, "
+            f"{run_dir} holds a run with other settings: {differences}. Use another --out, "
             "or delete that folder to retrain it (nothing was changed)"
         )
 

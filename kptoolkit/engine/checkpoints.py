@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -195,21 +196,27 @@ RESUMABLE_KEYS = (
 )
 
 
+def stored_differences(run_dir: Path, config: ExperimentConfig, ignore: Sequence[str]) -> str:
+    """How `config` differs from the config a run folder stored ('' when it stores none or
+    the same), outside `ignore`: a changed component first (the values under it differ because
+    it did), at most four keys and how many more."""
+    stored = run_dir / "config.yaml"
+    if not stored.is_file():
+        return ""
+    differences = config_differences(load_config(stored), config, ignore=ignore)
+    differences.sort(key=lambda text: not text.split(":")[0].endswith(".name"))
+    more = f" (and {len(differences) - 4} more)" if len(differences) > 4 else ""
+    return "; ".join(differences[:4]) + more
+
+
 def check_resumable(run_dir: Path, config: ExperimentConfig) -> None:
     """Refuse to resume with settings that the run was not trained with (before anything is
     written): only the length of the schedule and how it is logged, saved and scored may
     change, and those are applied and recorded."""
-    stored = run_dir / "config.yaml"
-    if not stored.is_file():
-        return
-    differences = config_differences(load_config(stored), config, ignore=RESUMABLE_KEYS)
-    # a changed component first: the values under it differ because it did
-    differences.sort(key=lambda text: not text.split(":")[0].endswith(".name"))
+    differences = stored_differences(run_dir, config, RESUMABLE_KEYS)
     if differences:
-        shown = "; ".join(differences[:4])
-        more = f" (and {len(differences) - 4} more)" if len(differences) > 4 else ""
         raise ConfigError(
-            f"{run_dir} was trained with other settings: {shown}{more}. Resume with the "
+            f"{run_dir} was trained with other settings: {differences}. Resume with the "
             "run's settings (only train.steps / train.epochs and the logging, checkpoint and "
             "eval settings may change), or start a new run with another --out (nothing was "
             "changed)"
