@@ -63,3 +63,52 @@ def test_train_killed_at_ten_random_moments_finishes_as_if_never_killed(tmp_path
         for key, tensor in state.items():
             torch.testing.assert_close(ours[role][key], tensor, rtol=1e-5, atol=1e-6)
     assert not list(run.rglob(".*partial*"))
+
+
+def scores(out: Path) -> list[tuple[str, dict, dict]]:
+    """(method, metrics, intervals) of every row of a bench's results.json."""
+    import json
+
+    rows = json.loads((out / "results.json").read_text())["rows"]
+    return [(row["method"], row["metrics"], row["interval"]) for row in rows]
+
+
+@pytest.mark.slow
+def test_a_bench_killed_at_five_random_moments_gives_the_same_table(tmp_path):
+    args = ["--profile", "micro", "--masker", "heatmap_sum", "--baselines", "x2face"]
+    base = [sys.executable, "-m", "kptoolkit", "bench", *args, "--no-progress"]
+
+    def env(name: str) -> dict[str, str]:  # own caches: kills also land in data and evaluators
+        return {**cli_env(tmp_path), "KPTOOLKIT_CACHE": str(tmp_path / f"cache-{name}")}
+
+    reference = tmp_path / "reference"
+    done = subprocess.run([*base, "--out", str(reference)], env=env("reference"), cwd=tmp_path)
+    assert done.returncode == 0
+
+    out = tmp_path / "killed"
+    command = [*base, "--out", str(out)]
+    rng = random.Random(1)
+    kills = 0
+    while kills < 5:
+        process = subprocess.Popen(
+            command, env=env("killed"), cwd=tmp_path, stdout=subprocess.DEVNULL
+        )
+        time.sleep(rng.uniform(1.0, 8.0))
+        if process.poll() is not None:
+            break
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        kills += 1
+    finished = subprocess.run(command, env=env("killed"), cwd=tmp_path, capture_output=True)
+    assert finished.returncode == 0, finished.stderr.decode()[-2000:]
+    assert kills >= 3
+
+    expected, got = scores(reference), scores(out)
+    assert [row[0] for row in got] == [row[0] for row in expected]
+    for (method, metrics, interval), (_, want_metrics, want_interval) in zip(
+        got, expected, strict=True
+    ):
+        assert metrics == pytest.approx(want_metrics, rel=1e-6, abs=1e-9), method
+        for key, bounds in interval.items():
+            assert bounds == pytest.approx(want_interval[key], rel=1e-6, abs=1e-9), (method, key)
+    assert not list(out.rglob(".*partial*"))
