@@ -7,6 +7,8 @@ import os
 import attrs
 import torch
 import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 
 @attrs.frozen
@@ -65,3 +67,18 @@ def barrier(context: DistContext) -> None:
     """Wait for every rank."""
     if context.distributed:
         dist.barrier()
+
+
+def wrap_for_ddp(
+    groups: dict[str, nn.Module], context: DistContext, device: torch.device
+) -> dict[str, nn.Module]:
+    """The trainable networks, each in DistributedDataParallel when several processes train
+    (networks without trainable parameters are left out then); as they are otherwise."""
+    if not context.distributed:
+        return dict(groups)
+    device_ids = [device.index] if device.type == "cuda" else None
+    return {
+        name: DistributedDataParallel(module, device_ids=device_ids)
+        for name, module in groups.items()
+        if any(p.requires_grad for p in module.parameters())
+    }

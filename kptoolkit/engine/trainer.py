@@ -19,7 +19,6 @@ import attrs
 import torch
 from torch import nn
 from torch.autograd.profiler import record_function
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import BatchSampler, DataLoader
 from tqdm import tqdm
 
@@ -47,7 +46,7 @@ from kptoolkit.engine.checkpoints import (
     rng_state,
     run_payload,
 )
-from kptoolkit.engine.distributed import DistContext, barrier, mean_across_ranks
+from kptoolkit.engine.distributed import DistContext, barrier, mean_across_ranks, wrap_for_ddp
 from kptoolkit.engine.experiment import build_dataset, build_losses, build_models
 from kptoolkit.engine.optimisers import build_optimisers
 from kptoolkit.engine.prediction import needs_groundtruth
@@ -146,7 +145,7 @@ class Trainer:
         self.adversarial = [(c, loss) for c, loss in self.losses if loss.adversarial]
         self.groups = self.models.trainable()
         self.optimizers, self.schedulers = build_optimisers(self.groups, train, self.device)
-        self.wrapped = self._wrap_for_ddp()
+        self.wrapped = wrap_for_ddp(self.groups, self.context, self.device)
 
         self.dataset = build_dataset(config, "train")
         self.sampler = ResumableSampler(
@@ -180,16 +179,6 @@ class Trainer:
                 f"{self.out_dir} already holds a run; continue it with --resume, or choose "
                 "another --out (nothing was overwritten)"
             )
-
-    def _wrap_for_ddp(self) -> dict[str, nn.Module]:
-        if not self.context.distributed:
-            return dict(self.groups)
-        device_ids = [self.device.index] if self.device.type == "cuda" else None
-        return {
-            name: DistributedDataParallel(module, device_ids=device_ids)
-            for name, module in self.groups.items()
-            if any(p.requires_grad for p in module.parameters())
-        }
 
     def _restore(self, path: Path) -> None:
         checkpoint = read_checkpoint(path)
