@@ -221,6 +221,15 @@ def cheap_frame_count(path: str | Path, frame_width: int | None = None) -> int |
     return None
 
 
+def _first_frame_shape(path: Path, loaded: np.ndarray | None) -> tuple[int, int]:
+    """(height, width) of a video's first frame file: from `loaded` when it is at hand, else
+    from the file's header (nothing decoded)."""
+    if loaded is not None:
+        return loaded.shape[0], loaded.shape[1]
+    with Image.open(path) as image:
+        return image.height, image.width
+
+
 def read_frames(
     path: str | Path, indices: Sequence[int], frame_width: int | None = None
 ) -> np.ndarray:
@@ -232,8 +241,12 @@ def read_frames(
         files = frame_files(path)
         try:
             frames = [load_image(files[i]) for i in indices]
-            shape = frames[0].shape if indices[0] == 0 else load_image(files[0]).shape
-            return np.stack([to_size(frame, shape) for frame in frames])
+            if len({frame.shape for frame in frames}) > 1:  # rare: give them the first's size
+                shape = _first_frame_shape(
+                    files[0], frames[indices.index(0)] if 0 in indices else None
+                )
+                frames = [to_size(frame, shape) for frame in frames]
+            return np.stack(frames)
         except IndexError:
             raise VideoReadError(
                 f"{path} has {len(files)} frames; asked for index {max(indices)}", path
