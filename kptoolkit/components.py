@@ -9,7 +9,6 @@ experiment's `preset` or the section's own; `kptoolkit.presets`), then the expli
 
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 import attrs
@@ -23,7 +22,7 @@ from kptoolkit.config import (
     split_override,
 )
 from kptoolkit.errors import KptoolkitError
-from kptoolkit.presets import Preset, find_preset
+from kptoolkit.presets import Preset, constructor_defaults, find_preset
 from kptoolkit.registry import GENERATORS, LOSSES, get_registry
 
 
@@ -127,8 +126,8 @@ def detector_params(config: ExperimentConfig) -> dict[str, Any]:
     del keypoints["checkpoint"]
     preset = find_preset(KeypointDetector, family, "the keypoint detector")
     defaults = {
-        key: parameter.default
-        for key, parameter in inspect.signature(KeypointDetector).parameters.items()
+        key: value
+        for key, value in constructor_defaults(KeypointDetector).items()
         if key in keypoints
     }
     given = {key: value for key, value in keypoints.items() if value is not None}

@@ -13,7 +13,6 @@ official dotted path, so nothing is dropped silently. Files are read with `yaml.
 
 from __future__ import annotations
 
-import inspect
 import math
 from collections.abc import Mapping
 from pathlib import Path
@@ -49,7 +48,7 @@ from kptoolkit.official_config import (
     identify_family,
     read_official_file,
 )
-from kptoolkit.presets import PAPER, find_preset
+from kptoolkit.presets import PAPER, constructor_defaults, find_preset
 from kptoolkit.registry import get_registry
 
 __all__ = [
@@ -97,12 +96,7 @@ def paper_params(kind: str, name: str) -> dict[str, Any]:
     """A component's published parameters: its constructor's defaults under its `paper`
     preset (kptoolkit keeps the published widths there, not in copies)."""
     factory = get_registry(kind).get(name)
-    defaults = {
-        key: parameter.default
-        for key, parameter in inspect.signature(factory).parameters.items()
-        if parameter.default is not inspect.Parameter.empty
-    }
-    return {**defaults, **find_preset(factory, PAPER, name).params}
+    return {**constructor_defaults(factory), **find_preset(factory, PAPER, name).params}
 
 
 def paper_losses(kind: str, name: str) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ without a `presets` table (a plugin that has none) runs with its constructor's d
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping
 from typing import Any
 
@@ -73,6 +74,16 @@ def find_preset(factory: Any, preset: str, label: str) -> Preset:
         raise ConfigError(
             f"{label} has no preset {preset!r}; it has {', '.join(sorted(table))}"
         ) from None
+
+
+def constructor_defaults(factory: Any) -> dict[str, Any]:
+    """The parameters `factory` takes with a default, and those defaults (the values a preset
+    that does not set them leaves)."""
+    return {
+        key: parameter.default
+        for key, parameter in inspect.signature(factory).parameters.items()
+        if parameter.default is not inspect.Parameter.empty
+    }
 
 
 def preset_params(kind: str, name: str, preset: str) -> dict[str, Any]:
