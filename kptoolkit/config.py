@@ -11,6 +11,7 @@ free-form here and checked against the component itself by `kptoolkit.resolve`.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,9 @@ class KeypointConfig:
     width left empty comes from the detector's preset."""
 
     checkpoint: str | None = None
+    # recorded by a run: the sha256 of the checkpoint's bytes (a resume with another file is
+    # refused); in a run's config.yaml `checkpoint` is relative to the run folder
+    checkpoint_sha256: str | None = None
     preset: str | None = None  # None: the experiment's `preset`
     # None: the detector's preset (`KeypointDetector.presets`)
     num_kp: int | None = attrs.field(default=None, validator=_positive)
@@ -228,7 +232,21 @@ def load_config(path: str | Path, overrides: Iterable[str] = ()) -> ExperimentCo
         data = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from None
-    return config_from_dict(data or {}, overrides)
+    config = config_from_dict(data or {}, overrides)
+    _find_detector_file(config, path.parent)
+    return config
+
+
+def _find_detector_file(config: ExperimentConfig, folder: Path) -> None:
+    """A relative `keypoints.checkpoint` names a file from the current directory or, when none
+    is there, from the config file's folder (a run's config.yaml names its detector relative to
+    the run folder)."""
+    checkpoint = config.keypoints.checkpoint
+    if not checkpoint or Path(checkpoint).is_absolute() or Path(checkpoint).exists():
+        return
+    beside = folder / checkpoint
+    if beside.exists():
+        config.keypoints.checkpoint = os.path.normpath(beside)
 
 
 def config_from_dict(data: Mapping[str, Any], overrides: Iterable[str] = ()) -> ExperimentConfig:

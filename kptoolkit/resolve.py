@@ -20,6 +20,7 @@ Every problem is collected and reported together, each naming the components and
 from __future__ import annotations
 
 import functools
+import hashlib
 import inspect
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -91,6 +92,44 @@ def _checkpoint_shape(path: str, stamp: tuple[int, int]) -> dict[str, Any]:
     from kptoolkit.keypoints.loading import infer_detector_params
 
     return infer_detector_params(model_state(read_checkpoint(path), "detector", path))
+
+
+@functools.lru_cache(maxsize=16)
+def _file_sha256(path: str, stamp: tuple[int, int]) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path: str | Path) -> str:
+    """The sha256 of a file's bytes (hex), computed once per path, size and modification time."""
+    stat = Path(path).stat()
+    return _file_sha256(str(path), (stat.st_mtime_ns, stat.st_size))
+
+
+# the detector's shape as `keypoints.*` states it (what a run records of a detector file)
+RECORDED_SHAPE = (
+    "num_kp",
+    "block_expansion",
+    "max_features",
+    "num_blocks",
+    "scale_factor",
+    "estimate_jacobian",
+)
+
+
+def record_detector_file(config: ExperimentConfig, checkpoint: str) -> None:
+    """Write into `config.keypoints` the detector file the experiment reads: its path, its
+    sha256 and the shape read off its weights (which `keypoints.*` then state)."""
+    stat = Path(checkpoint).stat()
+    shape = _checkpoint_shape(str(checkpoint), (stat.st_mtime_ns, stat.st_size))
+    keypoints = config.keypoints
+    keypoints.checkpoint = str(checkpoint)
+    keypoints.checkpoint_sha256 = file_sha256(checkpoint)
+    for key in RECORDED_SHAPE:
+        setattr(keypoints, key, shape[key])
 
 
 def detector_settings(
@@ -294,11 +333,15 @@ WRITTEN_GENERATOR_KEYS = ("mask_channels",)
 
 
 def write_derived(config: ExperimentConfig, kp_checkpoint: str | None = None) -> ResolvedExperiment:
-    """Write into `config` (in place) what its presets give (`expand_presets`), and the masker's
-    `num_kp` and oracle `scale_factor` and the generator's `mask_channels` when derived, so that
-    a saved run says what was built; returns the resolution."""
+    """Write into `config` (in place) what its presets give (`expand_presets`), the detector
+    file it reads (`record_detector_file`), and the masker's `num_kp` and oracle `scale_factor`
+    and the generator's `mask_channels` when derived, so that a saved run says what was built;
+    returns the resolution."""
     resolved = resolve_experiment(config, kp_checkpoint)
     expand_presets(config)
+    checkpoint = kp_checkpoint or config.keypoints.checkpoint
+    if resolved.detector != NO_DETECTOR and checkpoint:
+        record_detector_file(config, checkpoint)
     written = (
         (config.masker, resolved.masker_params, WRITTEN_MASKER_KEYS),
         (config.generator, resolved.generator_params, WRITTEN_GENERATOR_KEYS),

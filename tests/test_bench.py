@@ -8,11 +8,13 @@ import io
 import json
 import math
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from train_fixtures import detector_file
 
 from kptoolkit.bench.detector_prior import (
     PriorRecipe,
@@ -39,6 +41,7 @@ from kptoolkit.cli import main
 from kptoolkit.config import ExperimentConfig, structure, unstructure
 from kptoolkit.data.video_io import iter_frames
 from kptoolkit.errors import ConfigError, UnknownComponentError
+from kptoolkit.resolve import file_sha256
 
 ABLATION = "heatmap_sum,gaussian_circles,all_k,perturbed_mask"
 ORACLE = "Oracle: gt_circles + two_stage (ground-truth joints)"
@@ -215,6 +218,30 @@ def test_a_second_bench_on_a_busy_folder_stops_before_writing(micro_bench, capsy
     ]
 
 
+def test_a_moved_bench_folder_reuses_its_rows_with_its_detector(micro_bench, capsys, monkeypatch):
+    root = micro_bench[4]
+    monkeypatch.setenv("KPTOOLKIT_CACHE", str(root / "cache"))
+    first, second = root / "project-a", root / "project-b"
+    first.mkdir()
+    shutil.copy(next((root / "cache").rglob("detector-priors/*/checkpoints/step-*.pth")), first)
+    args = ["bench", "--profile", "micro", "--masker", "heatmap_sum", "--baselines", "x2face"]
+    for project in (first, second):
+        detector = next(project.glob("step-*.pth"))
+        given = ["--kp-checkpoint", str(detector), "--out", str(project / "bench")]
+        assert main([*args, *given, "--no-progress"]) == 0
+        if project == first:
+            capsys.readouterr()
+            shutil.move(first, second)
+    printed = capsys.readouterr().out
+    trained = [line for line in printed.splitlines() if " train] " in line]
+    assert len(trained) == 2 and all("cached" in line for line in trained), printed
+    # the row names its detector file relative to its folder, and records its bytes' sha256
+    run = second / "bench" / "runs" / "heatmap_sum+two_stage-seed0"
+    stored = yaml.safe_load((run / "config.yaml").read_text())["keypoints"]
+    assert stored["checkpoint"] == os.path.join("..", "..", "..", detector.name)
+    assert stored["checkpoint_sha256"] == file_sha256(detector)
+
+
 def test_a_bench_refuses_a_folder_of_other_files(tmp_path, capsys):
     folder = tmp_path / "paper"
     folder.mkdir()
@@ -246,27 +273,30 @@ def test_inference_precision_reconstructs_again_without_retraining(micro_bench, 
     assert "test frames reconstructed in bf16 autocast" in (out / "results.md").read_text()
 
 
-def test_all_k_gets_a_k_channel_generator_and_the_fomm_detector():
+def test_all_k_gets_a_k_channel_generator_and_the_fomm_detector(tmp_path):
+    detector = str(detector_file(tmp_path / "d.pth", preset="cpu64", num_kp=10))
     bench = Bench(BenchOptions(maskers=["all_k", "perturbed_mask"], generators=["two_stage"]))
-    all_k = bench.entry_config(Entry("all_k", "two_stage", "variant"), "detector.pth")
-    assert all_k.generator.params["mask_channels"] == all_k.keypoints.num_kp
-    assert all_k.keypoints.checkpoint == "detector.pth"
-    perturbed = bench.entry_config(Entry("perturbed_mask", "two_stage", "variant"), "d.pth")
+    all_k = bench.entry_config(Entry("all_k", "two_stage", "variant"), detector)
+    assert all_k.generator.params["mask_channels"] == all_k.keypoints.num_kp == 10
+    assert all_k.keypoints.checkpoint == detector
+    perturbed = bench.entry_config(Entry("perturbed_mask", "two_stage", "variant"), detector)
     assert "mask_channels" not in perturbed.generator.params
-    fomm = bench.entry_config(Entry("fomm_keypoints", "fomm", "baseline"), "d.pth")
+    fomm = bench.entry_config(Entry("fomm_keypoints", "fomm", "baseline"), detector)
     assert fomm.keypoints.checkpoint is None  # FOMM trains its own detector
     assert bench.base.train.steps is None and bench.base.train.repeats == 9  # quick: 2,250 steps
     assert bench.base.train.amp  # bfloat16 autocast
 
 
-def test_quick_rows_take_their_generators_learning_rate_unless_one_is_given():
+def test_quick_rows_take_their_generators_learning_rate_unless_one_is_given(tmp_path):
+    detector = str(detector_file(tmp_path / "d.pth", preset="cpu64", num_kp=10))
+    micro_detector = str(detector_file(tmp_path / "micro.pth", preset="micro"))
     rows = [Entry("fomm_keypoints", "fomm", "baseline"), Entry("heatmap_sum", "two_stage", "v")]
     chosen = Bench(BenchOptions(["heatmap_sum"], ["two_stage"]))
-    assert [chosen.entry_config(e, "d.pth").train.lr for e in rows] == [2e-4, 1e-3]
+    assert [chosen.entry_config(e, detector).train.lr for e in rows] == [2e-4, 1e-3]
     given = Bench(BenchOptions(["heatmap_sum"], ["two_stage"], overrides=["train.lr=5e-4"]))
-    assert [given.entry_config(e, "d.pth").train.lr for e in rows] == [5e-4, 5e-4]
+    assert [given.entry_config(e, detector).train.lr for e in rows] == [5e-4, 5e-4]
     micro = Bench(BenchOptions(["heatmap_sum"], ["two_stage"], profile="micro"))
-    assert micro.entry_config(rows[1], "d.pth").train.lr == 2e-4
+    assert micro.entry_config(rows[1], micro_detector).train.lr == 2e-4
     budget = {"lr": {e.label: chosen.learning_rate(e) for e in rows}, "amp": True}
     assert optimiser_text(budget) == (
         ", in bfloat16 autocast, learning rate 0.0002 (FOMM), 0.001 (heatmap_sum + two_stage)"

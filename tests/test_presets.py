@@ -201,7 +201,9 @@ def test_config_show_writes_out_the_presets_of_the_chosen_generator(capsys):
     assert shown["keypoints"]["num_kp"] == 5
 
 
-def test_a_bench_row_that_changes_a_component_starts_from_its_preset():
+def test_a_bench_row_that_changes_a_component_starts_from_its_preset(tmp_path):
+    from train_fixtures import detector_file
+
     from kptoolkit.bench.runner import Bench, BenchOptions, Entry
 
     bench = Bench(
@@ -212,7 +214,8 @@ def test_a_bench_row_that_changes_a_component_starts_from_its_preset():
             overrides=["generator.params.features=24"],
         )
     )
-    own = bench.entry_config(Entry("heatmap_sum", "two_stage", "variant"), "kp.pth")
+    kp = str(detector_file(tmp_path / "kp.pth", preset="micro"))
+    own = bench.entry_config(Entry("heatmap_sum", "two_stage", "variant"), kp)
     baseline = bench.entry_config(Entry("fomm_keypoints", "fomm", "baseline"), None)
     assert own.generator.params["features"] == 24
     assert baseline.generator == ModelConfig(

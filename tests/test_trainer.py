@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import os
 import shutil
 import signal
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from train_fixtures import tiny_config, tiny_kp_checkpoint
+import yaml
+from train_fixtures import detector_file, tiny_config, tiny_kp_checkpoint
 
 from kptoolkit import LOSSES
 from kptoolkit.checkpoint_io import read_checkpoint
@@ -304,3 +306,42 @@ def test_a_resume_with_other_settings_is_refused_before_anything_is_written(tmp_
     # a longer schedule is what a resume is for: applied and recorded
     assert Trainer(tiny_config("train.steps=4"), run, kp, resume=True).train().steps == 4
     assert load_config(run / "config.yaml").train.steps == 4
+
+
+# a detector whose every width differs from the micro preset's (num_kp 5, 4/16/3 blocks, 0.25)
+OTHER_WIDTHS = {
+    "num_kp": 7,
+    "block_expansion": 8,
+    "max_features": 32,
+    "num_blocks": 2,
+    "scale_factor": 0.5,
+}
+
+
+def test_a_run_records_its_detector_file_hash_and_shape(tmp_path, monkeypatch):
+    kp = detector_file(tmp_path / "detectors" / "other.pth.tar", 0, **OTHER_WIDTHS)
+    run = tmp_path / "runs" / "a"
+    Trainer(tiny_config("train.steps=2"), run, str(kp)).train()
+    stored = yaml.safe_load((run / "config.yaml").read_text())["keypoints"]
+    # relative to the run folder, so that the folder moves with its detector
+    assert stored["checkpoint"] == os.path.join("..", "..", "detectors", "other.pth.tar")
+    assert stored["checkpoint_sha256"] == hashlib.sha256(kp.read_bytes()).hexdigest()
+    assert {key: stored[key] for key in OTHER_WIDTHS} == OTHER_WIDTHS
+    embedded = read_checkpoint(latest_checkpoint(run / "checkpoints"))["config"]["keypoints"]
+    assert embedded == stored
+    # a run's config names the file wherever it is read from
+    monkeypatch.chdir(tmp_path / "detectors")
+    assert Path(load_config(run / "config.yaml").keypoints.checkpoint).samefile(kp)
+
+
+def test_a_moved_run_resumes_and_another_detector_file_is_refused(tmp_path):
+    kp = detector_file(tmp_path / "a" / "detector.pth", 0, **OTHER_WIDTHS)
+    Trainer(tiny_config("train.steps=2"), tmp_path / "a" / "run", str(kp)).train()
+    shutil.move(tmp_path / "a", tmp_path / "b")
+    run, kp = tmp_path / "b" / "run", tmp_path / "b" / "detector.pth"
+    other = detector_file(tmp_path / "other.pth", 1, **OTHER_WIDTHS)  # same shape, other weights
+    stored = (run / "config.yaml").read_text()
+    with pytest.raises(ConfigError, match=r"keypoints\.checkpoint_sha256"):
+        Trainer(tiny_config("train.steps=4"), run, str(other), resume=True)
+    assert (run / "config.yaml").read_text() == stored
+    assert Trainer(tiny_config("train.steps=4"), run, str(kp), resume=True).train().steps == 4

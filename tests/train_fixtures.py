@@ -29,3 +29,13 @@ def tiny_kp_checkpoint(directory: Path) -> Path:
     path = directory / "tiny-cpk.pth.tar"
     torch.save({"kp_detector": KeypointDetector(num_kp=5, **TINY_DETECTOR).state_dict()}, path)
     return path
+
+
+def detector_file(path: Path, seed: int = 0, preset: str | None = None, **widths: object) -> Path:
+    """An official-layout FOMM file holding a random detector of a preset's widths (default
+    constructor widths when none) with `widths` over them."""
+    torch.manual_seed(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    params = dict(KeypointDetector.presets[preset].params) if preset else {}
+    torch.save({"kp_detector": KeypointDetector(**{**params, **widths}).state_dict()}, path)
+    return path

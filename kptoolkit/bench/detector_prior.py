@@ -118,6 +118,8 @@ def prior_folder(config: ExperimentConfig) -> Path:
         data.pop(key, None)
     for key in UNTRAINED_TRAIN_KEYS:
         data["train"].pop(key, None)
+    if data["keypoints"].get("checkpoint_sha256") is None:  # added later: keep the digests
+        data["keypoints"].pop("checkpoint_sha256", None)
     text = json.dumps(data, sort_keys=True, default=str)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     dataset = Path(config.data.root).name if config.data.root else config.data.dataset

@@ -78,7 +78,12 @@ from kptoolkit.config import (
 from kptoolkit.engine.experiment import build_dataset
 from kptoolkit.errors import ConfigError
 from kptoolkit.folder_lock import folder_lock
-from kptoolkit.resolve import FROZEN_DETECTOR, TRAINED_DETECTOR, write_derived
+from kptoolkit.resolve import (
+    FROZEN_DETECTOR,
+    TRAINED_DETECTOR,
+    record_detector_file,
+    write_derived,
+)
 
 # scripts outside the package import these from here, the plan's two included
 __all__ = ["Bench", "BenchOptions", "BenchOutcome", "Entry"]
@@ -273,6 +278,8 @@ class Bench:
             config.keypoints.checkpoint = self.options.kp_checkpoint
         elif rule == FROZEN_DETECTOR:
             config.keypoints.checkpoint = detector
+        if config.keypoints.checkpoint:  # the row's run records it so: compared by its sha256
+            record_detector_file(config, config.keypoints.checkpoint)
         return config
 
     def test_dataset_for(self, entry: Entry) -> Any:

@@ -21,12 +21,16 @@ from kptoolkit.engine.distributed import DistContext
 from kptoolkit.engine.trainer import Trainer
 from kptoolkit.errors import BenchError
 
+# what a cached row may differ in: how it is scored, inference settings, the names of the
+# presets that gave its written-out values, and where its detector file lies (a moved bench
+# folder or cache still matches: the file is compared by its sha256)
+ROW_UNTRAINED_KEYS = (*SCORING_KEYS, *INFERENCE_KEYS, *PRESET_KEYS, "keypoints.checkpoint")
+
 
 def check_same_config(run_dir: Path, config: ExperimentConfig) -> None:
-    """Refuse (BenchError) a run folder whose run was trained with other settings (scoring
-    and inference settings, and the names of the presets that gave the written-out values,
-    aside)."""
-    differences = stored_differences(run_dir, config, SCORING_KEYS + INFERENCE_KEYS + PRESET_KEYS)
+    """Refuse (BenchError) a run folder whose run was trained with other settings
+    (`ROW_UNTRAINED_KEYS` aside)."""
+    differences = stored_differences(run_dir, config, ROW_UNTRAINED_KEYS)
     if differences:
         raise BenchError(
             f"{run_dir} holds a run with other settings: {differences}. Use another --out, "

@@ -9,6 +9,7 @@ run killed at any moment (SIGKILL included) leaves the previous checkpoint intac
 
 from __future__ import annotations
 
+import os
 import random
 import re
 from collections.abc import Sequence
@@ -34,6 +35,7 @@ from kptoolkit.config import (
     unstructure,
 )
 from kptoolkit.errors import ConfigError, KptoolkitError
+from kptoolkit.resolve import RECORDED_SHAPE
 
 CHECKPOINT_VERSION = 1
 NAME_PATTERN = re.compile(r"^step-(\d{8})\.pth$")
@@ -126,6 +128,22 @@ def config_of(checkpoint: dict[str, Any], source: str) -> ExperimentConfig:
     return config_from_dict(checkpoint["config"])  # a layout before presets is converted
 
 
+def as_stored_in(config: ExperimentConfig, run_dir: Path) -> ExperimentConfig:
+    """`config` as a run folder stores it: the detector file's path relative to the folder, so
+    that a folder moved together with its detector still names it (`load_config` reads such a
+    path relative to the config file's folder)."""
+    checkpoint = config.keypoints.checkpoint
+    if not checkpoint:
+        return config
+    try:
+        relative = os.path.relpath(Path(checkpoint).resolve(), Path(run_dir).resolve())
+    except ValueError:  # another drive: only an absolute path names it
+        return config
+    stored = config_from_dict(unstructure(config))
+    stored.keypoints.checkpoint = relative
+    return stored
+
+
 def run_payload(config: ExperimentConfig, models: Any, step: int, epoch: int) -> dict[str, Any]:
     """What every kptoolkit run checkpoint holds: the format, the config and the weights of
     every network (`Models`), after `step` steps and `epoch` epochs."""
@@ -147,8 +165,9 @@ def save_run(
     atomically; returns the checkpoint's path."""
     run_dir = Path(run_dir)
     path = run_dir / "checkpoints" / checkpoint_name(step)
-    atomic_save(run_payload(config, models, step, epoch), path)
-    save_config(config, run_dir / "config.yaml")
+    stored = as_stored_in(config, run_dir)
+    atomic_save(run_payload(stored, models, step, epoch), path)
+    save_config(stored, run_dir / "config.yaml")
     return path
 
 
@@ -203,10 +222,19 @@ def stored_differences(run_dir: Path, config: ExperimentConfig, ignore: Sequence
     stored = run_dir / "config.yaml"
     if not stored.is_file():
         return ""
-    differences = config_differences(load_config(stored), config, ignore=ignore)
+    differences = config_differences(_recorded(load_config(stored), config), config, ignore=ignore)
     differences.sort(key=lambda text: not text.split(":")[0].endswith(".name"))
     more = f" (and {len(differences) - 4} more)" if len(differences) > 4 else ""
     return "; ".join(differences[:4]) + more
+
+
+def _recorded(stored: ExperimentConfig, config: ExperimentConfig) -> ExperimentConfig:
+    """A stored config from before runs recorded their detector file (its sha256 and shape)
+    takes `config`'s record: what it did not record cannot differ."""
+    if stored.keypoints.checkpoint and stored.keypoints.checkpoint_sha256 is None:
+        for key in ("checkpoint_sha256", *RECORDED_SHAPE):
+            setattr(stored.keypoints, key, getattr(config.keypoints, key))
+    return stored
 
 
 def check_resumable(run_dir: Path, config: ExperimentConfig) -> None:

@@ -37,6 +37,7 @@ from kptoolkit.data.augment import (
     sample_params,
 )
 from kptoolkit.engine.checkpoints import (
+    as_stored_in,
     check_resumable,
     checkpoint_name,
     is_run_folder,
@@ -349,7 +350,9 @@ class Trainer:
     # -- outputs -------------------------------------------------------------------------------
     def _save_checkpoint(self) -> Path:
         payload = {
-            **run_payload(self.config, self.models, self.step, self.epoch),
+            **run_payload(
+                as_stored_in(self.config, self.out_dir), self.models, self.step, self.epoch
+            ),
             "optimizers": {n: o.state_dict() for n, o in self.optimizers.items()},
             "schedulers": {n: s.state_dict() for n, s in self.schedulers.items()},
             "scaler": self.scaler.state_dict(),
@@ -382,7 +385,7 @@ class Trainer:
             # what a kill during a save left (the folder is locked: no save is in progress)
             for folder in (self.out_dir, self.checkpoint_dir):
                 remove_orphans(folder)
-            save_config(self.config, self.out_dir / "config.yaml")
+            save_config(as_stored_in(self.config, self.out_dir), self.out_dir / "config.yaml")
             log = RunLog(self.out_dir)
         if self.resume_from is not None:
             self._restore(self.resume_from)
