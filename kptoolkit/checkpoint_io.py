@@ -8,6 +8,7 @@ Two layouts are understood:
 
 from __future__ import annotations
 
+import os
 import pickle
 from collections.abc import Mapping
 from pathlib import Path
@@ -34,7 +35,26 @@ class CheckpointError(KptoolkitError):
 def atomic_save(payload: dict[str, Any], path: Path) -> None:
     """torch.save to a temporary file, fsync it, then rename it over `path` (durably)."""
     with atomic_path(path, durable=True) as partial:
-        torch.save(payload, partial)
+        try:
+            torch.save(payload, partial)
+        except RuntimeError as exc:  # torch reports a failed write without the OS's reason
+            raise CheckpointError(
+                f"cannot write checkpoint {path}: {_write_failure(partial, exc)}; the "
+                "previous checkpoints are kept"
+            ) from exc
+
+
+def _write_failure(partial: Path, exc: RuntimeError) -> str:
+    """Why writing `partial` failed, as the OS says it (one more byte written to the file
+    reproduces a full disk or a file-size limit); torch's message otherwise."""
+    try:
+        with open(partial, "ab") as handle:
+            handle.write(b"\0")
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as probe:
+        return probe.strerror or str(probe)
+    return str(exc).splitlines()[0]
 
 
 # how torch files begin: a zip archive (torch.save since 1.6) or a pickle (older files)

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 
 from kptoolkit import __version__
-from kptoolkit.errors import KptoolkitError
+from kptoolkit.errors import KptoolkitError, file_system_error
 
 # (subcommand, module in kptoolkit.commands, one-line help). Later subcommands add a row here.
 COMMANDS: tuple[tuple[str, str, str], ...] = (
@@ -63,6 +63,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `kptoolkit list | head`: the reader left; not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as exc:
+        line = file_system_error(exc)
+        if line is None:
+            raise
+        print(f"kptoolkit: error: {line}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

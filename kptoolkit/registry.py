@@ -25,6 +25,7 @@ from kptoolkit.errors import (
     ParameterError,
     PluginLoadError,
     UnknownComponentError,
+    file_system_error,
 )
 from kptoolkit.introspect import first_doc_line, inspect_target
 
@@ -215,11 +216,18 @@ class Registry:
             return factory(**params)
         except KptoolkitError:
             raise
+        except OSError as exc:
+            if file_system_error(exc) is not None:
+                raise  # a folder it cannot write: the CLI's line says what to do
+            raise self._build_error(name, exc) from exc
         except Exception as exc:  # a plugin's own failure: name it, keep the cause chained
-            origin = self._entry(name).origin
-            raise ComponentBuildError(
-                f"{self.singular} '{name}' ({origin}) failed to build: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise self._build_error(name, exc) from exc
+
+    def _build_error(self, name: str, exc: Exception) -> ComponentBuildError:
+        origin = self._entry(name).origin
+        return ComponentBuildError(
+            f"{self.singular} '{name}' ({origin}) failed to build: {type(exc).__name__}: {exc}"
+        )
 
     # -- listing -------------------------------------------------------------------------------
     def info(self, name: str, *, load: bool = False) -> ComponentInfo:

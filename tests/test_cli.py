@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import write_distribution
 
 from kptoolkit.cli import main
@@ -116,3 +117,56 @@ def test_config_validate_reports_unknown_component(tmp_path, capsys):
     path.write_text("masker:\n  name: heatmap_summ\n")
     assert main(["config", "validate", str(path)]) == 1
     assert "masker: unknown masker 'heatmap_summ'" in capsys.readouterr().err
+
+
+def test_file_system_errors_a_user_can_fix_are_one_line_with_what_to_do():
+    import errno
+
+    from kptoolkit.errors import file_system_error
+
+    line = file_system_error(OSError(errno.EROFS, "Read-only file system", "/data/out"))
+    assert line is not None and line.startswith("cannot write /data/out: Read-only file system")
+    assert "--out" in line
+    assert "ulimit -f" in file_system_error(OSError(errno.EFBIG, "File too large", "x.pth"))
+    assert file_system_error(OSError(errno.ECONNRESET, "Connection reset")) is None  # a bug
+
+
+def test_an_out_folder_under_a_file_is_one_line(tmp_path, capsys, monkeypatch):
+    from test_trainer import tiny_cli_args
+
+    monkeypatch.setenv("KPTOOLKIT_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "notes.txt").write_text("mine\n")
+    out = tmp_path / "notes.txt" / "run"
+    code = main(["train", *tiny_cli_args(tmp_path), "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.count("\n") == 0, err
+    assert err.startswith(f"kptoolkit: error: cannot write {out}: Not a directory")
+    assert (tmp_path / "notes.txt").read_text() == "mine\n"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_out_folder_is_one_line(tmp_path, capsys, monkeypatch):
+    from test_trainer import tiny_cli_args
+
+    monkeypatch.setenv("KPTOOLKIT_CACHE", str(tmp_path / "cache"))
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        code = main(["train", *tiny_cli_args(tmp_path), "--out", str(folder / "run")])
+    finally:
+        folder.chmod(0o755)
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.count("\n") == 0 and "Permission denied" in err, err
+
+
+def test_a_cache_folder_that_cannot_be_written_is_one_line(tmp_path, capsys, monkeypatch):
+    from test_trainer import tiny_cli_args
+
+    (tmp_path / "notes.txt").write_text("mine\n")
+    monkeypatch.setenv("KPTOOLKIT_CACHE", str(tmp_path / "notes.txt" / "cache"))
+    code = main(["train", *tiny_cli_args(tmp_path), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and err.count("\n") == 0, err
+    assert err.startswith(f"kptoolkit: error: cannot write {tmp_path / 'notes.txt' / 'cache'}")
+    assert "a part of the path is a file" in err

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import random
+import resource
 import signal
 import subprocess
 import sys
@@ -112,3 +113,29 @@ def test_a_bench_killed_at_five_random_moments_gives_the_same_table(tmp_path):
         for key, bounds in interval.items():
             assert bounds == pytest.approx(want_interval[key], rel=1e-6, abs=1e-9), (method, key)
     assert not list(out.rglob(".*partial*"))
+
+
+def test_a_checkpoint_the_disk_refuses_is_one_line_and_the_previous_one_survives(tmp_path):
+    run = tmp_path / "run"
+    base = [sys.executable, "-m", "kptoolkit", "train", *tiny_cli_args(tmp_path), "--no-progress"]
+    base += ["--out", str(run)]
+    env = cli_env(tmp_path)
+    assert subprocess.run([*base, "--set", "train.steps=2"], env=env, cwd=tmp_path).returncode == 0
+    previous = run / "checkpoints" / "step-00000002.pth"
+    kept = previous.read_bytes()
+    limit = len(kept) // 2  # the small files pass, a checkpoint cannot (as `ulimit -f` does)
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    resumed = [*base, "--resume", "--set", "train.steps=4"]
+    failed = subprocess.run(resumed, env=env, cwd=tmp_path, capture_output=True, preexec_fn=limited)
+    lines = failed.stderr.decode().strip().splitlines()
+    assert failed.returncode == 1 and len(lines) == 1, lines
+    assert "cannot write checkpoint" in lines[0] and "step-00000004.pth" in lines[0]
+    assert "File too large" in lines[0]
+    assert previous.read_bytes() == kept
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [previous.name]
+    # with room again, the run resumes from the kept checkpoint and the log follows it
+    assert subprocess.run(resumed, env=env, cwd=tmp_path).returncode == 0
+    assert [row["step"] for row in read_log(run)] == ["1", "2", "3", "4"]

@@ -173,7 +173,9 @@ def _run_jobs(
     jobs: list[_VideoJob], workers: int, progress: bool
 ) -> dict[str, list[dict[str, float]]]:
     """Render every job; the motion statistics of each clip, per split, in job order."""
-    bar = tqdm(total=len(jobs), desc="synthetic puppets", unit="video", disable=not progress)
+    # shown on a terminal only: a log or a captured stream gets no bar, the caller says more
+    hidden = True if not progress else None
+    bar = tqdm(total=len(jobs), desc="synthetic puppets", unit="video", disable=hidden)
     found: dict[_VideoJob, dict[str, float]] = {}
     with bar:
         if workers == 1:
