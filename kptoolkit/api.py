@@ -49,7 +49,7 @@ def build(
             if not module.state_dict():
                 continue  # nothing to load (e.g. a masker without weights)
             try:
-                state = model_state(checkpoint, role, str(weights))
+                state = model_state(checkpoint, role, str(weights), module)
             except CheckpointError:
                 if role == "generator":
                     raise

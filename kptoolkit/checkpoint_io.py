@@ -93,8 +93,19 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
-def model_state(checkpoint: Mapping[str, Any], role: str, source: str = "checkpoint") -> dict:
-    """The state dict of `role` ('detector', 'generator', 'discriminator', 'masker', ...)."""
+def model_state(
+    checkpoint: Mapping[str, Any],
+    role: str,
+    source: str = "checkpoint",
+    module: nn.Module | None = None,
+) -> dict:
+    """The state dict of `role` ('detector', 'generator', 'discriminator', 'masker', ...).
+
+    In an official (non-kptoolkit) file, a `module` whose class declares `official_entries`
+    ({state-dict prefix: top-level entry}) is assembled from those entries: a masker that is
+    Monkey-Net's detector reads `{"": "kp_detector"}`, a generator made of several official
+    networks reads one entry per submodule. Other roles read `OFFICIAL_KEYS`.
+    """
     if checkpoint.get("format") == KPTOOLKIT_FORMAT:
         models = checkpoint.get("models", {})
         if role in models:
@@ -102,6 +113,9 @@ def model_state(checkpoint: Mapping[str, Any], role: str, source: str = "checkpo
         raise CheckpointError(
             f"{source} has no '{role}' model; it has: {', '.join(sorted(models)) or 'none'}"
         )
+    entries = getattr(module, "official_entries", None)
+    if entries:
+        return _assemble(checkpoint, role, source, entries)
     official = OFFICIAL_KEYS.get(role)
     if official is not None and official in checkpoint:
         return dict(checkpoint[official])
@@ -109,6 +123,22 @@ def model_state(checkpoint: Mapping[str, Any], role: str, source: str = "checkpo
         f"{source} has no '{role}' entry (expected '{official or role}' in an official file or "
         f"models.{role} in a kptoolkit file); top-level keys: {', '.join(sorted(checkpoint))}"
     )
+
+
+def _assemble(
+    checkpoint: Mapping[str, Any], role: str, source: str, entries: Mapping[str, str]
+) -> dict:
+    missing = [entry for entry in entries.values() if entry not in checkpoint]
+    if missing:
+        raise CheckpointError(
+            f"{source} has no {', '.join(repr(m) for m in missing)} entry for the {role} "
+            f"(it reads {', '.join(repr(e) for e in entries.values())}); top-level keys: "
+            f"{', '.join(sorted(checkpoint))}"
+        )
+    state: dict[str, Any] = {}
+    for prefix, entry in entries.items():
+        state.update({prefix + key: value for key, value in checkpoint[entry].items()})
+    return state
 
 
 def describe_mismatch(module: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:

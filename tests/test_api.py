@@ -88,3 +88,34 @@ def test_build_loads_an_official_layout_checkpoint(tmp_path):
 def test_a_run_folder_without_checkpoints_is_a_clear_error(tmp_path):
     with pytest.raises(kptoolkit.KptoolkitError, match="no checkpoint"):
         kptoolkit.load_run(tmp_path)
+
+
+def test_a_module_made_of_several_official_networks_reads_one_entry_per_submodule():
+    from typing import ClassVar
+
+    import pytest
+    from torch import nn
+
+    from kptoolkit.checkpoint_io import CheckpointError, load_strict, model_state
+
+    class TwoNetworks(nn.Module):
+        official_entries: ClassVar[dict[str, str]] = {
+            "motion.": "dense_motion_network",
+            "painter.": "inpainting_network",
+        }
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.motion, self.painter = nn.Linear(2, 3), nn.Linear(3, 2)
+
+    published = {
+        "dense_motion_network": nn.Linear(2, 3).state_dict(),
+        "inpainting_network": nn.Linear(3, 2).state_dict(),
+        "optimizer": {},
+    }
+    module = TwoNetworks()
+    load_strict(module, model_state(published, "generator", "x.pth", module), "generator")
+    assert torch.equal(module.painter.weight, published["inpainting_network"]["weight"])
+    del published["inpainting_network"]
+    with pytest.raises(CheckpointError, match=r"x\.pth has no 'inpainting_network' entry"):
+        model_state(published, "generator", "x.pth", module)
