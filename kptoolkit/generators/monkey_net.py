@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kptoolkit.errors import FrameSizeError
+from kptoolkit.errors import CompatibilityError, FrameSizeError
 from kptoolkit.generators.base import Generator
 from kptoolkit.generators.motion import warp
 from kptoolkit.nn.blocks import ResBlock2d, UpBlock2d
@@ -298,6 +298,12 @@ class MonkeyNetGenerator(Generator):
             if structure.keypoints is None or structure.covariances is None:
                 raise ValueError(
                     f"monkey_net needs keypoints and covariances in the {name} structure"
+                )
+            if structure.keypoints.shape[1] != self.num_kp:
+                raise CompatibilityError(
+                    f"monkey_net was built for {self.num_kp} keypoints but the {name} structure "
+                    f"has {structure.keypoints.shape[1]}; give masker and generator the same "
+                    "num_kp"
                 )
         multiple = 2**self.num_blocks
         if source.shape[-2] % multiple or source.shape[-1] % multiple:

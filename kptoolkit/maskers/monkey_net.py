@@ -34,12 +34,13 @@ HEATMAP_EPS = 1e-7
 def smallest_singular_value(matrices: torch.Tensor) -> torch.Tensor:
     """The smallest singular value of each (..., 2, 2) matrix -> (...), in closed form.
 
-    With s = |A|_F^2 and d = det A, the squared singular values are (s +- sqrt(s^2 - 4 d^2)) / 2.
+    With s = |A|_F^2 and d = det A, the squared singular values are (s +- sqrt(s^2 - 4 d^2)) / 2;
+    the smaller one is computed as 2 d^2 / (s + sqrt(s^2 - 4 d^2)), which does not cancel.
     """
     squares = (matrices**2).sum(dim=(-2, -1))
     det = matrices[..., 0, 0] * matrices[..., 1, 1] - matrices[..., 0, 1] * matrices[..., 1, 0]
     root = torch.sqrt((squares**2 - 4 * det**2).clamp_min(0.0))
-    return torch.sqrt(((squares - root) / 2).clamp_min(0.0))
+    return det.abs() * torch.sqrt(2 / (squares + root).clamp_min(1e-30))
 
 
 @float32_op
