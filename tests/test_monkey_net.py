@@ -235,3 +235,12 @@ def test_relative_motion_moves_the_keypoints_and_keeps_the_driving_covariances()
         moved.keypoints, source.keypoints + driving.keypoints - first.keypoints
     )
     assert torch.equal(moved.covariances, driving.covariances)
+
+
+def test_listed_among_the_generators_and_maskers(capsys):
+    from kptoolkit.cli import main
+
+    assert main(["list", "--kind", "generators"]) == 0
+    assert "monkey_net " in capsys.readouterr().out
+    assert main(["list", "--kind", "maskers"]) == 0
+    assert "monkey_net_keypoints" in capsys.readouterr().out
