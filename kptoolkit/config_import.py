@@ -42,6 +42,7 @@ from kptoolkit.official_config import (
     FAMILY_LABELS,
     FOMM,
     KEYPOINT_MASK,
+    MONKEY_NET,
     PERTURBED_MASK,
     OfficialReader,
     detect_family,
@@ -56,6 +57,7 @@ __all__ = [
     "FOMM",
     "KEYPOINT_MASK",
     "MASK_CORRECTION_WEIGHT",
+    "MONKEY_NET",
     "OFFICIAL_FRAME_SIZE",
     "PERTURBED_MASK",
     "VGG19_LAYERS",
@@ -89,7 +91,13 @@ class ImportResult(NamedTuple):
 # -- the published widths ---------------------------------------------------------------------
 
 # the components an official config may set, by registry kind
-_IMPORTED = {"two_stage": "generators", "fomm": "generators", "perturbed_mask": "maskers"}
+_IMPORTED = {
+    "two_stage": "generators",
+    "fomm": "generators",
+    "perturbed_mask": "maskers",
+    "monkey_net": "generators",
+    "monkey_net_keypoints": "maskers",
+}
 
 
 def paper_params(kind: str, name: str) -> dict[str, Any]:
@@ -127,6 +135,8 @@ def _base(name: str) -> dict[str, Any]:
         "two_stage": [],
         "fomm": [equivariance_term({})],
         "perturbed_mask": [mask_correction_term()],
+        "monkey_net": [],
+        "monkey_net_keypoints": [],
     }
     return data
 
@@ -157,6 +167,9 @@ def _import_detector(r: OfficialReader, out: dict[str, Any], family: str) -> Non
     if channels != 3:
         r.warn(f"{common}.num_channels", f"kptoolkit works on RGB frames, not {channels} channels")
     if family == PERTURBED_MASK:
+        return
+    if family == MONKEY_NET:
+        _import_monkey_net_detector(r, out)
         return
     kp["num_kp"] = r.get(f"{common}.num_kp", "int", kp["num_kp"])
     kp["estimate_jacobian"] = r.get(f"{common}.estimate_jacobian", "bool", False)
@@ -213,6 +226,91 @@ def _import_fomm_generator(r: OfficialReader, out: dict[str, Any]) -> None:
     fomm["kp_variance"] = r.get(f"{dense}.kp_variance", "number", fomm["kp_variance"])
     out["generator"]["name"] = "fomm"
     out["masker"]["name"] = ""  # its natural masker: fomm_keypoints
+
+
+def _monkey_net_frame_size(r: OfficialReader, out: dict[str, Any]) -> None:
+    """Monkey-Net's configs may state no frame shape (Tai-Chi's frames are stored at 64 px):
+    then the frames are the size of the training crop."""
+    stated = r.has("dataset_params.frame_shape") or r.has("dataset_params.image_shape")
+    crop = out["data"]["augmentation"].get("crop")
+    if not stated and crop:
+        out["data"]["frame_size"] = int(crop[0])
+
+
+def _import_monkey_net_detector(r: OfficialReader, out: dict[str, Any]) -> None:
+    """Monkey-Net's keypoint detector: the `monkey_net_keypoints` masker, trained with the
+    generator (kptoolkit's FOMM detector section stays unused)."""
+    common, det = "model_params.common_params", "model_params.kp_detector_params"
+    params = out["component_params"]
+    masker = params["monkey_net_keypoints"]
+    num_kp = r.get(f"{common}.num_kp", "int", masker["num_kp"])
+    masker["num_kp"] = params["monkey_net"]["num_kp"] = num_kp
+    variance = r.get(
+        f"{common}.kp_variance",
+        "str" if isinstance(r.raw(f"{common}.kp_variance"), str) else "number",
+        "matrix",
+    )
+    if variance != "matrix":
+        r.warn(
+            f"{common}.kp_variance",
+            f"kptoolkit's Monkey-Net keypoints carry full covariances ('matrix'), not {variance!r}",
+        )
+    for key in ("block_expansion", "max_features", "num_blocks"):
+        masker[key] = r.get(f"{det}.{key}", "int", masker[key])
+    masker["temperature"] = r.get(f"{det}.temperature", "number", masker["temperature"])
+    masker["scale_factor"] = r.get(f"{det}.scale_factor", "number", 1.0)
+    masker["clip_variance"] = r.get(f"{det}.clip_variance", "number", None)
+    out["masker"]["name"] = "monkey_net_keypoints"
+    out["generator"]["name"] = "monkey_net"
+
+
+def _require(r: OfficialReader, dotted: str, kind: str, expected: Any, default: Any) -> None:
+    """Warn when the official value at `dotted` is not the one kptoolkit implements."""
+    value = r.get(dotted, kind, default)
+    if value != expected:
+        r.warn(dotted, f"kptoolkit's monkey_net implements {expected!r} only, not {value!r}")
+
+
+def _import_monkey_net_generator(r: OfficialReader, out: dict[str, Any]) -> None:
+    gen = "model_params.generator_params"
+    dense, mask = f"{gen}.dense_motion_params", f"{gen}.dense_motion_params.mask_embedding_params"
+    kp_embedding = f"{gen}.kp_embedding_params"
+    mn = out["component_params"]["monkey_net"]
+    for key in ("block_expansion", "max_features", "num_blocks", "num_refinement_blocks"):
+        mn[key] = r.get(f"{gen}.{key}", "int", mn[key])
+    mn["interpolation_mode"] = r.get(f"{gen}.interpolation_mode", "str", "nearest")
+    if not r.has(dense):
+        r.warn(dense, "missing (identity motion); kptoolkit's monkey_net always predicts motion")
+    for key in ("block_expansion", "max_features", "num_blocks"):
+        mn[f"dense_{key}"] = r.get(f"{dense}.{key}", "int", mn[f"dense_{key}"])
+    mn["num_group_blocks"] = r.get(f"{dense}.num_group_blocks", "int", 0)
+    mn["use_correction"] = r.get(f"{dense}.use_correction", "bool", False)
+    mn["bg_init"] = r.get(f"{dense}.bg_init", "number", 2)
+    mn["dense_scale_factor"] = r.get(f"{dense}.scale_factor", "number", 1.0)
+    _require(r, f"{dense}.use_mask", "bool", True, False)
+    _require(r, f"{mask}.use_heatmap", "bool", True, True)
+    _require(r, f"{mask}.use_deformed_source_image", "bool", True, False)
+    _require(r, f"{mask}.heatmap_type", "str", "difference", "gaussian")
+    mn["use_difference"] = r.get(f"{mask}.use_difference", "bool", False)
+    norm = r.raw(f"{mask}.norm_const")
+    mn["norm_const"] = r.get(f"{mask}.norm_const", "number", 100) if norm != "sum" else 100
+    if norm in (None, "sum"):
+        r.warn(
+            f"{mask}.norm_const",
+            "kptoolkit divides the heatmaps by a constant (100), not by their sum",
+        )
+    mn["kp_embedding"] = r.has(kp_embedding)
+    if mn["kp_embedding"]:
+        mn["embedding_scale_factor"] = r.get(f"{kp_embedding}.scale_factor", "number", 1.0)
+        _require(r, f"{kp_embedding}.use_heatmap", "bool", True, True)
+        _require(r, f"{kp_embedding}.heatmap_type", "str", "difference", "gaussian")
+        _require(r, f"{kp_embedding}.norm_const", "number", mn["norm_const"], None)
+        for key in ("use_difference", "use_deformed_source_image", "add_bg_feature_map"):
+            _require(r, f"{kp_embedding}.{key}", "bool", False, False)
+    r.warn_if_present(
+        "model_params.discriminator_params",
+        "kptoolkit's monkey_net trains without Monkey-Net's discriminator",
+    )
 
 
 def _import_two_stage(r: OfficialReader, out: dict[str, Any]) -> None:
@@ -295,14 +393,19 @@ def import_official_config(data: Mapping[str, Any], name: str | None = None) -> 
     out = _base(name or f"imported-{family.replace('_', '-')}")
     out["notes"] = []
     import_dataset(r, out)
+    if family == MONKEY_NET:
+        _monkey_net_frame_size(r, out)
     _import_detector(r, out, family)
     if family == FOMM:
         _import_fomm_generator(r, out)
+    elif family == MONKEY_NET:
+        _import_monkey_net_generator(r, out)
     else:
         if family == PERTURBED_MASK:
             _import_perturbed_masker(r, out)
         _import_two_stage(r, out)
-    _import_discriminator(r, out, out["keypoints"]["num_kp"])
+    if family != MONKEY_NET:
+        _import_discriminator(r, out, out["keypoints"]["num_kp"])
     import_train(r, out, family)
     import_eval(r, out)
     if family == FOMM:

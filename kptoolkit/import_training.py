@@ -14,6 +14,7 @@ from kptoolkit.errors import ConfigError
 from kptoolkit.official_config import (
     FOMM,
     KEYPOINT_MASK,
+    MONKEY_NET,
     PERTURBED_MASK,
     OfficialReader,
     is_number,
@@ -59,10 +60,12 @@ def import_train(r: OfficialReader, out: dict[str, Any], family: str) -> None:
     train["repeats"] = r.get(f"{t}.num_repeats", "int", 1)
     train["milestones"] = r.get(f"{t}.epoch_milestones", "ints", [])
     train["batch_size"] = r.get(f"{t}.batch_size", "int", train["batch_size"])
-    train["lr"] = float(r.get(f"{t}.lr_generator", "number", train["lr"]))
+    lr_key = "lr" if family == MONKEY_NET else "lr_generator"  # one lr for all three networks
+    train["lr"] = float(r.get(f"{t}.{lr_key}", "number", train["lr"]))
     others = {
         FOMM: {"lr_kp_detector": "the detector", "lr_discriminator": "the discriminator"},
         KEYPOINT_MASK: {},
+        MONKEY_NET: {},
         PERTURBED_MASK: {"lr_mask_generator": "the mask generator"},
     }[family]
     for key, what in others.items():
@@ -92,7 +95,61 @@ def import_train(r: OfficialReader, out: dict[str, Any], family: str) -> None:
             f"every {freq} epoch(s) in the official code; kptoolkit's train.checkpoint_every "
             f"counts steps, so it keeps {train['checkpoint_every']} (set it by hand)",
         )
+    if family == MONKEY_NET:
+        for key in ("detach_kp_generator", "detach_kp_discriminator"):
+            r.warn_if_present(
+                f"{t}.{key}",
+                "kptoolkit's monkey_net trains the keypoints through the generator (no option)",
+            )
+        _import_monkey_net_losses(r, out)
+        return
     _import_losses(r, out, family)
+
+
+def _import_monkey_net_losses(r: OfficialReader, out: dict[str, Any]) -> None:
+    """Monkey-Net's loss weights: `reconstruction` weighs the L1 distances of the discriminator's
+    maps of real and generated frames, the first map being the frame itself. kptoolkit keeps
+    that pixel term (an L1 pyramid of one scale) and the L1 of the deformed source
+    (`reconstruction_deformed`); the discriminator's feature and GAN terms are not trained."""
+    w = "train_params.loss_weights"
+    weights = r.get(f"{w}.reconstruction", "numbers", [])
+    terms = []
+    if weights and weights[0]:
+        terms.append(_l1("prediction", weights[0]))
+    if any(weights[1:]):
+        r.warn(
+            f"{w}.reconstruction",
+            f"only the pixel weight ({weights[0]}) is kept; the weights {weights[1:]} of the "
+            "discriminator's feature maps need Monkey-Net's discriminator, which kptoolkit's "
+            "monkey_net does not train",
+        )
+    deformed = r.get(f"{w}.reconstruction_deformed", "number", 0)
+    if deformed:
+        terms.append(_l1("deformed", deformed))
+    for key in ("generator_gan", "discriminator_gan"):
+        value = r.get(f"{w}.{key}", "number", 0)
+        if value:
+            r.warn(f"{w}.{key}", "unused: kptoolkit's monkey_net trains without a discriminator")
+    if not terms:
+        r.warn(w, "no pixel term: kptoolkit's monkey_net keeps an L1 of weight 1")
+        terms.append(_l1("prediction", 1.0))
+    out["losses"] = terms
+    r.warn_if_present(
+        "transfer_params",
+        "animation options, not config keys: move_location is `kptoolkit animate --relative`, "
+        "movement_mult `--adapt-scale`; the driving covariances are kept (adapt_variance off)",
+    )
+    r.warn_if_present("prediction_params", "Monkey-Net's video prediction is not in kptoolkit")
+
+
+def _l1(output: str, weight: float) -> dict[str, Any]:
+    """A plain L1 term (an L1 pyramid of the full scale only) on `output`."""
+    return {
+        "name": "l1_pyramid",
+        "weight": float(weight),
+        "outputs": [output],
+        "params": {"scales": [1.0]},
+    }
 
 
 def _gan_on(r: OfficialReader) -> bool:

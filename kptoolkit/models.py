@@ -15,6 +15,7 @@ from kptoolkit.components import natural_masker
 from kptoolkit.errors import CompatibilityError
 from kptoolkit.generators.base import Generator, check_compatible
 from kptoolkit.maskers.base import Masker
+from kptoolkit.nn.video_kernels import to_memory_format
 from kptoolkit.registry import GENERATORS, MASKERS
 
 
@@ -49,4 +50,4 @@ def for_inference(module: nn.Module) -> nn.Module:
     Feed inputs with `.contiguous(memory_format=torch.channels_last)` and run under
     `torch.inference_mode()`.
     """
-    return module.eval().to(memory_format=torch.channels_last)
+    return to_memory_format(module.eval(), torch.channels_last)

@@ -1,6 +1,6 @@
 """Read official FOMM-family YAML configs and tell which official code wrote them.
 
-Three families share the layout of First Order Motion Model's configs (`dataset_params`,
+Four families share the layout of First Order Motion Model's configs (`dataset_params`,
 `model_params`, `train_params`, `reconstruction_params`, `animate_params`, `visualizer_params`):
 
 - `fomm`: first-order-model itself (a `dense_motion_params` block in `generator_params`, a
@@ -9,7 +9,10 @@ Three families share the layout of First Order Motion Model's configs (`dataset_
   `kp_after_softmax`, `softmax_mask`; the mask resolution as `common_params.scale_factor`; a
   generator without dense motion; no discriminator, no equivariance);
 - `perturbed_mask`: "Image Animation with Perturbed Masks" (`mask_generator_params`, the
-  perturbation threshold `th` in `generator_params`, `lr_mask_generator`).
+  perturbation threshold `th` in `generator_params`, `lr_mask_generator`);
+- `monkey_net`: Monkey-Net, "Animating Arbitrary Objects via Deep Motion Transfer" (Gaussian
+  keypoints with `common_params.kp_variance`, a generator with `num_refinement_blocks` and
+  `kp_embedding_params`, the motion module's `mask_embedding_params`).
 
 `OfficialReader` reads values by dotted path, checks their types and remembers every key it used,
 so that the importers can warn about the rest. Files are read with `yaml.safe_load` only.
@@ -29,10 +32,12 @@ from kptoolkit.errors import ConfigError
 FOMM = "fomm"
 KEYPOINT_MASK = "keypoint_mask"
 PERTURBED_MASK = "perturbed_mask"
+MONKEY_NET = "monkey_net"
 FAMILY_LABELS = {
     FOMM: "FOMM (first-order-model)",
     KEYPOINT_MASK: "keypoint mask (animation-with-keypoint-mask)",
     PERTURBED_MASK: "perturbed mask (Image-Animation-with-Perturbed-Masks)",
+    MONKEY_NET: "Monkey-Net (monkey-net)",
 }
 _MISSING = object()
 
@@ -170,6 +175,17 @@ def identify_family(data: Any) -> tuple[str, str]:
     detector = model["kp_detector_params"]
     common = model.get("common_params")
     common = common if isinstance(common, Mapping) else {}
+    dense = generator.get("dense_motion_params")
+    monkey = [f"common_params.{k}" for k in ("kp_variance",) if k in common]
+    monkey += [
+        f"generator_params.{k}"
+        for k in ("num_refinement_blocks", "kp_embedding_params")
+        if k in generator
+    ]
+    if isinstance(dense, Mapping) and "mask_embedding_params" in dense:
+        monkey.append("generator_params.dense_motion_params.mask_embedding_params")
+    if monkey:
+        return MONKEY_NET, ", ".join(monkey)
     markers = [
         f"kp_detector_params.{k}" for k in ("kp_after_softmax", "softmax_mask") if k in detector
     ]
@@ -183,7 +199,8 @@ def identify_family(data: Any) -> tuple[str, str]:
 
 
 def detect_family(data: Any) -> str:
-    """Which official code a config belongs to: 'fomm', 'keypoint_mask' or 'perturbed_mask'."""
+    """Which official code a config belongs to: 'fomm', 'keypoint_mask', 'perturbed_mask' or
+    'monkey_net'."""
     return identify_family(data)[0]
 
 

@@ -5,16 +5,19 @@ from __future__ import annotations
 import attrs
 import torch
 
-STRUCTURE_FIELDS: tuple[str, ...] = ("mask", "keypoints", "jacobians", "frame")
+STRUCTURE_FIELDS: tuple[str, ...] = ("mask", "keypoints", "jacobians", "covariances", "frame")
 
 
 @attrs.frozen
 class Structure:
-    """Masks (B,C,h,w), keypoints (B,K,2; x-y in [-1,1]), jacobians (B,K,2,2), or the frame."""
+    """Masks (B,C,h,w), keypoints (B,K,2; x-y in [-1,1]), jacobians (B,K,2,2), the keypoints'
+    covariances (B,K,2,2; Monkey-Net's Gaussian keypoints, in the same coordinates), or the
+    frame."""
 
     mask: torch.Tensor | None = None
     keypoints: torch.Tensor | None = None
     jacobians: torch.Tensor | None = None
+    covariances: torch.Tensor | None = None
     frame: torch.Tensor | None = None
 
     @property

@@ -15,6 +15,7 @@ from kptoolkit.config import ModelConfig, load_config
 from kptoolkit.config_import import (
     FOMM,
     KEYPOINT_MASK,
+    MONKEY_NET,
     PERTURBED_MASK,
     detect_family,
     import_official_config,
@@ -157,6 +158,67 @@ train_params:
     perceptual: [10, 10, 10, 0, 0]
 reconstruction_params: {num_videos: 1000, format: '.mp4'}
 animate_params: {num_pairs: 50, format: '.mp4'}
+"""
+
+
+# Monkey-Net (monkey-net, config/taichi.yaml at the published values)
+MONKEY_NET_YAML = """
+dataset_params:
+  root_dir: data/taichi
+  pairs_list: data/taichi.csv
+  augmentation_params:
+    flip_param: {horizontal_flip: True, time_flip: True}
+    crop_param: {size: [64, 64]}
+model_params:
+  common_params: {num_kp: 10, kp_variance: 'matrix', num_channels: 3}
+  kp_detector_params:
+     temperature: 0.1
+     block_expansion: 32
+     max_features: 1024
+     num_blocks: 5
+     clip_variance: 0.001
+  generator_params:
+    block_expansion: 32
+    max_features: 1024
+    num_blocks: 5
+    num_refinement_blocks: 4
+    dense_motion_params:
+      block_expansion: 32
+      max_features: 1024
+      num_blocks: 5
+      use_mask: True
+      use_correction: True
+      mask_embedding_params:
+        use_heatmap: True
+        use_deformed_source_image: True
+        heatmap_type: 'difference'
+        norm_const: 100
+      num_group_blocks: 2
+    kp_embedding_params: {use_heatmap: True, norm_const: 100, heatmap_type: 'difference'}
+  discriminator_params:
+    kp_embedding_params: {norm_const: 100}
+    block_expansion: 32
+    max_features: 256
+    num_blocks: 4
+train_params:
+  detach_kp_generator: False
+  detach_kp_discriminator: True
+  num_epochs: 750
+  epoch_milestones: [500]
+  lr: 2.0e-4
+  batch_size: 32
+  loss_weights:
+    reconstruction: [10, 10, 10, 10, 1]
+    reconstruction_deformed: 0
+    generator_gan: 1
+    discriminator_gan: 1
+  log_params: {log_freq_iter: 200, cpk_freq_epoch: 100}
+reconstruction_params: {num_videos: null, format: '.gif'}
+transfer_params:
+  num_pairs: 100
+  format: '.gif'
+  normalization_params: {movement_mult: False, move_location: True, adapt_variance: False}
+visualizer_params: {kp_size: 2, draw_border: False, colormap: 'gist_rainbow'}
 """
 
 
@@ -615,3 +677,62 @@ def test_shipped_profiles_use_published_widths_and_losses(name):
     assert (train.repeats, train.batch_size) == ((150, 28) if name == "taichi-256" else (75, 40))
     names = {item.name for item in section(config, "fomm").losses}
     assert "gan" not in names  # FOMM's vox-256 and taichi-256 train no GAN (generator_gan: 0)
+
+
+def test_monkey_net_family_at_the_published_values_builds_the_paper_models():
+    result = import_official_config(load(MONKEY_NET_YAML))
+    config = result.config
+    assert result.family == MONKEY_NET and "kp_variance" in result.evidence
+    assert (config.masker.name, config.generator.name) == ("monkey_net_keypoints", "monkey_net")
+    assert config.preset == "paper" and config.data.frame_size == 64  # the crop size
+    # taichi.yaml's widths are the paper preset's (the constructors' defaults)
+    assert config.masker.params == {} and config.generator.params == {}
+    assert [(t.name, t.weight, t.outputs, t.params) for t in config.losses] == [
+        ("l1_pyramid", 10.0, ["prediction"], {"scales": [1.0]})
+    ]
+    assert (config.train.lr, config.train.epochs, config.train.batch_size) == (2e-4, 750, 32)
+    for key in (
+        "model_params.discriminator_params",
+        "train_params.loss_weights.reconstruction",
+        "train_params.loss_weights.generator_gan",
+        "train_params.detach_kp_discriminator",
+        "transfer_params",
+    ):
+        assert warned(result.warnings, key), key
+    validate_components(config)
+    from kptoolkit.engine.experiment import build_models
+
+    models = build_models(config)
+    assert models.detector is None
+    assert sum(p.numel() for p in models.generator.parameters()) == 28_528_571
+
+
+def test_monkey_net_values_map_to_the_components():
+    data = load(MONKEY_NET_YAML)
+    model = data["model_params"]
+    model["common_params"]["num_kp"] = 12
+    model["kp_detector_params"].update(scale_factor=0.25, block_expansion=16, clip_variance=0.01)
+    generator = model["generator_params"]
+    generator.update(num_blocks=6, interpolation_mode="trilinear", num_refinement_blocks=2)
+    generator["dense_motion_params"].update(scale_factor=0.5, num_group_blocks=1)
+    generator["dense_motion_params"]["mask_embedding_params"]["use_difference"] = True
+    generator["kp_embedding_params"]["scale_factor"] = 0.5
+    generator["kp_embedding_params"]["norm_const"] = 50
+    data["train_params"]["loss_weights"].update(reconstruction_deformed=2, generator_gan=0)
+    result = import_official_config(data)
+    masker = section(result.config, "monkey_net_keypoints", "maskers").params
+    params = section(result.config, "monkey_net").params
+    assert (masker["num_kp"], masker["scale_factor"], masker["block_expansion"]) == (12, 0.25, 16)
+    assert masker["clip_variance"] == 0.01
+    assert (params["num_kp"], params["num_blocks"], params["num_refinement_blocks"]) == (12, 6, 2)
+    assert params["interpolation_mode"] == "trilinear" and params["use_difference"] is True
+    assert (params["dense_scale_factor"], params["embedding_scale_factor"]) == (0.5, 0.5)
+    assert params["num_group_blocks"] == 1
+    assert [(t.outputs, t.weight) for t in result.config.losses] == [
+        (["prediction"], 10.0),
+        (["deformed"], 2.0),
+    ]
+    assert warned(result.warnings, "model_params.generator_params.kp_embedding_params.norm_const")
+    assert not warned(result.warnings, "train_params.loss_weights.generator_gan")
+    validate_components(result.config)
+    assert detect_family(load(FOMM_YAML)) == FOMM  # FOMM's dense motion stays FOMM

@@ -22,7 +22,7 @@ from kptoolkit.components import choose_components
 from kptoolkit.engine.experiment import Models, build_models
 from kptoolkit.engine.prediction import compute_structure, generate, inference_models
 
-PAIRS = [("two_stage", "heatmap_sum"), ("fomm", None), ("x2face", None)]
+PAIRS = [("two_stage", "heatmap_sum"), ("fomm", None), ("x2face", None), ("monkey_net", None)]
 SIZE = 64
 OVERFIT_STEPS = 150
 OVERFIT_LR = 1e-3

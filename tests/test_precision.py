@@ -12,9 +12,10 @@ from kptoolkit import create_generator, inference_model
 from kptoolkit.engine.precision import PrecisionError, to_float32
 from kptoolkit.generators.motion import warp
 from kptoolkit.keypoints.functional import keypoints_from_heatmaps, spatial_softmax
+from kptoolkit.nn.video_kernels import to_memory_format
 from kptoolkit.structure import Structure
 
-GENERATORS = ["two_stage", "fomm", "x2face"]
+GENERATORS = ["two_stage", "fomm", "x2face", "monkey_net"]
 BF16 = torch.autocast("cpu", dtype=torch.bfloat16)
 
 
@@ -38,6 +39,14 @@ def _inputs(name: str, batch: int = 2) -> tuple[torch.Tensor, Structure, Structu
             )
             for _ in range(2)
         )
+    elif name == "monkey_net":
+        src, drv = (
+            Structure(
+                keypoints=torch.rand(batch, 10, 2, generator=g) * 1.6 - 0.8,
+                covariances=torch.eye(2) * 0.02 + 0.005 * torch.rand(batch, 10, 1, 1, generator=g),
+            )
+            for _ in range(2)
+        )
     else:
         src = Structure(frame=frames)
         drv = Structure(frame=torch.rand(frames.shape, generator=g))
@@ -47,7 +56,7 @@ def _inputs(name: str, batch: int = 2) -> tuple[torch.Tensor, Structure, Structu
 @pytest.mark.parametrize("name", GENERATORS)
 def test_fp32_is_exactly_the_plain_channels_last_call(name):
     frames, src, drv = _inputs(name)
-    plain = copy.deepcopy(_generator(name)).to(memory_format=torch.channels_last)
+    plain = to_memory_format(copy.deepcopy(_generator(name)), torch.channels_last)
     with torch.inference_mode():
         expected = plain(frames.contiguous(memory_format=torch.channels_last), src, drv)
         contiguous = _generator(name)(frames, src, drv)

@@ -27,8 +27,8 @@ from kptoolkit.registry import GENERATORS, MASKERS
 from kptoolkit.resolve import resolve_experiment, write_derived
 
 BUILT_IN = {
-    "generators": ("two_stage", "fomm", "x2face"),
-    "maskers": ("perturbed_mask",),
+    "generators": ("two_stage", "fomm", "x2face", "monkey_net"),
+    "maskers": ("perturbed_mask", "monkey_net_keypoints"),
 }
 
 

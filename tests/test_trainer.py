@@ -43,6 +43,7 @@ PAIRS = [
     ("perturbed_mask", "two_stage"),
     ("", "fomm"),
     ("", "x2face"),
+    ("", "monkey_net"),
 ]
 
 

@@ -11,7 +11,7 @@ from kptoolkit.components import natural_masker
 from kptoolkit.errors import ConfigError
 from kptoolkit.registry import GENERATORS, MASKERS
 
-BASELINE_LABELS = {"fomm": "FOMM", "x2face": "X2Face"}
+BASELINE_LABELS = {"fomm": "FOMM", "x2face": "X2Face", "monkey_net": "Monkey-Net"}
 DEFAULT_BASELINES = ("fomm", "x2face")
 ORACLE_MASKER, ORACLE_GENERATOR = "gt_circles", "two_stage"
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from kptoolkit.config import PRECISIONS
 from kptoolkit.errors import KptoolkitError
+from kptoolkit.nn.video_kernels import to_memory_format
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -125,7 +126,7 @@ class InferenceModule(nn.Module):
         self.channels_last = channels_last
         module.eval()
         if channels_last:
-            module.to(memory_format=torch.channels_last)
+            to_memory_format(module, torch.channels_last)
         # kept out of the module registry: the compiled wrapper shares the module's weights
         self.__dict__["_call"] = torch.compile(module) if compile else module
         super().train(False)

@@ -27,6 +27,7 @@ from kptoolkit.engine.precision import (
 from kptoolkit.errors import CompatibilityError, KptoolkitError
 from kptoolkit.keypoints.relative import relative_structure
 from kptoolkit.models import for_inference
+from kptoolkit.nn.video_kernels import to_memory_format
 from kptoolkit.structure import STRUCTURE_FIELDS, Structure
 
 if TYPE_CHECKING:
@@ -112,7 +113,7 @@ def inference_models(
             for sub, mode in training.items():
                 sub.training = mode
             if not was_channels_last:
-                module.to(memory_format=torch.contiguous_format)
+                to_memory_format(module, torch.contiguous_format)
 
 
 def to_model_input(frames: torch.Tensor, device: torch.device | str) -> torch.Tensor:

@@ -58,6 +58,7 @@ from kptoolkit.engine.visualize import save_sample_grid
 from kptoolkit.errors import ConfigError, KptoolkitError
 from kptoolkit.folder_lock import folder_lock
 from kptoolkit.losses.base import LossInputs
+from kptoolkit.nn.video_kernels import to_memory_format
 from kptoolkit.resolve import write_derived
 
 ConfiguredLoss = tuple[LossConfig, nn.Module]
@@ -140,9 +141,9 @@ class Trainer:
         self.memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
         if train.channels_last:
             for module in self.models.modules().values():
-                module.to(memory_format=torch.channels_last)
+                to_memory_format(module, torch.channels_last)
             for _, loss in self.losses:
-                loss.to(memory_format=torch.channels_last)
+                to_memory_format(loss, torch.channels_last)
         self.adversarial = [(c, loss) for c, loss in self.losses if loss.adversarial]
         self.groups = self.models.trainable()
         self.optimizers, self.schedulers = build_optimisers(self.groups, train, self.device)

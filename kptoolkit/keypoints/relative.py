@@ -94,4 +94,8 @@ def relative_structure(
         driving_initial.jacobians,
         adapt_scale=adapt_scale,
     )
-    return masker.from_keypoints(keypoints, jacobians, source)
+    structure = masker.from_keypoints(keypoints, jacobians, source)
+    if driving.covariances is not None and structure.covariances is not None:
+        # the keypoints move; their extent stays the driving one (Monkey-Net's transfer)
+        structure = structure.replace(covariances=driving.covariances)
+    return structure

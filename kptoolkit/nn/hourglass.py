@@ -7,6 +7,7 @@ from torch import nn
 
 from kptoolkit.errors import FrameSizeError
 from kptoolkit.nn.blocks import DownBlock2d, UpBlock2d
+from kptoolkit.nn.float32 import float32_call
 
 
 def level_width(block_expansion: int, max_features: int, level: int) -> int:
@@ -81,3 +82,22 @@ class Hourglass(nn.Module):
                 "network's scale_factor / num_blocks) to fit"
             )
         return self.decoder(self.encoder(x))
+
+
+class HeadHourglass(Hourglass):
+    """An hourglass followed by a 3x3 convolution to `out_features` maps (`decoder.conv`)."""
+
+    def __init__(
+        self,
+        block_expansion: int,
+        in_features: int,
+        out_features: int,
+        num_blocks: int,
+        max_features: int,
+    ) -> None:
+        super().__init__(block_expansion, in_features, num_blocks, max_features)
+        self.decoder.conv = nn.Conv2d(self.out_filters, out_features, 3, padding=1)
+        self.out_filters = out_features
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return float32_call(self.decoder.conv, super().forward(x))
