@@ -1,0 +1,97 @@
+"""`tpsmm_keypoints`: TPSMM's keypoint detector as a kptoolkit masker.
+
+A ResNet-18 regresses num_tps * 5 keypoints per frame; the structure carries them and the frame
+itself (the `tpsmm` generator's background predictor reads the driving frame). The detector is
+the masker's own trained network (no shared detector); its state dict is the published
+`kp_detector` entry (`official_entries = {"": "kp_detector"}`).
+
+For the `tpsmm_equivariance` loss, `driving_for_training` warps the driving frame by a random
+TPS, detects keypoints on it and maps them back (the loss compares them with the driving ones).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from kptoolkit.maskers.base import Masker
+from kptoolkit.presets import CPU64, MICRO, PAPER, Preset, loss_term
+from kptoolkit.structure import Structure
+from kptoolkit_tpsmm.resnets import keypoint_trunk, to_keypoints
+from kptoolkit_tpsmm.tps import RandomTPS
+
+#: the extras `driving_for_training` returns
+DRIVING_KEYPOINTS = "tpsmm_driving_keypoints"
+WARPED_BACK = "tpsmm_warped_back_keypoints"
+
+CPU_WEIGHT = 1e-2
+
+
+def _equivariance(weight: float) -> tuple:
+    return (loss_term("tpsmm_equivariance", weight, outputs=[]),)
+
+
+class TpsmmKeypointMasker(Masker):
+    """num_tps * 5 keypoints from a ResNet-18 (TPSMM's `kp_detector`), plus the frame."""
+
+    provides: ClassVar[frozenset[str]] = frozenset({"keypoints", "frame"})
+    supports_relative: ClassVar[bool] = True
+    needs_detector: ClassVar[bool] = False
+    official_entries: ClassVar[dict[str, str]] = {"": "kp_detector"}
+    presets: ClassVar[Mapping[str, Preset]] = {
+        PAPER: Preset(losses=_equivariance(10.0)),
+        CPU64: Preset(losses=_equivariance(CPU_WEIGHT)),
+        MICRO: Preset(losses=_equivariance(CPU_WEIGHT)),
+    }
+
+    def __init__(
+        self,
+        num_tps: int = 10,
+        sigma_affine: float = 0.05,
+        sigma_tps: float = 0.005,
+        points_tps: int = 5,
+    ) -> None:
+        super().__init__()
+        self.num_tps = num_tps
+        self.transform_params = {
+            "sigma_affine": sigma_affine,
+            "sigma_tps": sigma_tps,
+            "points_tps": points_tps,
+        }
+        self.num_keypoints = num_tps * 5
+        self.fg_encoder = keypoint_trunk(self.num_keypoints)
+
+    def keypoints(self, frame: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) -> (B, num_tps * 5, 2) in [-1, 1]."""
+        return to_keypoints(self.fg_encoder(frame), self.num_keypoints)
+
+    def forward(self, frame: torch.Tensor) -> Structure:
+        return Structure(keypoints=self.keypoints(frame), frame=frame)
+
+    def from_keypoints(
+        self, keypoints: torch.Tensor, jacobians: torch.Tensor | None, reference: Structure
+    ) -> Structure:
+        """Relative motion: the keypoints alone (as TPSMM's demo, no background motion)."""
+        return Structure(keypoints=keypoints)
+
+    def driving_for_training(
+        self,
+        source: torch.Tensor,
+        source_structure: Structure,
+        driving_structure: Structure,
+        rng: torch.Generator | None = None,
+    ) -> tuple[Structure, dict[str, torch.Tensor]]:
+        driving = driving_structure.frame
+        if driving is None or driving_structure.keypoints is None:
+            return driving_structure, {}
+        transform = RandomTPS(
+            driving.shape[0], generator=rng, device=driving.device, **self.transform_params
+        )
+        grid = transform.grid(*driving.shape[-2:]).to(driving.dtype)
+        moved = F.grid_sample(driving, grid, padding_mode="reflection", align_corners=True)
+        warped_back = transform.warp(self.keypoints(moved))
+        extras = {DRIVING_KEYPOINTS: driving_structure.keypoints, WARPED_BACK: warped_back}
+        return driving_structure, extras
