@@ -36,6 +36,7 @@ PUBLISHED = {
     "dense_motion_network": (59, 37_941_397),
     "inpainting_network": (78, 24_737_283),
     "bg_predictor": (122, 11_188_998),
+    "avd_network": (69, 2_583_652),
 }
 
 
@@ -50,8 +51,10 @@ def published_table() -> dict[str, dict[str, tuple[int, ...]]]:
 
 def paper_networks() -> dict[str, torch.nn.Module]:
     generator, masker = create_generator("tpsmm"), create_masker("tpsmm_keypoints")
+    avd = create_masker("tpsmm_keypoints", avd=True).avd_network
     return {
         "kp_detector": masker,
+        "avd_network": avd,
         "dense_motion_network": generator.dense_motion_network,
         "inpainting_network": generator.inpainting_network,
         "bg_predictor": generator.bg_predictor,
@@ -92,8 +95,11 @@ def official_file(path: Path, drop: str | None = None) -> dict[str, dict[str, to
     return published
 
 
-def paper_config() -> ExperimentConfig:
-    return choose_components(ExperimentConfig(name="tpsmm-paper", preset="paper"), None, "tpsmm")
+def paper_config(**masker_params) -> ExperimentConfig:
+    config = ExperimentConfig(name="tpsmm-paper", preset="paper")
+    config = choose_components(config, None, "tpsmm")
+    config.masker.params.update(masker_params)
+    return config
 
 
 def test_official_layout_loads_strictly_through_build(tmp_path):
@@ -112,6 +118,18 @@ def test_official_layout_loads_strictly_through_build(tmp_path):
         assert state.keys() == published[entry].keys()
         for key, value in state.items():
             torch.testing.assert_close(value, published[entry][key], msg=f"{entry}.{key}")
+
+
+def test_the_avd_network_loads_from_its_published_entry(tmp_path):
+    path = tmp_path / "taichi.pth.tar"
+    published = official_file(path)
+    models = kptoolkit.build(paper_config(avd=True), weights=path)
+    state = models.masker.avd_network.state_dict()
+    assert state.keys() == published["avd_network"].keys()
+    for key, value in state.items():
+        torch.testing.assert_close(value, published["avd_network"][key], msg=key)
+    detector = published["kp_detector"]["fg_encoder.fc.bias"]
+    torch.testing.assert_close(models.masker.fg_encoder.fc.bias, detector)
 
 
 def test_a_file_missing_one_entry_is_refused_naming_it(tmp_path):
@@ -212,6 +230,38 @@ def test_trains_through_kptoolkit_with_every_tpsmm_term(tmp_path):
     assert all(result.last_losses[k] > 0 for k in ("tpsmm_warp", "tpsmm_equivariance"))
     after = trainer.models.masker.state_dict()
     assert any(not torch.equal(masker_before[k], after[k]) for k in after)  # the detector trains
+
+
+def test_avd_drives_absolute_animation_only_and_trains_with_its_loss(tmp_path):
+    from kptoolkit.config import LossConfig
+    from kptoolkit.engine.trainer import Trainer
+
+    masker = micro("maskers", "tpsmm_keypoints", avd=True).eval()
+    source, driving = torch.rand(1, 3, 64, 64), torch.rand(3, 3, 64, 64)
+    source_structure, driving_structure = masker(source), masker(driving)
+    animated = masker.driving_for_inference(source, source_structure, driving_structure)
+    assert animated.frame is None and animated.keypoints.shape == (3, 50, 2)
+    assert not torch.allclose(animated.keypoints, driving_structure.keypoints)
+    for kept in (
+        masker.driving_for_inference(source, source_structure, driving_structure, "reconstruction"),
+        masker.driving_for_inference(
+            source, source_structure, driving_structure.replace(frame=None)
+        ),
+    ):
+        assert torch.equal(kept.keypoints, driving_structure.keypoints)
+
+    config = choose_components(tiny_config(), None, "tpsmm")
+    config.masker.params["avd"] = True
+    config.masker.losses = [
+        LossConfig("tpsmm_equivariance", 0.01, outputs=[]),
+        LossConfig("tpsmm_avd", 1.0, outputs=[]),
+    ]
+    trainer = Trainer(config, tmp_path / "run")
+    before = {k: v.clone() for k, v in trainer.models.masker.avd_network.state_dict().items()}
+    result = trainer.train()
+    assert result.last_losses["tpsmm_avd"] > 0
+    after = trainer.models.masker.avd_network.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in after)
 
 
 def test_overfitted_tpsmm_follows_the_driving_frame(tmp_path):

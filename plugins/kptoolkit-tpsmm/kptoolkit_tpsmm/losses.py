@@ -4,7 +4,9 @@
   extras of the `tpsmm_keypoints` masker's `driving_for_training`;
 - `tpsmm_warp`: the warp loss, sum over the four encoder levels of the mean |warped source
   features - driving features| (both occlusion-masked), computed by the generator in training;
-- `tpsmm_background`: mean |I - A(s->d) A(d->s)| of the background affines, likewise.
+- `tpsmm_background`: mean |I - A(s->d) A(d->s)| of the background affines, likewise;
+- `tpsmm_avd`: mean |driving keypoints - AVD(source keypoints, scaled driving keypoints)| (the
+  masker's AVD network, `avd=True`).
 
 The reconstruction loss itself is kptoolkit's `perceptual_pyramid` (or `l1_pyramid`).
 """
@@ -15,7 +17,7 @@ import torch
 
 from kptoolkit.losses.base import Loss, LossInputs
 from kptoolkit_tpsmm.generator import BACKGROUND_OUTPUT, WARP_OUTPUT
-from kptoolkit_tpsmm.masker import DRIVING_KEYPOINTS, WARPED_BACK
+from kptoolkit_tpsmm.masker import AVD_REBUILT, AVD_TARGET, DRIVING_KEYPOINTS, WARPED_BACK
 
 
 def _zero(inputs: LossInputs) -> torch.Tensor:
@@ -51,3 +53,14 @@ class TpsmmBackground(_GeneratorTerm):
     """The background cycle loss the `tpsmm` generator computes while training."""
 
     key = BACKGROUND_OUTPUT
+
+
+class TpsmmAvd(Loss):
+    """The AVD network's keypoint reconstruction loss (TPSMM's `rec_kp`)."""
+
+    reads_extras = True
+
+    def forward(self, inputs: LossInputs, output: str = "") -> torch.Tensor:
+        if AVD_REBUILT not in inputs.extras:
+            return _zero(inputs)
+        return (inputs.extras[AVD_TARGET] - inputs.extras[AVD_REBUILT]).abs().mean()

@@ -7,6 +7,13 @@ the masker's own trained network (no shared detector); its state dict is the pub
 
 For the `tpsmm_equivariance` loss, `driving_for_training` warps the driving frame by a random
 TPS, detects keypoints on it and maps them back (the loss compares them with the driving ones).
+
+With `avd=True` the masker also holds TPSMM's AVD network (`avd_network`, read from the published
+entry of that name). Animation (`driving_for_inference(task="animation")`) then drives by the
+AVD's keypoints, the source's identity with the driving pose, and without background motion, as
+the official demo's `avd` mode; reconstruction is unchanged. The `tpsmm_avd` loss trains it:
+the AVD must rebuild the driving keypoints from the source keypoints and a randomly scaled copy
+of the driving ones (keypoints detached, so only the AVD learns from it).
 """
 
 from __future__ import annotations
@@ -20,12 +27,15 @@ import torch.nn.functional as F
 from kptoolkit.maskers.base import Masker
 from kptoolkit.presets import CPU64, MICRO, PAPER, Preset, loss_term
 from kptoolkit.structure import Structure
+from kptoolkit_tpsmm.avd import AVDNetwork, random_scale
 from kptoolkit_tpsmm.resnets import keypoint_trunk, to_keypoints
 from kptoolkit_tpsmm.tps import RandomTPS
 
 #: the extras `driving_for_training` returns
 DRIVING_KEYPOINTS = "tpsmm_driving_keypoints"
 WARPED_BACK = "tpsmm_warped_back_keypoints"
+AVD_TARGET = "tpsmm_avd_target"
+AVD_REBUILT = "tpsmm_avd_rebuilt"
 
 CPU_WEIGHT = 1e-2
 
@@ -53,6 +63,10 @@ class TpsmmKeypointMasker(Masker):
         sigma_affine: float = 0.05,
         sigma_tps: float = 0.005,
         points_tps: int = 5,
+        avd: bool = False,
+        id_bottle_size: int = 128,
+        pose_bottle_size: int = 128,
+        avd_random_scale: float = 0.25,
     ) -> None:
         super().__init__()
         self.num_tps = num_tps
@@ -63,6 +77,11 @@ class TpsmmKeypointMasker(Masker):
         }
         self.num_keypoints = num_tps * 5
         self.fg_encoder = keypoint_trunk(self.num_keypoints)
+        self.avd_network: AVDNetwork | None = None
+        if avd:
+            self.avd_network = AVDNetwork(num_tps, id_bottle_size, pose_bottle_size)
+            self.official_entries = {**type(self).official_entries, "avd_network.": "avd_network"}
+        self.avd_random_scale = avd_random_scale
 
     def keypoints(self, frame: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, num_tps * 5, 2) in [-1, 1]."""
@@ -87,11 +106,33 @@ class TpsmmKeypointMasker(Masker):
         driving = driving_structure.frame
         if driving is None or driving_structure.keypoints is None:
             return driving_structure, {}
+        extras = {}
+        if self.avd_network is not None:
+            assert source_structure.keypoints is not None
+            target = driving_structure.keypoints.detach()
+            scaled = random_scale(target, self.avd_random_scale, rng)
+            rebuilt = self.avd_network(source_structure.keypoints.detach(), scaled)
+            extras = {AVD_TARGET: target, AVD_REBUILT: rebuilt}
         transform = RandomTPS(
             driving.shape[0], generator=rng, device=driving.device, **self.transform_params
         )
         grid = transform.grid(*driving.shape[-2:]).to(driving.dtype)
         moved = F.grid_sample(driving, grid, padding_mode="reflection", align_corners=True)
         warped_back = transform.warp(self.keypoints(moved))
-        extras = {DRIVING_KEYPOINTS: driving_structure.keypoints, WARPED_BACK: warped_back}
+        extras.update({DRIVING_KEYPOINTS: driving_structure.keypoints, WARPED_BACK: warped_back})
         return driving_structure, extras
+
+    def driving_for_inference(
+        self,
+        source: torch.Tensor,
+        source_structure: Structure,
+        driving_structure: Structure,
+        task: str = "animation",
+    ) -> Structure:
+        """With the AVD network, absolute animation drives by its keypoints (no background
+        motion); reconstruction and relative animation (a structure without a frame) keep theirs."""
+        if self.avd_network is None or task != "animation" or driving_structure.frame is None:
+            return driving_structure
+        assert source_structure.keypoints is not None and driving_structure.keypoints is not None
+        kp_source = source_structure.keypoints.expand_as(driving_structure.keypoints)
+        return Structure(keypoints=self.avd_network(kp_source, driving_structure.keypoints))
