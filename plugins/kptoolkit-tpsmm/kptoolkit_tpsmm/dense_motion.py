@@ -112,16 +112,17 @@ class DenseMotionNetwork(nn.Module):
         batch, channels, height, width = small.shape
         heat = gaussian_heatmaps(kp_driving, height, width, self.kp_variance)
         heat = heat - gaussian_heatmaps(kp_source, height, width, self.kp_variance)
-        heat = torch.cat([heat.new_zeros(batch, 1, height, width), heat], dim=1).to(small.dtype)
+        heat = torch.cat([heat.new_zeros(batch, 1, height, width), heat], dim=1)
         grids = self.transformations(kp_source, kp_driving, height, width, background)
         count = self.num_tps + 1
         copies = small.unsqueeze(1).expand(batch, count, channels, height, width)
+        # sampling in float32: a bfloat16 grid would move pixels by up to 1/256 of the frame
         deformed = F.grid_sample(
-            copies.reshape(-1, channels, height, width),
-            grids.reshape(-1, height, width, 2).to(small.dtype),
+            copies.reshape(-1, channels, height, width).float(),
+            grids.reshape(-1, height, width, 2).float(),
             align_corners=True,
         ).view(batch, count, channels, height, width)
-        features = torch.cat([heat, deformed.reshape(batch, -1, height, width)], dim=1)
+        features = torch.cat([heat.float(), deformed.reshape(batch, -1, height, width)], dim=1)
         levels = self.hourglass(features)
         logits = self.maps(levels[-1]).float()
         if dropout_p > 0:

@@ -18,13 +18,15 @@ LEVELS = 3
 
 
 def warp(features: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """Sample `features` (B,C,H,W) at `flow` (B,h,w,2), resized bilinearly to (H,W) if needed."""
+    """Sample `features` (B,C,H,W) at `flow` (B,h,w,2), resized bilinearly to (H,W) if needed;
+    float32 out."""
     height, width = features.shape[-2:]
     if tuple(flow.shape[1:3]) != (height, width):
         flow = F.interpolate(
             flow.permute(0, 3, 1, 2), size=(height, width), mode="bilinear", align_corners=True
         ).permute(0, 2, 3, 1)
-    return F.grid_sample(features, flow.to(features.dtype), align_corners=True)
+    # in float32 (the flow's precision), whatever autocast gives the features
+    return F.grid_sample(features.float(), flow.float(), align_corners=True)
 
 
 class InpaintingNetwork(nn.Module):
