@@ -232,6 +232,22 @@ def test_trains_through_kptoolkit_with_every_tpsmm_term(tmp_path):
     assert any(not torch.equal(masker_before[k], after[k]) for k in after)  # the detector trains
 
 
+def test_animation_drives_without_background_motion_and_reconstruction_with_it():
+    masker = micro("maskers", "tpsmm_keypoints").eval()
+    source, driving = torch.rand(1, 3, 64, 64), torch.rand(2, 3, 64, 64)
+    source_structure, driving_structure = masker(source), masker(driving)
+    animated = masker.driving_for_inference(source, source_structure, driving_structure)
+    rebuilt = masker.driving_for_inference(
+        source, source_structure, driving_structure, task="reconstruction"
+    )
+    assert animated.frame is None and rebuilt.frame is driving
+    assert torch.equal(animated.keypoints, driving_structure.keypoints)
+    keeping = micro("maskers", "tpsmm_keypoints", animation_background=True)
+    assert (
+        keeping.driving_for_inference(source, source_structure, driving_structure).frame is driving
+    )
+
+
 def test_avd_drives_absolute_animation_only_and_trains_with_its_loss(tmp_path):
     from kptoolkit.config import LossConfig
     from kptoolkit.engine.trainer import Trainer

@@ -1,7 +1,9 @@
 """`tpsmm_keypoints`: TPSMM's keypoint detector as a kptoolkit masker.
 
 A ResNet-18 regresses num_tps * 5 keypoints per frame; the structure carries them and the frame
-itself (the `tpsmm` generator's background predictor reads the driving frame). The detector is
+itself (the `tpsmm` generator's background predictor reads the driving frame). In animation
+(`driving_for_inference(task="animation")`) the frame is dropped, so the generator predicts no
+background motion, as the official demo; reconstruction keeps it. The detector is
 the masker's own trained network (no shared detector); its state dict is the published
 `kp_detector` entry (`official_entries = {"": "kp_detector"}`).
 
@@ -67,6 +69,7 @@ class TpsmmKeypointMasker(Masker):
         id_bottle_size: int = 128,
         pose_bottle_size: int = 128,
         avd_random_scale: float = 0.25,
+        animation_background: bool = False,
     ) -> None:
         super().__init__()
         self.num_tps = num_tps
@@ -82,6 +85,7 @@ class TpsmmKeypointMasker(Masker):
             self.avd_network = AVDNetwork(num_tps, id_bottle_size, pose_bottle_size)
             self.official_entries = {**type(self).official_entries, "avd_network.": "avd_network"}
         self.avd_random_scale = avd_random_scale
+        self.animation_background = animation_background
 
     def keypoints(self, frame: torch.Tensor) -> torch.Tensor:
         """(B, 3, H, W) -> (B, num_tps * 5, 2) in [-1, 1]."""
@@ -129,10 +133,18 @@ class TpsmmKeypointMasker(Masker):
         driving_structure: Structure,
         task: str = "animation",
     ) -> Structure:
-        """With the AVD network, absolute animation drives by its keypoints (no background
-        motion); reconstruction and relative animation (a structure without a frame) keep theirs."""
-        if self.avd_network is None or task != "animation" or driving_structure.frame is None:
+        """Animation drives without background motion, as the official demo (unless
+        `animation_background`); with the AVD network, absolute animation drives by its
+        keypoints. Reconstruction keeps the frame (the official reconstruction predicts the
+        background), relative animation (a structure without a frame) its keypoints."""
+        if task != "animation":
             return driving_structure
+        if self.avd_network is None or driving_structure.frame is None:
+            return (
+                driving_structure
+                if self.animation_background
+                else driving_structure.replace(frame=None)
+            )
         assert source_structure.keypoints is not None and driving_structure.keypoints is not None
         kp_source = source_structure.keypoints.expand_as(driving_structure.keypoints)
         return Structure(keypoints=self.avd_network(kp_source, driving_structure.keypoints))
