@@ -209,6 +209,15 @@ def test_driving_keypoints_move_the_prediction_and_equal_keypoints_keep_the_sour
     grid = tps.coordinate_grid(16, 16).expand(2, 16, 16, 2)
     # close to the identity (the published 0.01 ridge keeps each fit from being exact)
     assert (still["deformation"] - grid).abs().mean() < 0.02
+    # driving keypoints 0.1 right of and below the source ones: every transform samples the
+    # source 0.1 up-left of each driving pixel; the background (channel 0) is the identity, or
+    # the given affine
+    grids = generator.dense_motion_network.transformations(kp, kp + 0.1, 16, 16, None)
+    assert torch.equal(grids[:, 0], grid)
+    assert (grids[:, 1:] - (grid.unsqueeze(1) - 0.1)).abs().mean() < 0.02
+    shift = torch.tensor([[1.0, 0.0, 0.2], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]).expand(2, 3, 3)
+    shifted = generator.dense_motion_network.transformations(kp, kp, 16, 16, shift)[:, 0]
+    torch.testing.assert_close(shifted, grid + torch.tensor([0.2, 0.0]))
     moved = generator(source, Structure(keypoints=kp), Structure(keypoints=kp + 0.1))
     assert (moved["deformation"] - still["deformation"]).abs().mean() > 0.05
     assert (moved["prediction"] - still["prediction"]).abs().mean() > 1e-3
@@ -280,9 +289,13 @@ def test_avd_drives_absolute_animation_only_and_trains_with_its_loss(tmp_path):
     assert any(not torch.equal(before[k], after[k]) for k in after)
 
 
-def test_overfitted_tpsmm_follows_the_driving_frame(tmp_path):
+def test_overfitted_tpsmm_follows_the_driving_frame(tmp_path, monkeypatch):
+    """test_motion_transfer's overfit test (60 steps at 2e-3 fit TPSMM well enough)."""
+    import test_motion_transfer
     from test_motion_transfer import FRAME_A, FRAME_B, animate, l1, overfit, tiny_models
 
+    monkeypatch.setattr(test_motion_transfer, "OVERFIT_STEPS", 60)
+    monkeypatch.setattr(test_motion_transfer, "OVERFIT_LR", 2e-3)
     torch.manual_seed(0)
     models = tiny_models("tpsmm", None, tmp_path)
     copy_error = l1(FRAME_A, FRAME_B)
