@@ -48,7 +48,7 @@ from kptoolkit.engine.checkpoints import (
     run_payload,
 )
 from kptoolkit.engine.distributed import DistContext, barrier, mean_across_ranks, wrap_for_ddp
-from kptoolkit.engine.experiment import build_dataset, build_losses, build_models
+from kptoolkit.engine.experiment import Models, build_dataset, build_losses, build_models
 from kptoolkit.engine.optimisers import build_optimisers
 from kptoolkit.engine.prediction import needs_groundtruth
 from kptoolkit.engine.run_log import RunLog
@@ -79,6 +79,15 @@ class TrainResult:
     last_losses: dict[str, float]
     checkpoint: Path | None
     seconds: float
+
+
+def tell_training_progress(models: Models, step: int, epoch: int) -> None:
+    """Call `set_training_progress(step=, epoch=)` on each model that defines it, before each
+    training step (for schedules inside a model, e.g. TPSMM's keypoint dropout)."""
+    for module in models.modules().values():
+        hook = getattr(module, "set_training_progress", None)
+        if callable(hook):
+            hook(step=step, epoch=epoch)
 
 
 def step_generator(seed: int, step: int, stream: int, rank: int = 0) -> torch.Generator:
@@ -259,6 +268,7 @@ class Trainer:
         generator_net = self.wrapped["generator"]
         active = self._active_losses()
         rank = self.context.rank
+        tell_training_progress(self.models, self.step, self.epoch)
         with torch.autocast(self.device.type, self.amp_dtype, enabled=self.amp_dtype is not None):
             source_structure = masker(source, **truth.get("source", {}))
             driving_structure = masker(driving, **truth.get("driving", {}))
