@@ -306,3 +306,12 @@ def test_overfitted_tpsmm_follows_the_driving_frame(tmp_path, monkeypatch):
     assert l1(moved, FRAME_B) < 0.5 * min(before, copy_error)
     assert l1(moved, FRAME_B) < 0.5 * l1(moved, FRAME_A)
     assert l1(kept, FRAME_A) < 0.5 * copy_error
+
+
+def test_the_bench_names_its_baseline_row_as_the_plugin_declares():
+    from kptoolkit.bench.plan import Entry, plan_entries
+
+    entries = plan_entries(["heatmap_sum"], ["two_stage"], ["fomm", "tpsmm"])
+    tpsmm = next(entry for entry in entries if entry.generator == "tpsmm")
+    assert (tpsmm.masker, tpsmm.label) == ("tpsmm_keypoints", "TPSMM")
+    assert Entry("frame", "x2face", "baseline").label == "X2Face"

@@ -11,7 +11,6 @@ from kptoolkit.components import natural_masker
 from kptoolkit.errors import ConfigError
 from kptoolkit.registry import GENERATORS, MASKERS
 
-BASELINE_LABELS = {"fomm": "FOMM", "x2face": "X2Face", "monkey_net": "Monkey-Net"}
 DEFAULT_BASELINES = ("fomm", "x2face")
 ORACLE_MASKER, ORACLE_GENERATOR = "gt_circles", "two_stage"
 
@@ -28,7 +27,7 @@ class Entry:
     def label(self) -> str:
         """The row's name in the tables."""
         if self.role == "baseline":
-            return BASELINE_LABELS.get(self.generator, self.generator)
+            return getattr(GENERATORS.get(self.generator), "baseline_label", None) or self.generator
         if self.role == "oracle":
             return f"Oracle: {self.masker} + {self.generator} (ground-truth joints)"
         return f"{self.masker} + {self.generator}"

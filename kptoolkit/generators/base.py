@@ -25,6 +25,8 @@ class Generator(nn.Module):
     #: the output holding the source warped by the predicted motion alone (before any
     #: decoder), for the bench's "warped source only" control; None when there is none
     warped_output: ClassVar[str | None] = None
+    #: the row's name in bench tables when it runs as a baseline (None: its registered name)
+    baseline_label: ClassVar[str | None] = None
 
     def __init__(self) -> None:
         super().__init__()

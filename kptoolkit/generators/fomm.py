@@ -84,6 +84,7 @@ class FommGenerator(Generator):
 
     requires: ClassVar[frozenset[str]] = frozenset({"keypoints", "jacobians"})
     natural_masker: ClassVar[str] = "fomm_keypoints"
+    baseline_label: ClassVar[str | None] = "FOMM"
     warped_output: ClassVar[str | None] = "deformed"
     #: FOMM trains its detector with an equivariance term; the paper weighs it against a VGG
     #: perceptual loss of about 100, the CPU presets against an L1 pyramid about 2,000x smaller

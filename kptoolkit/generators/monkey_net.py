@@ -200,6 +200,7 @@ class MonkeyNetGenerator(Generator):
 
     requires: ClassVar[frozenset[str]] = frozenset({"keypoints", "covariances"})
     natural_masker: ClassVar[str] = "monkey_net_keypoints"
+    baseline_label: ClassVar[str | None] = "Monkey-Net"
     warped_output: ClassVar[str | None] = "deformed"
     presets: ClassVar[Mapping[str, Preset]] = {
         PAPER: Preset(),

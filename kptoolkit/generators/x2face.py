@@ -121,6 +121,7 @@ class X2FaceGenerator(Generator):
 
     requires: ClassVar[frozenset[str]] = frozenset({"frame"})
     natural_masker: ClassVar[str] = "frame"
+    baseline_label: ClassVar[str | None] = "X2Face"
     presets: ClassVar[Mapping[str, Preset]] = {
         PAPER: Preset(),
         CPU64: Preset(

@@ -55,6 +55,7 @@ class TpsmmGenerator(Generator):
 
     requires: ClassVar[frozenset[str]] = frozenset({"keypoints"})
     natural_masker: ClassVar[str] = "tpsmm_keypoints"
+    baseline_label: ClassVar[str | None] = "TPSMM"
     warped_output: ClassVar[str | None] = "deformed"
     official_entries: ClassVar[dict[str, str]] = {
         "dense_motion_network.": "dense_motion_network",
