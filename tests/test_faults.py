@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,28 @@ from kptoolkit.engine.checkpoints import latest_checkpoint
 KILLS = 10
 STEPS = 120
 SETTINGS = ["train.checkpoint_every=7", "train.keep_last=2", "train.log_every=1"]
+
+
+def logged_steps(run: Path) -> int:
+    """How many rows the run's loss log holds now (0 before it exists)."""
+    try:
+        return max(0, len((run / "losses.csv").read_text().splitlines()) - 1)
+    except OSError:
+        return 0
+
+
+def wait_for(condition: Callable[[], bool], process: subprocess.Popen, limit: float = 300) -> None:
+    """Poll until `condition` holds; fail if the process ends or `limit` seconds pass first."""
+    deadline = time.monotonic() + limit
+    while not condition():
+        assert process.poll() is None, "the process ended before the moment of its kill"
+        assert time.monotonic() < deadline, "the moment of the kill never came"
+        time.sleep(0.005)
+
+
+def stage_tag(line: str) -> str:
+    """'[bench 4/7 train]' of a bench progress line."""
+    return line.split("]")[0] + "]"
 
 
 def read_log(run: Path) -> list[dict[str, str]]:
@@ -40,19 +63,23 @@ def test_train_killed_at_ten_random_moments_finishes_as_if_never_killed(tmp_path
 
     run = tmp_path / "killed"
     command = [*base, "--out", str(run), "--resume", *settings]
+    # kill moments by progress, not by the clock (a fast machine finishes a run before a timed
+    # kill): two during start-up, the rest once the log reaches a random step, a random instant
+    # later (inside a step, a log write or a checkpoint write)
     rng = random.Random(0)
-    kills = 0
-    while kills < KILLS:
+    targets = [0, 0, *sorted(rng.sample(range(3, STEPS - 3), KILLS - 2))]
+    for target in targets:
         process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.5, 6.0))  # start-up, config, a step, a checkpoint write ...
-        if process.poll() is not None:
-            break  # it finished before this kill: the run is complete
+        if target == 0:
+            time.sleep(rng.uniform(0.1, 1.5))
+        else:
+            wait_for(lambda target=target: logged_steps(run) >= target, process)
+            time.sleep(rng.uniform(0.0, 0.05))
+        assert process.poll() is None, "the run ended before its kill"
         process.send_signal(signal.SIGKILL)
         process.wait()
-        kills += 1
     finished = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True)
     assert finished.returncode == 0, finished.stderr.decode()[-2000:]
-    assert kills >= KILLS // 2  # most kills landed while it was running
 
     expected, got = read_log(reference), read_log(run)
     assert [row["step"] for row in got] == [str(step) for step in range(1, STEPS + 1)]
@@ -83,26 +110,50 @@ def test_a_bench_killed_at_five_random_moments_gives_the_same_table(tmp_path):
         return {**cli_env(tmp_path), "KPTOOLKIT_CACHE": str(tmp_path / f"cache-{name}")}
 
     reference = tmp_path / "reference"
-    done = subprocess.run([*base, "--out", str(reference)], env=env("reference"), cwd=tmp_path)
-    assert done.returncode == 0
+    done = subprocess.run(
+        [*base, "--out", str(reference)],
+        env=env("reference"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
 
     out = tmp_path / "killed"
     command = [*base, "--out", str(out)]
+    # kill moments by progress, not by the clock: at a random progress line of the reference
+    # bench (a resumed bench prints each stage too, cached or not: at the same line of that
+    # stage, or where the stage ends), then a random instant more
+    tags = [stage_tag(line) for line in done.stdout.splitlines() if line.startswith("[bench ")]
+    tags = [tag for tag in tags if not tag.endswith(" results]")]
+    order = {tag: rank for rank, tag in enumerate(dict.fromkeys(tags))}
     rng = random.Random(1)
-    kills = 0
-    while kills < 5:
+    for index in sorted(rng.sample(range(len(tags)), 5)):
+        tag, ordinal = tags[index], tags[: index + 1].count(tags[index])
         process = subprocess.Popen(
-            command, env=env("killed"), cwd=tmp_path, stdout=subprocess.DEVNULL
+            command,
+            env={**env("killed"), "PYTHONUNBUFFERED": "1"},
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            text=True,
         )
-        time.sleep(rng.uniform(1.0, 8.0))
-        if process.poll() is not None:
-            break
+        assert process.stdout is not None
+        seen = 0
+        while seen < ordinal:
+            line = process.stdout.readline()
+            assert line, "the bench ended before the moment of its kill"
+            if line.startswith("[bench "):
+                if stage_tag(line) == tag:
+                    seen += 1
+                elif order.get(stage_tag(line), len(order)) > order[tag]:
+                    break  # this run's stage was shorter (cached): kill at its end
+        time.sleep(rng.uniform(0.0, 0.5))
+        assert process.poll() is None, "the bench ended before its kill"
         process.send_signal(signal.SIGKILL)
         process.wait()
-        kills += 1
+        process.stdout.close()
     finished = subprocess.run(command, env=env("killed"), cwd=tmp_path, capture_output=True)
     assert finished.returncode == 0, finished.stderr.decode()[-2000:]
-    assert kills >= 3
 
     expected, got = scores(reference), scores(out)
     assert [row[0] for row in got] == [row[0] for row in expected]

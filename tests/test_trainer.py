@@ -18,6 +18,7 @@ import yaml
 from train_fixtures import detector_file, tiny_config, tiny_kp_checkpoint
 
 from kptoolkit import LOSSES
+from kptoolkit.atomic import partial_path
 from kptoolkit.checkpoint_io import read_checkpoint
 from kptoolkit.components import apply_with_presets, choose_components
 from kptoolkit.config import LossConfig, load_config
@@ -260,6 +261,17 @@ def test_a_second_process_on_a_run_folder_stops_before_writing(tmp_path):
             trainer.train()
         assert sorted(p.name for p in run.iterdir()) == [".kptoolkit.lock"]
     assert Trainer(tiny_config("train.steps=2"), run, kp).train().steps == 2  # released
+
+
+def test_a_run_killed_in_its_first_checkpoint_save_starts_again(tmp_path):
+    kp = str(tiny_kp_checkpoint(tmp_path))
+    run = tmp_path / "run"
+    Trainer(tiny_config("train.steps=2"), run, kp).train()
+    # as a kill during the first save leaves it: the config, the log and a partial checkpoint
+    for _, path in list_checkpoints(run / "checkpoints"):
+        path.rename(partial_path(path))
+    assert Trainer(tiny_config("train.steps=2"), run, kp).train().steps == 2
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-00000002.pth"]
 
 
 def test_partial_files_a_killed_save_left_are_removed_on_the_next_start(tmp_path):

@@ -42,6 +42,7 @@ from kptoolkit.engine.checkpoints import (
     checkpoint_name,
     is_run_folder,
     latest_checkpoint,
+    list_checkpoints,
     prune_checkpoints,
     restore_rng_state,
     rng_state,
@@ -184,8 +185,8 @@ class Trainer:
 
     # -- setup ---------------------------------------------------------------------------------
     def _check_out_dir(self, resume: bool) -> None:
-        existing = self.checkpoint_dir.is_dir() and any(self.checkpoint_dir.iterdir())
-        if existing and not resume:
+        # a checkpoint, not the partial file of a save killed before the first one finished
+        if list_checkpoints(self.checkpoint_dir) and not resume:
             raise ConfigError(
                 f"{self.out_dir} already holds a run; continue it with --resume, or choose "
                 "another --out (nothing was overwritten)"
