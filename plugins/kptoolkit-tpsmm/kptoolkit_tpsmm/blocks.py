@@ -9,6 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kptoolkit.nn.hourglass import level_width
+
 
 def _norm(channels: int) -> nn.InstanceNorm2d:
     return nn.InstanceNorm2d(channels, affine=True)
@@ -53,11 +55,6 @@ class Residual(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         hidden = self.conv1(F.relu(self.norm1(x)))
         return x + self.conv2(F.relu(self.norm2(hidden)))
-
-
-def level_width(block_expansion: int, max_features: int, level: int) -> int:
-    """Channels at hourglass `level`: block_expansion * 2**level, capped at max_features."""
-    return min(max_features, block_expansion * 2**level)
 
 
 class Encoder(nn.Module):
@@ -120,24 +117,3 @@ class Hourglass(nn.Module):
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
         return self.decoder(self.encoder(x))
-
-
-class GaussianDownscale(nn.Module):
-    """Gaussian blur (sigma = (1/scale - 1)/2) then nearest resize by `scale`; the kernel is the
-    published `weight` buffer (C,1,k,k)."""
-
-    def __init__(self, channels: int, scale: float) -> None:
-        super().__init__()
-        sigma = (1 / scale - 1) / 2
-        size = 2 * round(sigma * 4) + 1
-        self.pad = size // 2
-        axis = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
-        profile = torch.exp(-(axis**2) / (2 * sigma**2))
-        kernel = profile[:, None] * profile[None, :]
-        kernel = kernel / kernel.sum()
-        self.register_buffer("weight", kernel.expand(channels, 1, size, size).clone())
-        self.scale = scale
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        blurred = F.conv2d(F.pad(x, [self.pad] * 4), self.weight.to(x.dtype), groups=x.shape[1])
-        return F.interpolate(blurred, scale_factor=(self.scale, self.scale))

@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kptoolkit_tpsmm.blocks import GaussianDownscale, Hourglass, Up
+from kptoolkit.nn.anti_alias import AntiAliasDownscale
+from kptoolkit_tpsmm.blocks import Hourglass, Up
 from kptoolkit_tpsmm.tps import KeypointTPS, coordinate_grid, gaussian_heatmaps
 
 POINTS_PER_TPS = 5
@@ -62,7 +63,7 @@ class DenseMotionNetwork(nn.Module):
         self.scale_factor = scale_factor
         self.ups = ups
         if scale_factor != 1:
-            self.down = GaussianDownscale(num_channels, scale_factor)
+            self.down = AntiAliasDownscale(num_channels, scale_factor)
         in_features = num_channels * (num_tps + 1) + num_tps * POINTS_PER_TPS + 1
         self.hourglass = Hourglass(block_expansion, in_features, num_blocks, max_features)
         widths = self.hourglass.out_channels
