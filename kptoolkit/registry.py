@@ -157,6 +157,12 @@ class Registry:
                 )
             del self._entries[name]
 
+    def in_process(self) -> dict[str, Any]:
+        """The components registered by code in this process (not by entry points), by name."""
+        self._discover()
+        with self._lock:
+            return {n: e.obj for n, e in self._entries.items() if e.entry_point is None}
+
     # -- lookup --------------------------------------------------------------------------------
     def names(self) -> list[str]:
         """Every registered name, conflicting ones included, sorted."""
@@ -356,3 +362,17 @@ def create_evaluator(name: str, /, **params: Any) -> Any:
 def create_dataset(name: str, /, **params: Any) -> Any:
     """Build a registered dataset."""
     return DATASETS.create(name, **params)
+
+
+def in_process_registrations() -> dict[str, dict[str, Any]]:
+    """Every registry's in-process components ({kind: {name: component}}), for a worker process
+    to `restore_registrations` (entry points it finds itself)."""
+    found = {kind: registry.in_process() for kind, registry in REGISTRIES.items()}
+    return {kind: entries for kind, entries in found.items() if entries}
+
+
+def restore_registrations(registrations: dict[str, dict[str, Any]]) -> None:
+    """Register what `in_process_registrations` found in another process."""
+    for kind, entries in registrations.items():
+        for name, component in entries.items():
+            REGISTRIES[kind].register(name)(component)

@@ -44,6 +44,7 @@ from kptoolkit.paths import cache_dir, exclusive
 
 PRIOR_NAME = "detector-prior"
 DIAGNOSTICS_NAME = "diagnostics.json"
+DONE_NAME = "done.json"
 
 
 @attrs.frozen
@@ -126,6 +127,20 @@ def prior_folder(config: ExperimentConfig) -> Path:
     return cache_dir() / "detector-priors" / f"{dataset}-{digest}"
 
 
+def trained_prior(folder: Path) -> Path | None:
+    """The final checkpoint a finished prior recorded in `folder` (None: not finished)."""
+    done = folder / DONE_NAME
+    if not done.is_file():
+        return None
+    checkpoint = folder / json.loads(done.read_text())["checkpoint"]
+    return checkpoint if checkpoint.is_file() else None
+
+
+def prior_is_trained(config: ExperimentConfig) -> bool:
+    """Whether the prior of `config` is in the cache, finished."""
+    return trained_prior(prior_folder(config)) is not None
+
+
 def ensure_prior(
     config: ExperimentConfig,
     device: torch.device,
@@ -134,13 +149,12 @@ def ensure_prior(
 ) -> Path:
     """The final checkpoint of the prior's run, training (or resuming) it only when needed."""
     folder = prior_folder(config)
-    done = folder / "done.json"
+    done = folder / DONE_NAME
     with exclusive(folder.with_name(folder.name + ".lock")):
-        if done.is_file():
-            checkpoint = folder / json.loads(done.read_text())["checkpoint"]
-            if checkpoint.is_file():
-                say(f"detector prior: cached ({checkpoint})")
-                return checkpoint
+        checkpoint = trained_prior(folder)
+        if checkpoint is not None:
+            say(f"detector prior: cached ({checkpoint})")
+            return checkpoint
         existing = list_checkpoints(folder / "checkpoints")
         start = f"resuming at step {existing[-1][0]}" if existing else "from scratch"
         say(f"detector prior: training the FOMM detector once for this dataset, {start}")

@@ -51,9 +51,7 @@ class Evaluation:
         cache_path = out / EVALUATORS_NAME
         cached = json.loads(cache_path.read_text()) if cache_path.is_file() else {}
         info: dict[str, Any] = {}
-        for kind, name in wanted.items():
-            if name is None:
-                name = SYNTHETIC_EVALUATORS[kind] if synthetic else "none"
+        for kind, name in evaluator_names(wanted, synthetic).items():
             if name == "none":
                 say(f"no {kind} evaluator: its metrics are left blank")
                 continue
@@ -95,6 +93,31 @@ class Evaluation:
             real_cache=self.real_outputs,
         )
         return {name: scores.to_json() for name, scores in evaluation.scores.items()}
+
+
+def evaluator_names(wanted: dict[str, str | None], synthetic: bool) -> dict[str, str]:
+    """The evaluator of each kind: the one asked for, else the synthetic one on synthetic data,
+    else 'none'."""
+    found = {}
+    for kind, name in wanted.items():
+        found[kind] = name or (SYNTHETIC_EVALUATORS[kind] if synthetic else "none")
+    return found
+
+
+def trained_per_dataset(name: str) -> bool:
+    """Whether evaluator `name` is trained on the dataset (once; cached after)."""
+    return name != "none" and "root" in inspect.signature(EVALUATORS.get(name)).parameters
+
+
+def build_evaluators_in_worker(
+    names: list[str], dataset_root: str, steps: int | None, prefix: str
+) -> None:
+    """Train (or find cached) the evaluators `names` of a dataset, in a bench worker beside
+    the training runs; the bench loads them from the cache afterwards."""
+    from kptoolkit.bench.parallel import Prefixed
+
+    for name in names:
+        _build_evaluator(name, Path(dataset_root), steps, False, Prefixed(prefix))
 
 
 def _build_evaluator(

@@ -123,6 +123,15 @@ def _inference_text(inference: dict[str, Any]) -> str:
     return "" if precision == "fp32" else f"; test frames reconstructed in {precision} autocast"
 
 
+def _parallel_text(budget: dict[str, Any]) -> str:
+    """'; trained 2 runs at a time, 1 thread each' when runs trained side by side."""
+    runs = budget.get("runs_at_once", 1)
+    if runs <= 1:
+        return ""
+    threads = budget.get("threads_per_run", 1)
+    return f"; trained {runs} runs at a time, {threads} thread{'s' if threads > 1 else ''} each"
+
+
 def _seed_text(seeds: Sequence[int]) -> str:
     """', seed 0', or ', once per seed (0, 1)' for several."""
     if len(seeds) == 1:
@@ -150,6 +159,7 @@ def markdown_header(context: dict[str, Any]) -> str:
         f"{context['dataset']['name']} at {context['dataset']['frame_size']} px; every row "
         f"trained {context['budget']['steps']} steps at batch {context['budget']['batch_size']}"
         f"{optimiser_text(context['budget'])}{_seed_text(context['budget']['seeds'])}"
+        f"{_parallel_text(context['budget'])}"
         f"{_inference_text(context.get('inference', {}))}.",
         "L1, PSNR and SSIM on the reconstructed test frames; AKD and MKR from the pose "
         "evaluator, AED from the identity evaluator; lower is better except PSNR and SSIM. "

@@ -29,6 +29,7 @@ import datetime
 import functools
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,27 @@ import torch
 from kptoolkit.atomic import remove_orphans
 from kptoolkit.bench import figures
 from kptoolkit.bench.data import prepare_data, synthetic_description
-from kptoolkit.bench.detector_prior import ensure_prior, prior_config, prior_diagnostics
-from kptoolkit.bench.evaluation import Evaluation
+from kptoolkit.bench.detector_prior import (
+    ensure_prior,
+    prior_config,
+    prior_diagnostics,
+    prior_folder,
+    prior_is_trained,
+)
+from kptoolkit.bench.evaluation import (
+    Evaluation,
+    build_evaluators_in_worker,
+    evaluator_names,
+    trained_per_dataset,
+)
+from kptoolkit.bench.parallel import (
+    Job,
+    choose_workers,
+    registrations_for_workers,
+    run_jobs,
+    train_prior_in_worker,
+    train_row_in_worker,
+)
 from kptoolkit.bench.plan import (
     BenchOptions,
     Entry,
@@ -65,7 +85,7 @@ from kptoolkit.bench.rows import (
 )
 from kptoolkit.bench.scoring import cached_scores, measure_control, measure_run
 from kptoolkit.bench.stage_cache import read_state
-from kptoolkit.bench.training import train_run
+from kptoolkit.bench.training import check_same_config, run_is_trained, train_run
 from kptoolkit.components import apply_with_presets, natural_masker
 from kptoolkit.config import (
     ExperimentConfig,
@@ -142,6 +162,10 @@ class Bench:
         self.stage_index = 0
         self.video_names: list[str] = []  # the table's test videos, in the reference row's order
         self.detector_info: dict[str, Any] = {}
+        self.detector: str | None = None  # the keypoint maskers' detector file
+        self.pending_prior: ExperimentConfig | None = None  # a prior left to the train stage
+        self._parallelism: tuple[int, int] | None = None
+        self.worker_registrations: dict[str, dict[str, Any]] | None = None
         self._groundtruth_test: Any = None
 
     # -- reporting -----------------------------------------------------------------------------
@@ -167,13 +191,18 @@ class Bench:
         self.enter("data")
         self.prepare_data()
         self.enter("evaluators")
-        self.prepare_evaluators()
+        deferred = self.evaluators_to_train()
+        if deferred and self.parallelism()[0] > 1:
+            self.say("evaluators: trained in the train stage, beside the runs")
+        else:
+            deferred = []
+            self.prepare_evaluators()
         self.enter("detector")
-        detector = self.prepare_detector()
+        self.prepare_detector()
         self.enter("train")
-        for seed in self.seeds:
-            for entry in self.entries:
-                self.train(entry, seed, self.entry_config(entry, detector, seed))
+        self.train_all(deferred)
+        if deferred:  # trained in a worker: loaded from the cache now, their floors measured
+            self.prepare_evaluators()
         self.enter("reconstruct")
         reconstruct_reference(self.out / REFERENCE_DIR, self.base, self.test_dataset, self.say)
         for seed in self.seeds:
@@ -216,28 +245,93 @@ class Bench:
             say=self.say,
         )
 
-    def prepare_detector(self) -> str | None:
+    def reads_detector(self, entry: Entry) -> bool:
+        """Whether the row's masker reads the bench's frozen detector."""
+        return entry.role == "variant" and needs_detector(entry.masker)
+
+    def evaluators_to_train(self) -> list[str]:
+        """The wanted evaluators that are trained on the dataset (cached after the first)."""
+        if self.dataset_root is None:
+            return []
+        wanted = {"pose": self.options.pose_evaluator, "identity": self.options.id_evaluator}
+        names = evaluator_names(wanted, synthetic=self.manifest is not None).values()
+        return [name for name in names if trained_per_dataset(name)]
+
+    def prior_to_train(self) -> ExperimentConfig | None:
+        """The detector prior's config when the bench needs the prior and it is not cached."""
+        needing = [e for e in self.entries if self.reads_detector(e)]
+        if self.options.kp_checkpoint or not needing:
+            return None
+        fomm = Entry(natural_masker("fomm"), "fomm", "baseline")
+        config = prior_config(
+            self.entry_config(fomm, None, self.base.seed), self.profile.detector_budget
+        )
+        return None if prior_is_trained(config) else config
+
+    def prepare_detector(self) -> None:
         """The frozen detector of the keypoint maskers, the same for every seed: the given file,
-        or the detector prior (FOMM trained once per dataset, cached); with its diagnostics."""
-        needing = [e for e in self.entries if e.role == "variant" and needs_detector(e.masker)]
+        or the detector prior (FOMM trained once per dataset, cached); with its diagnostics.
+        When runs train side by side, a prior still to train is left to the train stage."""
+        needing = [e for e in self.entries if self.reads_detector(e)]
         if self.options.kp_checkpoint:
             path = Path(self.options.kp_checkpoint).resolve()
             self.say(f"using the given keypoint detector {path}")
         elif not needing:
             self.say("no variant reads a pretrained detector")
-            return None
+            return
         else:
             fomm = Entry(natural_masker("fomm"), "fomm", "baseline")
             fomm_config = self.entry_config(fomm, None, self.base.seed)
             users = ", ".join(e.masker for e in needing)
             self.say(f"the detector of {users}: FOMM's, trained once per dataset and cached")
             config = prior_config(fomm_config, self.profile.detector_budget)
+            if not prior_is_trained(config) and self.parallelism()[0] > 1:
+                self.pending_prior = config
+                self.say(
+                    "detector prior: trained in the train stage, beside the runs that do not "
+                    "read it"
+                )
+                return
             path = ensure_prior(config, self.device, self.say, self.options.progress)
+        self.use_detector(path)
+
+    def use_detector(self, path: Path) -> None:
+        """Make `path` the keypoint maskers' detector and report its diagnostics."""
         synthetic_root = self.dataset_root if self.manifest is not None else None
         self.detector_info = prior_diagnostics(path, synthetic_root, self.device)
         if "probe_r2" in self.detector_info:
             self.say(detector_text(self.detector_info))
-        return str(path)
+        self.detector = str(path)
+
+    # -- how many runs train at once -----------------------------------------------------------
+    def untrained(self) -> list[tuple[Entry, int]]:
+        """The (row, seed) runs with no finished training on record."""
+        return [
+            (entry, seed)
+            for seed in self.seeds
+            for entry in self.entries
+            if not run_is_trained(self.run_dir(entry, seed))
+        ]
+
+    def parallelism(self) -> tuple[int, int]:
+        """(runs trained at once, threads each) for the runs still to train (the prior and the
+        evaluators included), decided once, after the data stage; one at a time when
+        in-process components cannot reach workers."""
+        if self._parallelism is None:
+            jobs = len(self.untrained()) + int(self.prior_to_train() is not None)
+            jobs += int(bool(self.evaluators_to_train()))
+            workers, threads = choose_workers(
+                self.options.jobs, jobs, self.device, self.profile.runs_side_by_side
+            )
+            self.worker_registrations = registrations_for_workers() if workers > 1 else None
+            if workers > 1 and self.worker_registrations is None:
+                self.say(
+                    "components registered in this process cannot be sent to worker "
+                    "processes (not picklable): training one run at a time"
+                )
+                workers, threads = 1, torch.get_num_threads()
+            self._parallelism = (workers, threads)
+        return self._parallelism
 
     # -- configs and folders -------------------------------------------------------------------
     def run_dir(self, entry: Entry, seed: int) -> Path:
@@ -297,6 +391,73 @@ class Bench:
         return self.run_dir(entry, seed) / "checkpoints" / state["train"]["checkpoint"]
 
     # -- training and reconstruction -----------------------------------------------------------
+    def train_all(self, evaluators: Sequence[str] = ()) -> None:
+        """Train every row with every seed (and the prior and `evaluators` left to this stage):
+        one run at a time with every thread, or side by side in worker processes
+        (`kptoolkit.bench.parallel`), each row then reconstructing its test videos."""
+        workers, threads = self.parallelism()
+        if workers == 1:
+            for seed in self.seeds:
+                for entry in self.entries:
+                    self.train(entry, seed, self.entry_config(entry, self.detector, seed))
+            return
+        self.say(f"training {workers} runs at a time, {threads} thread(s) each")
+        prefix = f"[bench {self.stage_index + 1}/{len(STAGES)} {STAGES[self.stage_index]}]"
+        device = str(self.device)
+        jobs: list[Job] = []
+        prior = self.pending_prior
+        if prior is not None:
+            jobs.append(
+                Job(
+                    "prior",
+                    "detector prior",
+                    train_prior_in_worker,
+                    lambda _: (unstructure(prior), device, prefix),
+                    done=lambda path: self.use_detector(Path(path)),
+                    log_dir=prior_folder(prior),
+                )
+            )
+        untrained = self.untrained()
+        for seed in self.seeds:
+            for entry in self.entries:
+                if (entry, seed) not in untrained:  # reused as a sequential bench reuses it
+                    self.train(entry, seed, self.entry_config(entry, self.detector, seed))
+                    continue
+                waits = prior is not None and self.reads_detector(entry)
+                jobs.append(
+                    Job(
+                        f"{entry.slug}-seed{seed}",
+                        self.run_label(entry, seed),
+                        train_row_in_worker,
+                        functools.partial(self._row_arguments, entry, seed, device, prefix),
+                        needs=("prior",) if waits else (),
+                        log_dir=self.run_dir(entry, seed),
+                    )
+                )
+        if evaluators:  # short: last, to fill the time the last runs leave
+            arguments = (list(evaluators), str(self.dataset_root), self.profile.evaluator_steps)
+            jobs.append(
+                Job(
+                    "evaluators",
+                    "evaluators",
+                    build_evaluators_in_worker,
+                    lambda _: (*arguments, prefix),
+                )
+            )
+        run_jobs(jobs, workers, threads, self.say, self.options.progress, self.worker_registrations)
+
+    def _row_arguments(
+        self, entry: Entry, seed: int, device: str, prefix: str, _: dict[str, Any]
+    ) -> tuple[Any, ...]:
+        """`train_row_in_worker`'s arguments for one run (its config checked against the
+        folder's first, here), with the row's controls to reconstruct after training."""
+        config = self.entry_config(entry, self.detector, seed)
+        run_dir = self.run_dir(entry, seed)
+        check_same_config(run_dir, config)
+        label = self.run_label(entry, seed)
+        reconstructions = controls(entry.generator)
+        return (str(run_dir), unstructure(config), label, device, prefix, reconstructions)
+
     def train(self, entry: Entry, seed: int, config: ExperimentConfig) -> dict[str, Any]:
         """Train one row with one seed (or reuse / resume its run); returns its training
         record."""
@@ -409,6 +570,8 @@ class Bench:
                 "amp": base.train.amp,
                 "channels_last": base.train.channels_last,
                 "seeds": list(self.seeds),
+                "runs_at_once": self.parallelism()[0],
+                "threads_per_run": self.parallelism()[1],
             },
             "inference": {"precision": base.eval.precision},
             "evaluators": self.evaluation.info,

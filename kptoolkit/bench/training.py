@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from kptoolkit.bench.stage_cache import cached_stage
+from kptoolkit.bench.stage_cache import cached_stage, read_state
 from kptoolkit.components import PRESET_KEYS
 from kptoolkit.config import (
     INFERENCE_KEYS,
@@ -36,6 +36,16 @@ def check_same_config(run_dir: Path, config: ExperimentConfig) -> None:
             f"{run_dir} holds a run with other settings: {differences}. Use another --out, "
             "or delete that folder to retrain it (nothing was changed)"
         )
+
+
+def run_is_trained(run_dir: Path) -> bool:
+    """Whether the bench recorded a finished training in `run_dir` whose checkpoint is there."""
+    done = read_state(run_dir).get("train")
+    return bool(done) and _checkpoint_exists(run_dir, done)
+
+
+def _checkpoint_exists(run_dir: Path, done: dict[str, Any]) -> bool:
+    return (run_dir / "checkpoints" / done["checkpoint"]).is_file()
 
 
 def train_run(
@@ -85,7 +95,7 @@ def train_run(
     stage = cached_stage(
         run_dir,
         "train",
-        lambda done: (run_dir / "checkpoints" / done["checkpoint"]).is_file(),
+        lambda done: _checkpoint_exists(run_dir, done),
         train,
         keep=("train_segments",),
     )

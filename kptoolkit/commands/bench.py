@@ -89,6 +89,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_precision_argument(
         parser, "the config's eval.precision (fp32); the training precision is train.amp"
     )
+    parser.add_argument(
+        "--jobs",
+        default="auto",
+        metavar="N|auto",
+        help="training runs at once, each in its own process with its share of the threads "
+        "(default auto: with the quick profile on a CPU, one per thread up to the runs to "
+        "train; otherwise 1); 1 trains one run at a time with every thread",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -105,6 +113,21 @@ def parse_seeds(text: str | None) -> list[int] | None:
     if not seeds:
         raise ConfigError("--seeds is empty")
     return seeds
+
+
+def parse_jobs(text: str) -> int | None:
+    """'auto' -> None, '2' -> 2; anything else (or below 1) is a ConfigError."""
+    from kptoolkit.errors import ConfigError
+
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        jobs = int(text)
+    except ValueError:
+        raise ConfigError(f"--jobs takes a number of runs or 'auto', got {text!r}") from None
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be at least 1, got {jobs}")
+    return jobs
 
 
 def run(args: argparse.Namespace) -> int:
@@ -130,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
         seeds=parse_seeds(args.seeds),
         oracle=args.oracle,
         progress=not args.no_progress,
+        jobs=parse_jobs(args.jobs),
     )
     outcome = Bench(options).run()
     print()

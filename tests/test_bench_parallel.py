@@ -1,0 +1,227 @@
+"""Runs trained side by side (`kptoolkit bench --jobs N`): the worker count, the job scheduler,
+and a micro bench whose rows equal those of a bench that trains one run at a time."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+import kptoolkit
+from kptoolkit.bench.parallel import (
+    Job,
+    choose_workers,
+    last_logged_step,
+    registrations_for_workers,
+    run_jobs,
+)
+from kptoolkit.checkpoint_io import read_checkpoint
+from kptoolkit.cli import main
+from kptoolkit.commands.bench import parse_jobs
+from kptoolkit.errors import ConfigError
+
+CPU, GPU = torch.device("cpu"), torch.device("cuda")
+
+
+# -- what each worker runs (module level: a spawned worker imports them) -----------------------
+def add(a: int, b: int) -> tuple[int, int]:
+    """(a + b, this worker's pid)."""
+    return a + b, os.getpid()
+
+
+def worker_threads() -> int:
+    return torch.get_num_threads()
+
+
+def fail(message: str) -> None:
+    raise ValueError(message)
+
+
+def registered_masker(name: str) -> str:
+    return kptoolkit.MASKERS.get(name).__qualname__
+
+
+class WorkerMasker:
+    """A masker class registered in the test process only."""
+
+
+# -- worker count ------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("requested", "jobs", "device", "side_by_side", "threads", "expected"),
+    [
+        (None, 5, CPU, True, 2, (2, 1)),  # auto on 2 cores: two runs of 1 thread
+        (None, 1, CPU, True, 2, (1, 2)),  # one run to train keeps every thread
+        (None, 3, CPU, True, 8, (3, 2)),  # never more workers than runs
+        (None, 5, CPU, False, 8, (1, 8)),  # a profile that keeps one run at a time
+        (None, 5, GPU, True, 8, (1, 8)),  # a GPU is one device
+        (4, 2, CPU, False, 8, (2, 4)),  # asked for: up to the runs to train
+        (3, 9, GPU, False, 7, (3, 2)),
+    ],
+)
+def test_workers_and_threads(requested, jobs, device, side_by_side, threads, expected, monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    assert choose_workers(requested, jobs, device, side_by_side) == expected
+
+
+def test_jobs_option_is_checked():
+    assert parse_jobs("auto") is None
+    assert parse_jobs("3") == 3
+    for bad in ("0", "-1", "two"):
+        with pytest.raises(ConfigError, match="--jobs"):
+            parse_jobs(bad)
+    with pytest.raises(ConfigError, match="at least 1"):
+        choose_workers(0, 3, CPU)
+
+
+# -- the scheduler -----------------------------------------------------------------------------
+def test_jobs_run_in_workers_after_what_they_need(tmp_path):
+    done = []
+    jobs = [
+        Job("a", "A", add, lambda _: (1, 2), done=done.append),
+        Job("b", "B", add, lambda results: (results["a"][0], 10), needs=("a",)),
+        Job("c", "C", add, lambda _: (5, 5)),
+    ]
+    results = run_jobs(jobs, 2, 1, print, progress=False)
+    assert results["a"][0] == 3 and results["b"][0] == 13 and results["c"][0] == 10
+    assert done == [results["a"]]  # called here, with the job's result
+    assert os.getpid() not in {pid for _, pid in results.values()}  # in worker processes
+
+
+def test_each_worker_has_its_share_of_threads():
+    jobs = [Job(str(i), str(i), worker_threads, lambda _: ()) for i in range(2)]
+    assert set(run_jobs(jobs, 2, 3, print, progress=False).values()) == {3}
+
+
+def test_a_failed_job_is_raised_after_the_running_ones_and_its_dependants_never_start():
+    started = []
+
+    def arguments(results):
+        started.append("after")
+        return (1, 1)
+
+    jobs = [
+        Job("bad", "bad", fail, lambda _: ("broken row",)),
+        Job("other", "other", add, lambda _: (2, 2)),
+        Job("after", "after", add, arguments, needs=("bad",)),
+    ]
+    with pytest.raises(ValueError, match="broken row"):
+        run_jobs(jobs, 2, 1, print, progress=False)
+    assert started == []
+
+
+def test_unknown_dependencies_are_refused():
+    with pytest.raises(ValueError, match="unknown jobs"):
+        run_jobs([Job("a", "a", add, lambda _: (1, 1), needs=("nope",))], 2, 1, print)
+
+
+def test_components_registered_in_this_process_reach_the_workers():
+    kptoolkit.MASKERS.register("worker_masker")(WorkerMasker)
+    try:
+        registrations = registrations_for_workers()
+        assert registrations["maskers"]["worker_masker"] is WorkerMasker
+        job = Job("m", "m", registered_masker, lambda _: ("worker_masker",))
+        assert run_jobs([job], 1, 1, print, False, registrations)["m"] == "WorkerMasker"
+    finally:
+        kptoolkit.MASKERS.unregister("worker_masker")
+
+
+def test_a_component_that_cannot_be_pickled_keeps_one_run_at_a_time():
+    class Local:  # defined in a function: a worker could not import it
+        pass
+
+    kptoolkit.MASKERS.register("local_masker")(Local)
+    try:
+        assert registrations_for_workers() is None
+    finally:
+        kptoolkit.MASKERS.unregister("local_masker")
+
+
+def test_progress_reads_the_last_logged_step(tmp_path):
+    assert last_logged_step(tmp_path) is None
+    (tmp_path / "losses.csv").write_text("step,total\n1,0.5\n10,0.4\n")
+    assert last_logged_step(tmp_path) == 10
+    (tmp_path / "losses.csv").write_text("step,total\n1,0.5\n1")  # a row being written
+    assert last_logged_step(tmp_path) == 1
+
+
+# -- a micro bench, side by side and one at a time ----------------------------------------------
+def _bench(out: Path, jobs: str, threads: int, capfd) -> str:
+    torch.set_num_threads(threads)
+    args = ["bench", "--profile", "micro", "--masker", "heatmap_sum", "--baselines", "fomm"]
+    assert main([*args, "--out", str(out), "--jobs", jobs, "--no-progress"]) == 0
+    return capfd.readouterr().out
+
+
+def _final(out: Path, slug: str) -> Path:
+    """The final checkpoint of a bench's run."""
+    run = out / "runs" / f"{slug}-seed0"
+    state = json.loads((run / "bench-state.json").read_text())
+    return run / "checkpoints" / state["train"]["checkpoint"]
+
+
+def _assert_same_weights(first: Path, second: Path) -> None:
+    a, b = read_checkpoint(first)["models"], read_checkpoint(second)["models"]
+    assert a.keys() == b.keys()
+    compared = 0
+    for network, weights in a.items():
+        assert weights.keys() == b[network].keys()
+        for key, tensor in weights.items():
+            assert torch.equal(tensor, b[network][key]), f"{first}: {network}.{key}"
+            compared += 1
+    assert compared > 10
+
+
+def _rows(out: Path) -> tuple[dict[str, dict], dict]:
+    payload = json.loads((out / "results.json").read_text())
+    return {row["method"]: row for row in payload["rows"]}, payload
+
+
+def test_runs_side_by_side_equal_runs_one_at_a_time(tmp_path, monkeypatch, capfd):
+    threads = torch.get_num_threads()
+    try:
+        monkeypatch.setenv("KPTOOLKIT_CACHE", str(tmp_path / "cache-1"))
+        _bench(tmp_path / "one", "1", 1, capfd)  # everything with 1 thread
+        # an empty cache: data, evaluators and prior made again, the last two in workers
+        monkeypatch.setenv("KPTOOLKIT_CACHE", str(tmp_path / "cache-2"))
+        log = _bench(tmp_path / "two", "2", 2, capfd)  # two workers of 1 thread each
+    finally:
+        torch.set_num_threads(threads)
+    assert "training 2 runs at a time, 1 thread(s) each" in log
+    # the prior trains beside FOMM; heatmap_sum waits for it
+    assert "detector prior: trained in the train stage" in log
+    assert log.index("detector prior: 4 steps") < log.index("heatmap_sum + two_stage: training")
+    # the evaluators train in a worker too; their floors are measured once they are there
+    assert "evaluators: trained in the train stage" in log
+    assert log.index("evaluator synthetic_pose: trained") < log.index("pose: synthetic_pose;")
+    assert log.index("training 2 runs") < log.index("pose: synthetic_pose;")
+    # the same runs (each trained with 1 thread): the same weights, to the last bit
+    for slug in ("fomm_keypoints+fomm", "heatmap_sum+two_stage"):
+        _assert_same_weights(_final(tmp_path / "one", slug), _final(tmp_path / "two", slug))
+    # each row's test reconstructions (and controls) ran in its worker after training: the
+    # reconstruct stage found them done, frame for frame those of one run at a time
+    assert "heatmap_sum + two_stage [static]: 2 videos" in log.split("[bench 5/7")[0]
+    assert "[bench 5/7 reconstruct] FOMM [warped]: cached (2 videos" in log
+    for slug in ("fomm_keypoints+fomm", "heatmap_sum+two_stage"):
+        for folder in ("reconstruction", "reconstruction-static"):
+            pngs = sorted((tmp_path / "one" / "runs" / f"{slug}-seed0" / folder).rglob("*.png"))
+            assert len(pngs) == 2
+            for png in pngs:
+                other = tmp_path / "two" / png.relative_to(tmp_path / "one")
+                assert other.read_bytes() == png.read_bytes(), png
+    (one, one_payload), (two, two_payload) = _rows(tmp_path / "one"), _rows(tmp_path / "two")
+    assert set(one) == set(two)
+    for method, row in one.items():  # scored with 1 thread and with 2: the last digits move
+        for metric, value in row["metrics"].items():
+            assert two[method]["metrics"][metric] == pytest.approx(value, rel=1e-4, abs=1e-7)
+    assert two_payload["detector"]["steps"] == one_payload["detector"]["steps"] == 4
+    assert two_payload["budget"]["runs_at_once"] == 2
+    assert one_payload["budget"]["runs_at_once"] == 1
+    header = (tmp_path / "two" / "results.md").read_text()
+    assert "trained 2 runs at a time, 1 thread each" in header
+    # a second bench reuses every run without starting a worker
+    monkeypatch.setenv("KPTOOLKIT_CACHE", str(tmp_path / "cache-2"))
+    again = _bench(tmp_path / "two", "2", 2, capfd)
+    assert "runs at a time" not in again and again.count(": cached (") >= 3
