@@ -50,20 +50,20 @@ class WorkerMasker:
 
 # -- worker count ------------------------------------------------------------------------------
 @pytest.mark.parametrize(
-    ("requested", "jobs", "device", "side_by_side", "threads", "expected"),
+    ("requested", "jobs", "device", "threads", "expected"),
     [
-        (None, 5, CPU, True, 2, (2, 1)),  # auto on 2 cores: two runs of 1 thread
-        (None, 1, CPU, True, 2, (1, 2)),  # one run to train keeps every thread
-        (None, 3, CPU, True, 8, (3, 2)),  # never more workers than runs
-        (None, 5, CPU, False, 8, (1, 8)),  # a profile that keeps one run at a time
-        (None, 5, GPU, True, 8, (1, 8)),  # a GPU is one device
-        (4, 2, CPU, False, 8, (2, 4)),  # asked for: up to the runs to train
-        (3, 9, GPU, False, 7, (3, 2)),
+        (None, 5, CPU, 2, (2, 1)),  # auto on 2 cores: two runs of 1 thread
+        (None, 1, CPU, 2, (1, 2)),  # one run to train keeps every thread
+        (None, 3, CPU, 8, (3, 2)),  # never more workers than runs
+        (None, 5, GPU, 8, (1, 8)),  # a GPU is one device
+        (1, 5, CPU, 8, (1, 8)),  # the default: one run at a time
+        (4, 2, CPU, 8, (2, 4)),  # asked for: up to the runs to train
+        (3, 9, GPU, 7, (3, 2)),
     ],
 )
-def test_workers_and_threads(requested, jobs, device, side_by_side, threads, expected, monkeypatch):
+def test_workers_and_threads(requested, jobs, device, threads, expected, monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
-    assert choose_workers(requested, jobs, device, side_by_side) == expected
+    assert choose_workers(requested, jobs, device) == expected
 
 
 def test_jobs_option_is_checked():

@@ -45,20 +45,17 @@ from kptoolkit.registry import in_process_registrations, restore_registrations
 PROGRESS_EVERY_S = 60.0  # a progress line per running job this often
 
 
-def choose_workers(
-    requested: int | None, jobs: int, device: torch.device, side_by_side: bool = True
-) -> tuple[int, int]:
+def choose_workers(requested: int | None, jobs: int, device: torch.device) -> tuple[int, int]:
     """(worker processes, torch threads per worker) for `jobs` trainings.
 
-    `requested` None (auto): with `side_by_side` (the profile's networks leave threads idle)
-    and on a CPU, one worker per thread up to the number of jobs; otherwise one (a GPU is one
-    device). Never more workers than jobs, at least one thread each.
+    `requested` None (auto): on a CPU one worker per thread, up to the number of jobs; on a GPU
+    one (it is one device). Never more workers than jobs, at least one thread each.
     """
     if requested is not None and requested < 1:
         raise ConfigError(f"--jobs must be at least 1, got {requested}")
     threads = torch.get_num_threads()
     if requested is None:
-        requested = threads if side_by_side and device.type == "cpu" else 1
+        requested = threads if device.type == "cpu" else 1
     workers = max(1, min(requested, jobs))
     return workers, max(1, threads // workers)
 

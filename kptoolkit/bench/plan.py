@@ -57,7 +57,7 @@ class BenchOptions:
     seeds: list[int] | None = None  # None: the config's own seed
     oracle: bool = False  # on data with ground-truth joints, add gt_circles + two_stage
     progress: bool = True
-    jobs: int | None = None  # runs trained at once (None: one per CPU thread, one on a GPU)
+    jobs: int | None = 1  # runs trained at once (None: auto, one per CPU thread, one on a GPU)
 
 
 def split_names(text: str | Sequence[str] | None) -> list[str]:

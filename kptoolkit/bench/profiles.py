@@ -8,7 +8,7 @@ masker and generator, so all rows share the budget.
   a smoke test of every stage.
 - `quick`: the CPU default: synthetic puppets at 64 px, CPU widths, 2,250 steps per model in
   bfloat16 autocast and the channels_last layout, learning rates per generator
-  (`QUICK_LEARNING_RATES`); on a CPU its runs train side by side, one per thread.
+  (`QUICK_LEARNING_RATES`).
 - `full`: the base config's own widths and schedule (give a paper config, e.g.
   `configs/taichi-256.yaml`), meant for a GPU.
 """
@@ -38,9 +38,6 @@ class Profile:
     # a row's learning rate by its generator (others keep the config's); not applied when a
     # config file or `--set train.lr=...` gives one
     learning_rates: Mapping[str, float] = attrs.field(factory=dict)
-    # `--jobs auto` trains runs side by side on a CPU (small networks that leave threads idle;
-    # kptoolkit.bench.parallel); otherwise one at a time with every thread
-    runs_side_by_side: bool = False
 
 
 def _micro(config: ExperimentConfig) -> None:
@@ -99,7 +96,6 @@ PROFILES: dict[str, Profile] = {
         # the prior keeps the 1,500 float32 steps its recipe was validated with
         detector_budget=6 / QUICK_REPEATS,
         learning_rates=QUICK_LEARNING_RATES,
-        runs_side_by_side=True,
     ),
     "full": Profile(
         "full", "the given config's own widths and schedule (GPU)", _full, needs_config=True

@@ -317,12 +317,12 @@ class Bench:
         """(runs trained at once, threads each) for the runs still to train (the prior and the
         evaluators included), decided once, after the data stage; one at a time when
         in-process components cannot reach workers."""
+        if self._parallelism is None and self.options.jobs == 1:
+            self._parallelism = (1, torch.get_num_threads())
         if self._parallelism is None:
             jobs = len(self.untrained()) + int(self.prior_to_train() is not None)
             jobs += int(bool(self.evaluators_to_train()))
-            workers, threads = choose_workers(
-                self.options.jobs, jobs, self.device, self.profile.runs_side_by_side
-            )
+            workers, threads = choose_workers(self.options.jobs, jobs, self.device)
             self.worker_registrations = registrations_for_workers() if workers > 1 else None
             if workers > 1 and self.worker_registrations is None:
                 self.say(
@@ -417,6 +417,16 @@ class Bench:
                     log_dir=prior_folder(prior),
                 )
             )
+        if evaluators:  # early: last, they ran alone at the end of a measured bench
+            arguments = (list(evaluators), str(self.dataset_root), self.profile.evaluator_steps)
+            jobs.append(
+                Job(
+                    "evaluators",
+                    "evaluators",
+                    build_evaluators_in_worker,
+                    lambda _: (*arguments, prefix),
+                )
+            )
         untrained = self.untrained()
         for seed in self.seeds:
             for entry in self.entries:
@@ -434,16 +444,6 @@ class Bench:
                         log_dir=self.run_dir(entry, seed),
                     )
                 )
-        if evaluators:  # short: last, to fill the time the last runs leave
-            arguments = (list(evaluators), str(self.dataset_root), self.profile.evaluator_steps)
-            jobs.append(
-                Job(
-                    "evaluators",
-                    "evaluators",
-                    build_evaluators_in_worker,
-                    lambda _: (*arguments, prefix),
-                )
-            )
         run_jobs(jobs, workers, threads, self.say, self.options.progress, self.worker_registrations)
 
     def _row_arguments(

@@ -91,11 +91,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--jobs",
-        default="auto",
+        default="1",
         metavar="N|auto",
-        help="training runs at once, each in its own process with its share of the threads "
-        "(default auto: with the quick profile on a CPU, one per thread up to the runs to "
-        "train; otherwise 1); 1 trains one run at a time with every thread",
+        help="training runs at once, each in its own worker process with its share of the "
+        "threads (default 1: one run at a time with every thread; auto: on a CPU one per "
+        "thread up to the runs to train, on a GPU 1)",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
