@@ -90,6 +90,24 @@ def test_jobs_run_in_workers_after_what_they_need(tmp_path):
     assert os.getpid() not in {pid for _, pid in results.values()}  # in worker processes
 
 
+def test_a_job_that_waited_starts_before_the_ones_that_never_had_to():
+    finished = []
+    jobs = [
+        Job("prior", "prior", add, lambda _: (1, 1), done=lambda _: finished.append("prior")),
+        Job("filler", "filler", add, lambda _: (2, 2), done=lambda _: finished.append("filler")),
+        Job(
+            "row",
+            "row",
+            add,
+            lambda _: (3, 3),
+            needs=("prior",),
+            done=lambda _: finished.append("row"),
+        ),
+    ]
+    run_jobs(jobs, 1, 1, print, progress=False)  # one worker: jobs finish in the order started
+    assert finished == ["prior", "row", "filler"]
+
+
 def test_each_worker_has_its_share_of_threads():
     jobs = [Job(str(i), str(i), worker_threads, lambda _: ()) for i in range(2)]
     assert set(run_jobs(jobs, 2, 3, print, progress=False).values()) == {3}

@@ -173,7 +173,8 @@ def run_jobs(
     registrations: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Run `jobs` in `workers` processes of `threads` threads, each as soon as the jobs it
-    needs are done, in the given order otherwise; returns their results by key.
+    needs are done (before the jobs that need none), in the given order otherwise; returns
+    their results by key.
     `registrations` (`registrations_for_workers`) are registered in each worker first."""
     keys = {job.key for job in jobs}
     for job in jobs:
@@ -193,7 +194,7 @@ def run_jobs(
     ) as pool:
         while waiting or running:
             while not failures and len(running) < workers:
-                ready = next((j for j in waiting if all(n in results for n in j.needs)), None)
+                ready = _next_job(waiting, results)
                 if ready is None:
                     break
                 waiting.remove(ready)
@@ -221,6 +222,14 @@ def run_jobs(
     if failures:
         raise failures[0][1]
     return results
+
+
+def _next_job(waiting: Sequence[Job], results: dict[str, Any]) -> Job | None:
+    """The job to start now: of those whose needs are done, the first that waited for another
+    job (it is on the longest chain: a row after the prior), else the first."""
+    ready = [job for job in waiting if all(n in results for n in job.needs)]
+    chained = [job for job in ready if job.needs]
+    return (chained or ready or [None])[0]
 
 
 def _progress_line(running: Any) -> str:
