@@ -169,10 +169,13 @@ class Bench:
         self._groundtruth_test: Any = None
 
     # -- reporting -----------------------------------------------------------------------------
+    def stage_prefix(self) -> str:
+        """'[bench 4/7 train]': what starts each progress line of the current stage."""
+        return f"[bench {self.stage_index + 1}/{len(STAGES)} {STAGES[self.stage_index]}]"
+
     def say(self, text: str) -> None:
         """One progress line of the current stage."""
-        stage = STAGES[self.stage_index]
-        print(f"[bench {self.stage_index + 1}/{len(STAGES)} {stage}] {text}", flush=True)
+        print(f"{self.stage_prefix()} {text}", flush=True)
 
     def enter(self, stage: str) -> None:
         """Start stage `stage`."""
@@ -257,16 +260,19 @@ class Bench:
         names = evaluator_names(wanted, synthetic=self.manifest is not None).values()
         return [name for name in names if trained_per_dataset(name)]
 
-    def prior_to_train(self) -> ExperimentConfig | None:
-        """The detector prior's config when the bench needs the prior and it is not cached."""
-        needing = [e for e in self.entries if self.reads_detector(e)]
-        if self.options.kp_checkpoint or not needing:
+    def bench_prior_config(self) -> ExperimentConfig | None:
+        """The detector prior's config when the bench trains one (a variant reads a detector
+        and none was given)."""
+        if self.options.kp_checkpoint or not any(map(self.reads_detector, self.entries)):
             return None
         fomm = Entry(natural_masker("fomm"), "fomm", "baseline")
-        config = prior_config(
-            self.entry_config(fomm, None, self.base.seed), self.profile.detector_budget
-        )
-        return None if prior_is_trained(config) else config
+        fomm_config = self.entry_config(fomm, None, self.base.seed)
+        return prior_config(fomm_config, self.profile.detector_budget)
+
+    def prior_to_train(self) -> ExperimentConfig | None:
+        """The detector prior's config when the bench needs the prior and it is not cached."""
+        config = self.bench_prior_config()
+        return None if config is None or prior_is_trained(config) else config
 
     def prepare_detector(self) -> None:
         """The frozen detector of the keypoint maskers, the same for every seed: the given file,
@@ -280,11 +286,10 @@ class Bench:
             self.say("no variant reads a pretrained detector")
             return
         else:
-            fomm = Entry(natural_masker("fomm"), "fomm", "baseline")
-            fomm_config = self.entry_config(fomm, None, self.base.seed)
             users = ", ".join(e.masker for e in needing)
             self.say(f"the detector of {users}: FOMM's, trained once per dataset and cached")
-            config = prior_config(fomm_config, self.profile.detector_budget)
+            config = self.bench_prior_config()
+            assert config is not None  # a variant reads a detector and none was given
             if not prior_is_trained(config) and self.parallelism()[0] > 1:
                 self.pending_prior = config
                 self.say(
@@ -402,7 +407,7 @@ class Bench:
                     self.train(entry, seed, self.entry_config(entry, self.detector, seed))
             return
         self.say(f"training {workers} runs at a time, {threads} thread(s) each")
-        prefix = f"[bench {self.stage_index + 1}/{len(STAGES)} {STAGES[self.stage_index]}]"
+        prefix = self.stage_prefix()
         device = str(self.device)
         jobs: list[Job] = []
         prior = self.pending_prior
@@ -417,7 +422,7 @@ class Bench:
                     log_dir=prior_folder(prior),
                 )
             )
-        if evaluators:  # early: last, they ran alone at the end of a measured bench
+        if evaluators:  # early: placed last, they ran alone at the end of a measured bench
             arguments = (list(evaluators), str(self.dataset_root), self.profile.evaluator_steps)
             jobs.append(
                 Job(
