@@ -72,6 +72,7 @@ def metric_columns(rows: Sequence[ResultRow]) -> tuple[Column, ...]:
 
 
 REFERENCE_GENERATOR = "fomm"
+STATIC_CONTROL_SUFFIX = ", driven by frame 0"  # a control row's name: its row's, then this
 
 
 @attrs.define
@@ -132,7 +133,8 @@ class TableSettings:
 
 @attrs.define
 class Table:
-    """Rows with their estimates, and each variant's paired change against FOMM."""
+    """Rows with their estimates, each variant's paired change against FOMM and each trained
+    row's against its own frame-0 control."""
 
     rows: list[ResultRow]
     estimates: dict[str, dict[str, aggregate.Estimate]]  # method -> metric -> estimate
@@ -140,6 +142,9 @@ class Table:
     settings: TableSettings
     videos: int  # test videos the intervals resample
     metric_columns: tuple[Column, ...] = METRIC_COLUMNS
+    # trained row -> metric -> its change against itself driven by frame 0 (what the driving
+    # frames' motion buys; zero for a model that ignores them)
+    motion: dict[str, dict[str, aggregate.Change]] = attrs.field(factory=dict)
 
     @property
     def columns(self) -> tuple[Column, ...]:
@@ -175,7 +180,8 @@ def _fomm_row(rows: Sequence[ResultRow]) -> ResultRow | None:
 
 
 def build_table(rows: Sequence[ResultRow], settings: TableSettings = TableSettings()) -> Table:
-    """Estimates, intervals and paired improvements over FOMM for `rows`.
+    """Estimates, intervals, paired improvements over FOMM and each trained row's paired
+    change against its frame-0 control for `rows`.
 
     Every row's per-video arrays must cover the same videos in the same order (the bench scores
     them so); the bootstrap draws one set of resampled videos for the whole table.
@@ -189,34 +195,53 @@ def build_table(rows: Sequence[ResultRow], settings: TableSettings = TableSettin
     )
     estimates = {r.method: _row_estimates(r, settings, indices) for r in rows}
     table = Table(list(rows), estimates, {}, settings, count, metric_columns(rows))
+    for row in rows:
+        control = _static_control(rows, row)
+        if control is not None:
+            table.motion[row.method] = _paired_changes(table, row, control, indices)
     fomm = _fomm_row(rows)
     if fomm is None:
         return table
     for row in rows:
-        if row.role != "variant":
-            continue
-        changes = {}
-        for column in table.metric_columns:
-            if column.key in row.per_video and column.key in fomm.per_video:
-                changes[column.key] = aggregate.paired_change(
-                    row.per_video[column.key],
-                    fomm.per_video[column.key],
-                    column.lower_is_better,
-                    settings.average,
-                    indices,
-                    settings.confidence,
-                )
-            else:
-                mine = table.estimate(row, column.key).value
-                theirs = table.estimate(fomm, column.key).value
-                value = float(
-                    aggregate.relative_change(
-                        np.asarray(mine), np.asarray(theirs), column.lower_is_better
-                    )
-                )
-                changes[column.key] = aggregate.Change(value, math.nan, math.nan)
-        table.improvements[row.method] = changes
+        if row.role == "variant":
+            table.improvements[row.method] = _paired_changes(table, row, fomm, indices)
     return table
+
+
+def _static_control(rows: Sequence[ResultRow], row: ResultRow) -> ResultRow | None:
+    """The control row of `row` driven by frame 0 (None for a reference row or without one)."""
+    if row.role in ("reference", "floor", "control"):
+        return None
+    label = row.method + STATIC_CONTROL_SUFFIX
+    return next((r for r in rows if r.role == "control" and r.method == label), None)
+
+
+def _paired_changes(
+    table: Table, row: ResultRow, other: ResultRow, indices: np.ndarray | None
+) -> dict[str, aggregate.Change]:
+    """Per metric column, `row`'s relative change against `other` (positive = better): paired
+    over the same resampled videos where both have per-video scores, else a point value."""
+    settings, changes = table.settings, {}
+    for column in table.metric_columns:
+        if column.key in row.per_video and column.key in other.per_video:
+            changes[column.key] = aggregate.paired_change(
+                row.per_video[column.key],
+                other.per_video[column.key],
+                column.lower_is_better,
+                settings.average,
+                indices,
+                settings.confidence,
+            )
+        else:
+            mine = table.estimate(row, column.key).value
+            theirs = table.estimate(other, column.key).value
+            value = float(
+                aggregate.relative_change(
+                    np.asarray(mine), np.asarray(theirs), column.lower_is_better
+                )
+            )
+            changes[column.key] = aggregate.Change(value, math.nan, math.nan)
+    return changes
 
 
 def _number(value: float, digits: int) -> str:
@@ -245,6 +270,9 @@ def _percent(change: aggregate.Change) -> str:
     return text
 
 
+MOTION_LABEL = "Gain over its frame-0 control"
+
+
 def _table_cells(table: Table, pm: str = "±") -> tuple[list[str], list[list[str]]]:
     header = ["Method", *(c.header for c in table.columns)]
     body = []
@@ -258,6 +286,9 @@ def _table_cells(table: Table, pm: str = "±") -> tuple[list[str], list[list[str
     for method, changes in table.improvements.items():
         cells = [_percent(changes[c.key]) for c in table.metric_columns]
         body.append([f"Improvement over FOMM ({method})", *cells, *("" for _ in COST_COLUMNS)])
+    for method, changes in table.motion.items():
+        cells = [_percent(changes[c.key]) for c in table.metric_columns]
+        body.append([f"{MOTION_LABEL} ({method})", *cells, *("" for _ in COST_COLUMNS)])
     return header, body
 
 
@@ -284,6 +315,13 @@ def table_notes(table: Table) -> str:
             "Improvement rows: relative change against FOMM (positive = better) with its "
             f"{table.settings.confidence:.0%} paired-bootstrap interval (the same resampled "
             "videos for both rows); * marks an interval that excludes zero."
+        )
+    if table.motion:
+        notes.append(
+            f"{MOTION_LABEL} rows: the same model's relative change against itself driven by "
+            "frame 0 for every frame (positive = better, same paired interval): what the "
+            "driving frames' motion buys it; a model that ignores them scores 0.0% without "
+            "an interval that excludes zero."
         )
     return " ".join(notes)
 
@@ -318,6 +356,13 @@ def results_csv(table: Table) -> str:
             values += [_csv_number(v) for v in (change.value, change.low, change.high)] + [""]
         blanks = ["" for _ in COST_COLUMNS]
         writer.writerow([method, "improvement_over_fomm_percent", "", "", *values, *blanks])
+    for method, changes in table.motion.items():
+        values = []
+        for column in table.metric_columns:
+            change = changes[column.key]
+            values += [_csv_number(v) for v in (change.value, change.low, change.high)] + [""]
+        blanks = ["" for _ in COST_COLUMNS]
+        writer.writerow([method, MOTION_KEY, "", "", *values, *blanks])
     return buffer.getvalue()
 
 
@@ -426,6 +471,21 @@ def _row_json(table: Table, row: ResultRow) -> dict[str, Any]:
     }
 
 
+MOTION_KEY = "gain_over_frame0_control_percent"
+
+
+def _changes_json(
+    changes: dict[str, dict[str, aggregate.Change]],
+) -> dict[str, dict[str, dict[str, Any]]]:
+    return {
+        method: {
+            key: {**attrs.asdict(change), "significant": change.significant}
+            for key, change in by_metric.items()
+        }
+        for method, by_metric in changes.items()
+    }
+
+
 def results_json(table: Table, context: dict[str, Any]) -> str:
     """Rows with intervals and seed spread, paired improvements, context (machine, profile,
     floors, how scores are averaged) and, apart, the published rows."""
@@ -433,13 +493,8 @@ def results_json(table: Table, context: dict[str, Any]) -> str:
         **context,
         "uncertainty": {**attrs.asdict(table.settings), "videos": table.videos},
         "rows": [_row_json(table, r) for r in table.rows],
-        "improvement_over_fomm_percent": {
-            method: {
-                key: {**attrs.asdict(change), "significant": change.significant}
-                for key, change in changes.items()
-            }
-            for method, changes in table.improvements.items()
-        },
+        "improvement_over_fomm_percent": _changes_json(table.improvements),
+        MOTION_KEY: _changes_json(table.motion),
         "published_taichi_256": {
             "note": TITLE,
             "rows": [attrs.asdict(p) for p in PUBLISHED_TAICHI],

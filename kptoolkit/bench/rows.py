@@ -10,11 +10,11 @@ from typing import Any
 import numpy as np
 
 from kptoolkit.bench.plan import Entry
-from kptoolkit.bench.results import ResultRow
+from kptoolkit.bench.results import STATIC_CONTROL_SUFFIX, ResultRow
 from kptoolkit.metrics.base import VideoScores
 
 REFERENCE_LABEL = "Source frame (no motion)"
-CONTROL_LABELS = {"static": ", driven by frame 0", "warped": ", warped source only"}
+CONTROL_LABELS = {"static": STATIC_CONTROL_SUFFIX, "warped": ", warped source only"}
 
 PerVideo = dict[str, dict[str, list]]  # per metric, each test video's sum and count (JSON)
 
