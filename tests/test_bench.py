@@ -22,6 +22,8 @@ from kptoolkit.bench.detector_prior import (
     prior_config,
     prior_diagnostics,
     prior_folder,
+    prior_is_trained,
+    prior_stages,
 )
 from kptoolkit.bench.plan import BenchOptions, Entry, plan_entries
 from kptoolkit.bench.published import PUBLISHED_TAICHI
@@ -150,10 +152,13 @@ def test_micro_bench_rows_are_measured(micro_bench):
     assert rows["all_k + two_stage"]["params"] > rows["heatmap_sum + two_stage"]["params"]
     gains = payload["improvement_over_fomm_percent"]
     assert set(gains) == {m for m, row in rows.items() if row["role"] == "variant"}
+    trained = {m for m, row in rows.items() if row["role"] != "control"}  # the oracle too
+    assert set(payload["gain_over_frame0_control_percent"]) == trained
     assert payload["machine"]["torch_threads"] >= 1
     assert payload["evaluators"]["pose"]["floor"]["akd"] >= 0
     detector = payload["detector"]  # micro: the detector prior, with its diagnostics
-    assert "detector-priors" in detector["checkpoint"] and detector["steps"] == 4
+    # two stages: 4 steps of the prior's recipe, then 8 of the FOMM row's (refine_budget 2)
+    assert "detector-priors" in detector["checkpoint"] and detector["steps"] == 4 + 8
     assert detector["keypoint_spread_px"] > 0 and math.isfinite(detector["probe_r2"])
     assert "keypoint spread" in (out / "results.md").read_text()
     assert payload["budget"]["lr"] == {method: 2e-4 for method in rows}  # micro: the config's
@@ -305,6 +310,12 @@ def test_quick_rows_take_their_generators_learning_rate_unless_one_is_given(tmp_
     # the prior keeps its 1,500 validated steps under the quick profile's longer rows
     prior = prior_config(chosen.entry_config(rows[0], None), chosen.profile.detector_budget)
     assert prior.train.repeats == 6 and (prior.train.lr, prior.train.amp) == (2e-4, False)
+    # then the FOMM row's own recipe, 24 repeats (6,000 steps) at its constant learning rate
+    profile = chosen.profile
+    fomm_row = chosen.entry_config(rows[0], None)
+    _, refine = prior_stages(fomm_row, profile.detector_budget, profile.detector_refine_budget)
+    assert refine.train.repeats == 24 and refine.train.milestones == []
+    assert (refine.train.lr, refine.train.amp) == (2e-4, True) == (fomm_row.train.lr, True)
 
 
 def test_plan_puts_baselines_first_and_checks_names():
@@ -419,6 +430,48 @@ def test_bootstrap_intervals_and_paired_changes_by_hand():
     assert payload["improvement_over_fomm_percent"]["better"]["l1"]["significant"] is True
     assert payload["rows"][0]["interval"]["l1"] == pytest.approx([low, high], abs=1e-12)
     assert payload["uncertainty"]["videos"] == 4
+
+
+def test_each_trained_row_is_compared_with_its_own_frame0_control():
+    """The gain rows: a row that uses the driving frames against one that ignores them."""
+    settings = TableSettings(resamples=200, seed=1)
+    static = NOISY_SUMS  # the frame-0 control's per-video scores
+
+    def rows(method, role, sums):
+        return [
+            _row(method, role, "two_stage", per_video={"l1": (sums, COUNTS)}),
+            _row(
+                f"{method}, driven by frame 0",
+                "control",
+                "two_stage",
+                per_video={"l1": (static, COUNTS)},
+            ),
+        ]
+
+    uses = rows("uses motion", "variant", static * 0.75)  # 25% lower error on every video
+    ignores = rows("ignores motion", "baseline", static)  # identical to its control
+    reference = _row(
+        "Source frame (no motion)", "reference", "", per_video={"l1": (static, COUNTS)}
+    )
+    table = build_table([reference, *uses, *ignores], settings)
+    assert set(table.motion) == {"uses motion", "ignores motion"}  # no row for the copy
+    gain = table.motion["uses motion"]["l1"]
+    assert (gain.value, gain.low, gain.high) == pytest.approx((25.0, 25.0, 25.0))
+    assert gain.significant
+    none = table.motion["ignores motion"]["l1"]
+    assert none.value == 0.0 and not none.significant
+    text = results_markdown(table)
+    assert "| Gain over its frame-0 control (uses motion) | +25.0% [+25.0, +25.0]* |" in text
+    assert "| Gain over its frame-0 control (ignores motion) | 0.0% [+0.0, +0.0] |" in text
+    assert "driven by frame 0 for every frame" in text  # the note says what the rows mean
+    csv_rows = list(csv.DictReader(io.StringIO(results_csv(table))))
+    gains = [r for r in csv_rows if r["kind"] == "gain_over_frame0_control_percent"]
+    assert [(r["method"], float(r["l1"])) for r in gains] == [
+        ("uses motion", pytest.approx(25.0)),
+        ("ignores motion", 0.0),
+    ]
+    payload = json.loads(results_json(table, {}))
+    assert payload["gain_over_frame0_control_percent"]["uses motion"]["l1"]["significant"]
 
 
 def test_several_seeds_give_the_mean_and_their_spread():
@@ -558,3 +611,50 @@ def test_a_detector_prior_is_trained_once_per_dataset_and_cached(tmp_path, monke
     assert info["steps"] == 8 and info["keypoint_spread_px"] > 0
     assert info["figure_height_px"] > 0 and math.isfinite(info["probe_r2"])
     assert math.isfinite(info["centroid_probe_r2"])  # 8 tiny videos: any value
+
+
+def test_the_prior_refines_its_detector_with_the_fomm_rows_own_config(tmp_path, monkeypatch):
+    """Stage two trains the FOMM row's config from stage one's detector, cached inside stage
+    one's folder under a name that changes with stage one's file."""
+    monkeypatch.setenv("KPTOOLKIT_CACHE", str(tmp_path / "cache"))
+    bench = Bench(BenchOptions(["heatmap_sum"], ["two_stage"], [], profile="micro"))
+    bench.prepare_data()
+    row = bench.entry_config(Entry("fomm_keypoints", "fomm", "baseline"), None)
+    first, refine = prior_stages(row, 2.0, 1.5)
+    assert unstructure(first) == unstructure(prior_config(row, 2.0))
+    # the row's own recipe (no warp term, the row's optimiser), only longer, renamed and at a
+    # constant learning rate
+    expected = unstructure(row)
+    expected["name"], expected["train"]["steps"] = refine.name, 6  # 1.5 x the row's 4 steps
+    assert row.train.milestones and refine.train.milestones == []
+    expected["train"]["milestones"] = []
+    assert unstructure(refine) == expected
+    assert len(prior_stages(row, 2.0)) == 1  # no second stage unless a profile asks
+    # the bench's: the profile's budgets (micro: the row's 4 steps x 2)
+    assert [c.train.steps for c in bench.bench_prior_config()] == [4, 8]
+    assert not prior_is_trained([first, refine])
+    said = []
+    final = ensure_prior([first, refine], bench.device, said.append, progress=False)
+    assert prior_is_trained([first, refine])
+    stage_one = prior_folder(first)
+    assert final.parent.parent.parent == stage_one and final.name == "step-00000006.pth"
+    # initialised from stage one's final checkpoint, recorded by its sha256
+    recorded = yaml.safe_load((final.parent.parent / "config.yaml").read_text())["keypoints"]
+    stage_one_file = stage_one / "checkpoints" / "step-00000008.pth"
+    assert recorded["checkpoint_sha256"] == file_sha256(stage_one_file)
+    assert [line.split(":")[0] for line in said[-4:]] == [
+        "detector prior, stage 1/2",
+        "detector prior, stage 1/2",
+        "detector prior, stage 2/2",
+        "detector prior, stage 2/2",
+    ]
+    info = prior_diagnostics(final, bench.dataset_root, bench.device)
+    assert info["steps"] == 8 + 6  # the detector's steps over both stages
+    assert prior_diagnostics(stage_one_file, bench.dataset_root, bench.device)["steps"] == 8
+    # cached: nothing retrains
+    stamp = final.stat().st_mtime_ns
+    assert ensure_prior([first, refine], bench.device, said.append, progress=False) == final
+    assert final.stat().st_mtime_ns == stamp and "cached" in said[-1]
+    # another stage-one file (retrained elsewhere, edited) never reuses the old stage two
+    stage_one_file.write_bytes(stage_one_file.read_bytes() + b"\0")
+    assert not prior_is_trained([first, refine])

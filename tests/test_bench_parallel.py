@@ -163,6 +163,12 @@ def test_progress_reads_the_last_logged_step(tmp_path):
     assert last_logged_step(tmp_path) == 10
     (tmp_path / "losses.csv").write_text("step,total\n1,0.5\n1")  # a row being written
     assert last_logged_step(tmp_path) == 1
+    # a prior's later stage logs in a folder inside the first's: the newest log is read
+    stage = tmp_path / "refine-0123"
+    stage.mkdir()
+    (stage / "losses.csv").write_text("step,total\n1,0.5\n3,0.4\n")
+    os.utime(tmp_path / "losses.csv", ns=(1, 1))
+    assert last_logged_step(tmp_path) == 3
 
 
 # -- a micro bench, side by side and one at a time ----------------------------------------------
@@ -210,7 +216,12 @@ def test_runs_side_by_side_equal_runs_one_at_a_time(tmp_path, monkeypatch, capfd
     assert "training 2 runs at a time, 1 thread(s) each" in log
     # the prior trains beside FOMM; heatmap_sum waits for it
     assert "detector prior: trained in the train stage" in log
-    assert log.index("detector prior: 4 steps") < log.index("heatmap_sum + two_stage: training")
+    stage_one, stage_two = (
+        "detector prior, stage 1/2: 4 steps",
+        "detector prior, stage 2/2: 8 steps",
+    )
+    assert log.index(stage_one) < log.index(stage_two)
+    assert log.index(stage_two) < log.index("heatmap_sum + two_stage: training")
     # the evaluators train in a worker too; their floors are measured once they are there
     assert "evaluators: trained in the train stage" in log
     assert log.index("evaluator synthetic_pose: trained") < log.index("pose: synthetic_pose;")
@@ -234,7 +245,7 @@ def test_runs_side_by_side_equal_runs_one_at_a_time(tmp_path, monkeypatch, capfd
     for method, row in one.items():  # scored with 1 thread and with 2: the last digits move
         for metric, value in row["metrics"].items():
             assert two[method]["metrics"][metric] == pytest.approx(value, rel=1e-4, abs=1e-7)
-    assert two_payload["detector"]["steps"] == one_payload["detector"]["steps"] == 4
+    assert two_payload["detector"]["steps"] == one_payload["detector"]["steps"] == 4 + 8
     assert two_payload["budget"]["runs_at_once"] == 2
     assert one_payload["budget"]["runs_at_once"] == 1
     header = (tmp_path / "two" / "results.md").read_text()

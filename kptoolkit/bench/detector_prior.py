@@ -18,13 +18,22 @@ can scale it further for the prior alone.
 Why a recipe of its own: the prior adds the same reconstruction loss on FOMM's warped source
 (`deformed`, the flow alone), which trains the motion directly rather than through a decoder
 that is still blurry, and keeps the optimiser it was validated with.
+
+Two stages (`prior_stages`): that recipe spreads the keypoints over the body but leaves them
+noisy (probe R^2 about 0.2 however long it trains). Where the profile asks for it
+(`Profile.detector_refine_budget`, the quick profile), a second stage then trains the FOMM
+row's own config (fresh generator, the row's optimiser and losses, no learning-rate drop) with
+its detector initialised from the first stage's; the detector then tracks the pose (README,
+"How the default was chosen"). Each stage is cached in its own
+folder, the second inside the first's, named by a digest that includes the first's
+checkpoint sha256, so a retrained first stage never mixes with an old second.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,8 +50,11 @@ from kptoolkit.engine.trainer import Trainer
 from kptoolkit.keypoints.diagnostics import centroid_probe_r2, diagnose_detector
 from kptoolkit.keypoints.loading import load_detector
 from kptoolkit.paths import cache_dir, exclusive
+from kptoolkit.resolve import record_detector_file
 
 PRIOR_NAME = "detector-prior"
+REFINE_NAME = "detector-prior-refine"
+REFINE_FOLDER = "refine"
 DIAGNOSTICS_NAME = "diagnostics.json"
 DONE_NAME = "done.json"
 
@@ -59,6 +71,9 @@ class PriorRecipe:
     # the rows use; None keeps the rows' setting
     lr: float | None = 2e-4
     amp: bool | None = False
+    # the second stage's learning-rate drops (epochs): none, it trains at the rows' rate
+    # throughout, as validated
+    refine_milestones: tuple[int, ...] = ()
 
 
 PRIOR_RECIPE = PriorRecipe()
@@ -73,13 +88,45 @@ def prior_config(
     recipe's changes to its losses and optimiser."""
     config = expand_presets(structure(ExperimentConfig, unstructure(fomm_config)))
     config.name = PRIOR_NAME
+    _scale_budget(config, budget)
+    _apply_recipe(config, recipe)
+    return config
+
+
+def refine_config(
+    fomm_config: ExperimentConfig, budget: float, recipe: PriorRecipe = PRIOR_RECIPE
+) -> ExperimentConfig:
+    """The prior's second stage: the FOMM row's config for `budget` times its training, with
+    the recipe's learning-rate drops; its detector is initialised from the first stage's
+    (`ensure_prior` names the file)."""
+    config = expand_presets(structure(ExperimentConfig, unstructure(fomm_config)))
+    config.name = REFINE_NAME
+    _scale_budget(config, budget)
+    config.train.milestones = list(recipe.refine_milestones)
+    return config
+
+
+def prior_stages(
+    fomm_config: ExperimentConfig,
+    budget: float,
+    refine_budget: float = 0.0,
+    recipe: PriorRecipe = PRIOR_RECIPE,
+) -> list[ExperimentConfig]:
+    """The configs the prior trains one after the other: the recipe's stage for `budget` times
+    a row's training, then (when `refine_budget` is not 0) the FOMM row's own config from its
+    detector for `refine_budget` times a row's training."""
+    stages = [prior_config(fomm_config, budget, recipe)]
+    if refine_budget:
+        stages.append(refine_config(fomm_config, refine_budget, recipe))
+    return stages
+
+
+def _scale_budget(config: ExperimentConfig, budget: float) -> None:
     train = config.train
     if train.steps is not None:
         train.steps = max(1, round(train.steps * budget))
     else:
         train.repeats = max(1, round(train.repeats * budget))
-    _apply_recipe(config, recipe)
-    return config
 
 
 def _apply_recipe(config: ExperimentConfig, recipe: PriorRecipe) -> None:
@@ -111,9 +158,10 @@ UNTRAINED_KEYS = ("name", "eval", "metrics")
 UNTRAINED_TRAIN_KEYS = ("checkpoint_every", "keep_last", "sample_every", "log_every")
 
 
-def prior_folder(config: ExperimentConfig) -> Path:
-    """The cache folder of a prior: named by the dataset and a digest of everything in the
-    config that changes the trained detector."""
+def prior_folder(config: ExperimentConfig, parent: Path | None = None) -> Path:
+    """The cache folder of a prior's stage: named by the dataset (inside `parent`, the stage
+    before's folder, for a later stage) and a digest of everything in the config that changes
+    the trained detector."""
     data = unstructure(config)
     for key in UNTRAINED_KEYS:
         data.pop(key, None)
@@ -121,14 +169,18 @@ def prior_folder(config: ExperimentConfig) -> Path:
         data["train"].pop(key, None)
     if data["keypoints"].get("checkpoint_sha256") is None:  # added later: keep the digests
         data["keypoints"].pop("checkpoint_sha256", None)
+    if parent is not None:  # the stage before's file: its sha256 names it, wherever the cache
+        data["keypoints"].pop("checkpoint", None)
     text = json.dumps(data, sort_keys=True, default=str)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
+    if parent is not None:
+        return parent / f"{REFINE_FOLDER}-{digest}"
     dataset = Path(config.data.root).name if config.data.root else config.data.dataset
     return cache_dir() / "detector-priors" / f"{dataset}-{digest}"
 
 
 def trained_prior(folder: Path) -> Path | None:
-    """The final checkpoint a finished prior recorded in `folder` (None: not finished)."""
+    """The final checkpoint a finished prior stage recorded in `folder` (None: not finished)."""
     done = folder / DONE_NAME
     if not done.is_file():
         return None
@@ -136,28 +188,86 @@ def trained_prior(folder: Path) -> Path | None:
     return checkpoint if checkpoint.is_file() else None
 
 
-def prior_is_trained(config: ExperimentConfig) -> bool:
-    """Whether the prior of `config` is in the cache, finished."""
-    return trained_prior(prior_folder(config)) is not None
+Stages = ExperimentConfig | Sequence[ExperimentConfig]
+
+
+def _as_list(stages: Stages) -> list[ExperimentConfig]:
+    return [stages] if isinstance(stages, ExperimentConfig) else list(stages)
+
+
+def _stage(
+    config: ExperimentConfig, before: tuple[Path, Path] | None
+) -> tuple[ExperimentConfig, Path]:
+    """A stage's config, started from the stage before's (folder, final checkpoint) when there
+    is one, and its cache folder."""
+    if before is None:
+        return config, prior_folder(config)
+    folder, checkpoint = before
+    config = structure(ExperimentConfig, unstructure(config))
+    record_detector_file(config, str(checkpoint))
+    return config, prior_folder(config, folder)
+
+
+def prior_is_trained(stages: Stages) -> bool:
+    """Whether every stage of the prior is in the cache, finished."""
+    before = None
+    for config in _as_list(stages):
+        config, folder = _stage(config, before)
+        checkpoint = trained_prior(folder)
+        if checkpoint is None:
+            return False
+        before = (folder, checkpoint)
+    return True
 
 
 def ensure_prior(
-    config: ExperimentConfig,
+    stages: Stages,
     device: torch.device,
     say: Callable[[str], None],
     progress: bool = True,
 ) -> Path:
-    """The final checkpoint of the prior's run, training (or resuming) it only when needed."""
-    folder = prior_folder(config)
+    """The final checkpoint of the prior's last stage, training (or resuming) each stage only
+    when needed."""
+    stages = _as_list(stages)
+    before: tuple[Path, Path] | None = None
+    detector_steps = 0
+    for number, config in enumerate(stages, 1):
+        config, folder = _stage(config, before)
+        what = (
+            "detector prior"
+            if len(stages) == 1
+            else f"detector prior, stage {number}/{len(stages)}"
+        )
+        checkpoint, steps = _ensure_stage(
+            config, folder, device, what, detector_steps, say, progress
+        )
+        detector_steps += steps
+        before = (folder, checkpoint)
+    assert before is not None, "a prior has at least one stage"
+    return before[1]
+
+
+def _ensure_stage(
+    config: ExperimentConfig,
+    folder: Path,
+    device: torch.device,
+    what: str,
+    steps_before: int,
+    say: Callable[[str], None],
+    progress: bool,
+) -> tuple[Path, int]:
+    """One stage's final checkpoint and steps, trained in `folder` unless it is finished."""
     done = folder / DONE_NAME
     with exclusive(folder.with_name(folder.name + ".lock")):
         checkpoint = trained_prior(folder)
         if checkpoint is not None:
-            say(f"detector prior: cached ({checkpoint})")
-            return checkpoint
+            say(f"{what}: cached ({checkpoint})")
+            return checkpoint, int(json.loads(done.read_text())["steps"])
         existing = list_checkpoints(folder / "checkpoints")
         start = f"resuming at step {existing[-1][0]}" if existing else "from scratch"
-        say(f"detector prior: training the FOMM detector once for this dataset, {start}")
+        if steps_before:
+            start += ", its detector initialised from the stage before"
+        say(f"{what}: training the FOMM detector once for this dataset, {start}")
         trainer = Trainer(
             config,
             folder,
@@ -168,10 +278,14 @@ def ensure_prior(
         result = trainer.train()
         if result.checkpoint is None:
             raise RuntimeError(f"the detector prior saved no checkpoint in {folder}")
-        record = {"checkpoint": str(result.checkpoint.relative_to(folder)), "steps": result.steps}
+        record = {
+            "checkpoint": str(result.checkpoint.relative_to(folder)),
+            "steps": result.steps,
+            "detector_steps": steps_before + result.steps,
+        }
         atomic_write_text(done, json.dumps(record) + "\n")
-        say(f"detector prior: {result.steps} steps in {result.seconds / 60:.1f} min")
-        return result.checkpoint
+        say(f"{what}: {result.steps} steps in {result.seconds / 60:.1f} min")
+        return result.checkpoint, result.steps
 
 
 def prior_diagnostics(
@@ -185,7 +299,7 @@ def prior_diagnostics(
     """
     from kptoolkit.evaluators.synthetic import load_split
 
-    steps = _checkpoint_steps(checkpoint)
+    steps = _prior_steps(checkpoint) or _checkpoint_steps(checkpoint)
     found: dict[str, Any] = {"checkpoint": str(checkpoint), "steps": steps}
     if synthetic_root is None:
         return found
@@ -207,6 +321,20 @@ def prior_diagnostics(
     )
     atomic_write_text(cache, json.dumps({"dataset": key, "diagnostics": diagnostics}) + "\n")
     return {**found, **diagnostics}
+
+
+def _prior_steps(checkpoint: Path) -> int | None:
+    """The detector's training steps over every stage, when `checkpoint` is a prior stage's
+    final checkpoint (None otherwise)."""
+    done = checkpoint.parent.parent / DONE_NAME
+    try:
+        record = json.loads(done.read_text())
+    except (OSError, ValueError):
+        return None
+    if (done.parent / record.get("checkpoint", "")).resolve() != checkpoint.resolve():
+        return None
+    steps = record.get("detector_steps", record.get("steps"))
+    return int(steps) if steps is not None else None
 
 
 def _checkpoint_steps(checkpoint: Path) -> int | None:

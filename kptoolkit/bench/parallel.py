@@ -143,19 +143,24 @@ def train_row_in_worker(
     return record
 
 
-def train_prior_in_worker(config: dict[str, Any], device: str, prefix: str) -> str:
+def train_prior_in_worker(stages: list[dict[str, Any]], device: str, prefix: str) -> str:
     """The detector prior's `ensure_prior`, in a worker; its final checkpoint's path."""
     from kptoolkit.bench.detector_prior import ensure_prior
 
-    experiment = structure(ExperimentConfig, config)
-    return str(ensure_prior(experiment, torch.device(device), Prefixed(prefix), progress=False))
+    configs = [structure(ExperimentConfig, stage) for stage in stages]
+    return str(ensure_prior(configs, torch.device(device), Prefixed(prefix), progress=False))
 
 
 def last_logged_step(run_dir: Path | None) -> int | None:
-    """The last step in a run's `losses.csv` (None when there is none yet)."""
+    """The last step in the newest `losses.csv` of a run folder or of a folder just inside it
+    (a prior's later stage); None when there is none yet."""
     if run_dir is None:
         return None
-    path = run_dir / "losses.csv"
+    logs = [run_dir / "losses.csv", *run_dir.glob("*/losses.csv")]
+    found = [(path.stat().st_mtime_ns, path) for path in logs if path.is_file()]
+    if not found:
+        return None
+    path = max(found)[1]
     try:
         with path.open(newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))

@@ -35,6 +35,9 @@ class Profile:
     timing_repeats: int = 10
     needs_config: bool = False
     detector_budget: float = 1.0  # the detector prior's training, in units of a row's budget
+    # the prior's second stage (the FOMM row's config from the first stage's detector), in
+    # units of a row's budget; 0: none
+    detector_refine_budget: float = 0.0
     # a row's learning rate by its generator (others keep the config's); not applied when a
     # config file or `--set train.lr=...` gives one
     learning_rates: Mapping[str, float] = attrs.field(factory=dict)
@@ -88,13 +91,17 @@ PROFILES: dict[str, Profile] = {
         _micro,
         evaluator_steps=10,
         timing_repeats=2,
+        detector_refine_budget=2.0,  # both stages of the quick profile's prior, tiny
     ),
     "quick": Profile(
         "quick",
         "synthetic puppets at 64 px, 2,250 bfloat16 steps per model (CPU)",
         _quick,
-        # the prior keeps the 1,500 float32 steps its recipe was validated with
+        # the prior keeps the 1,500 float32 steps its recipe was validated with, then trains
+        # as the FOMM row for 24 repeats (6,000 steps) at a constant learning rate, chosen on
+        # validation (README, "How the default was chosen")
         detector_budget=6 / QUICK_REPEATS,
+        detector_refine_budget=24 / QUICK_REPEATS,
         learning_rates=QUICK_LEARNING_RATES,
     ),
     "full": Profile(

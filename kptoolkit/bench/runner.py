@@ -41,10 +41,10 @@ from kptoolkit.bench import figures
 from kptoolkit.bench.data import prepare_data, synthetic_description
 from kptoolkit.bench.detector_prior import (
     ensure_prior,
-    prior_config,
     prior_diagnostics,
     prior_folder,
     prior_is_trained,
+    prior_stages,
 )
 from kptoolkit.bench.evaluation import (
     Evaluation,
@@ -163,7 +163,8 @@ class Bench:
         self.video_names: list[str] = []  # the table's test videos, in the reference row's order
         self.detector_info: dict[str, Any] = {}
         self.detector: str | None = None  # the keypoint maskers' detector file
-        self.pending_prior: ExperimentConfig | None = None  # a prior left to the train stage
+        # a prior's stages left to the train stage
+        self.pending_prior: list[ExperimentConfig] | None = None
         self._parallelism: tuple[int, int] | None = None
         self.worker_registrations: dict[str, dict[str, Any]] | None = None
         self._groundtruth_test: Any = None
@@ -260,17 +261,18 @@ class Bench:
         names = evaluator_names(wanted, synthetic=self.manifest is not None).values()
         return [name for name in names if trained_per_dataset(name)]
 
-    def bench_prior_config(self) -> ExperimentConfig | None:
-        """The detector prior's config when the bench trains one (a variant reads a detector
+    def bench_prior_config(self) -> list[ExperimentConfig] | None:
+        """The detector prior's stages when the bench trains one (a variant reads a detector
         and none was given)."""
         if self.options.kp_checkpoint or not any(map(self.reads_detector, self.entries)):
             return None
         fomm = Entry(natural_masker("fomm"), "fomm", "baseline")
         fomm_config = self.entry_config(fomm, None, self.base.seed)
-        return prior_config(fomm_config, self.profile.detector_budget)
+        profile = self.profile
+        return prior_stages(fomm_config, profile.detector_budget, profile.detector_refine_budget)
 
-    def prior_to_train(self) -> ExperimentConfig | None:
-        """The detector prior's config when the bench needs the prior and it is not cached."""
+    def prior_to_train(self) -> list[ExperimentConfig] | None:
+        """The detector prior's stages when the bench needs the prior and it is not cached."""
         config = self.bench_prior_config()
         return None if config is None or prior_is_trained(config) else config
 
@@ -417,9 +419,9 @@ class Bench:
                     "prior",
                     "detector prior",
                     train_prior_in_worker,
-                    lambda _: (unstructure(prior), device, prefix),
+                    lambda _: ([unstructure(stage) for stage in prior], device, prefix),
                     done=lambda path: self.use_detector(Path(path)),
-                    log_dir=prior_folder(prior),
+                    log_dir=prior_folder(prior[0]),
                 )
             )
         if evaluators:  # early: placed last, they ran alone at the end of a measured bench
