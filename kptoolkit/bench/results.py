@@ -333,7 +333,7 @@ def results_markdown(table: Table) -> str:
 
 def results_csv(table: Table) -> str:
     """One line per row (full precision, interval bounds and seed spread in their own
-    columns), then the improvement rows in percent with their paired intervals."""
+    columns), then the improvement and gain rows in percent with their paired intervals."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     metric_keys = [
@@ -349,20 +349,18 @@ def results_csv(table: Table) -> str:
             values.append(_csv_number(found.seed_std))
         costs = [_csv_number(r.value(c.key)) for c in COST_COLUMNS]
         writer.writerow([r.method, r.role, r.masker, r.generator, *values, *costs])
-    for method, changes in table.improvements.items():
-        values = []
-        for column in table.metric_columns:
-            change = changes[column.key]
-            values += [_csv_number(v) for v in (change.value, change.low, change.high)] + [""]
-        blanks = ["" for _ in COST_COLUMNS]
-        writer.writerow([method, "improvement_over_fomm_percent", "", "", *values, *blanks])
-    for method, changes in table.motion.items():
-        values = []
-        for column in table.metric_columns:
-            change = changes[column.key]
-            values += [_csv_number(v) for v in (change.value, change.low, change.high)] + [""]
-        blanks = ["" for _ in COST_COLUMNS]
-        writer.writerow([method, MOTION_KEY, "", "", *values, *blanks])
+    blanks = ["" for _ in COST_COLUMNS]
+    for kind, by_method in (
+        ("improvement_over_fomm_percent", table.improvements),
+        (MOTION_KEY, table.motion),
+    ):
+        for method, changes in by_method.items():
+            values = []
+            for column in table.metric_columns:
+                change = changes[column.key]
+                values += [_csv_number(v) for v in (change.value, change.low, change.high)]
+                values.append("")
+            writer.writerow([method, kind, "", "", *values, *blanks])
     return buffer.getvalue()
 
 
