@@ -264,9 +264,8 @@ def _ensure_stage(
             say(f"{what}: cached ({checkpoint})")
             return checkpoint, int(json.loads(done.read_text())["steps"])
         existing = list_checkpoints(folder / "checkpoints")
-        start = f"resuming at step {existing[-1][0]}" if existing else "from scratch"
-        if steps_before:
-            start += ", its detector initialised from the stage before"
+        fresh = "from the stage before's detector" if steps_before else "from scratch"
+        start = f"resuming at step {existing[-1][0]}" if existing else fresh
         say(f"{what}: training the FOMM detector once for this dataset, {start}")
         trainer = Trainer(
             config,
