@@ -264,7 +264,8 @@ def _percent(change: aggregate.Change) -> str:
         return "-"
     text = "0.0%" if round(change.value, 1) == 0 else f"{change.value:+.1f}%"
     if math.isfinite(change.low):
-        text += f" [{change.low:+.1f}, {change.high:+.1f}]"
+        low, high = (round(bound, 1) + 0.0 for bound in (change.low, change.high))  # no -0.0
+        text += f" [{low:+.1f}, {high:+.1f}]"
         if change.significant:
             text += "*"
     return text

@@ -138,6 +138,9 @@ def relative_change(row: np.ndarray, reference: np.ndarray, lower_is_better: boo
         return 100.0 * change / np.abs(reference)
 
 
+CHANGE_ROUNDING = 1e-9  # percent: a paired change this small is float noise, not a difference
+
+
 @attrs.frozen
 class Change:
     """A relative improvement in percent with its paired-bootstrap interval."""
@@ -148,8 +151,9 @@ class Change:
 
     @property
     def significant(self) -> bool:
-        """True when the interval excludes zero."""
-        return bool(self.low > 0 or self.high < 0)
+        """True when the interval excludes zero (by more than float rounding: two rows with
+        the same outputs, scored in another order, differ by about 1e-14 percent)."""
+        return bool(self.low > CHANGE_ROUNDING or self.high < -CHANGE_ROUNDING)
 
 
 def paired_change(
