@@ -321,8 +321,8 @@ def table_notes(table: Table) -> str:
         notes.append(
             f"{MOTION_LABEL} rows: the same model's relative change against itself driven by "
             "frame 0 for every frame (positive = better, same paired interval): what the "
-            "driving frames' motion buys it; a model that ignores them scores 0.0% without "
-            "an interval that excludes zero."
+            "driving frames' motion buys it (0.0% for a model whose output does not depend "
+            "on them)."
         )
     return " ".join(notes)
 
