@@ -23,10 +23,12 @@ from pathlib import Path
 import torch
 
 from kptoolkit.bench.detector_prior import (
+    PriorRecipe,
     ensure_prior,
     prior_diagnostics,
     prior_stages,
     refine_config,
+    scale_equivariance,
 )
 from kptoolkit.bench.plan import BenchOptions, Entry
 from kptoolkit.bench.runner import Bench
@@ -57,12 +59,11 @@ def main() -> None:
     stage_one = ensure_prior(first, bench.device, print)
     report("stage one", stage_one, args.dataset, bench.device)
 
-    config = refine_config(fomm, args.repeats / fomm.train.repeats)
-    config.train.milestones = [int(m) for m in args.milestones.split(",") if m]
-    for terms in (config.losses, config.generator.losses or []):
-        for term in terms:
-            if term.name == "equivariance":
-                term.weight *= args.equivariance_scale
+    drops = tuple(int(m) for m in args.milestones.split(",") if m)
+    config = refine_config(
+        fomm, args.repeats / fomm.train.repeats, PriorRecipe(refine_milestones=drops)
+    )
+    scale_equivariance(config, args.equivariance_scale)
     record_detector_file(config, str(stage_one))
     videos = len(build_dataset(config, "train").videos)
     config.train.checkpoint_every = config.train.repeats * videos // config.train.batch_size

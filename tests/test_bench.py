@@ -633,7 +633,7 @@ def test_the_prior_refines_its_detector_with_the_fomm_rows_own_config(tmp_path, 
     assert unstructure(refine) == expected
     assert len(prior_stages(row, 2.0)) == 1  # no second stage unless a profile asks
     # the bench's: the profile's budgets (micro: the row's 4 steps x 2)
-    assert [c.train.steps for c in bench.bench_prior_config()] == [4, 8]
+    assert [c.train.steps for c in bench.bench_prior_stages()] == [4, 8]
     assert not prior_is_trained([first, refine])
     said = []
     final = ensure_prior([first, refine], bench.device, said.append, progress=False)

@@ -129,15 +129,21 @@ def _scale_budget(config: ExperimentConfig, budget: float) -> None:
         train.repeats = max(1, round(train.repeats * budget))
 
 
+def scale_equivariance(config: ExperimentConfig, scale: float) -> None:
+    """Multiply the weight of every equivariance term of `config` (wherever it is configured)
+    by `scale`."""
+    for terms in (config.losses, config.generator.losses or [], config.masker.losses or []):
+        for term in terms:
+            if term.name == "equivariance":
+                term.weight *= scale
+
+
 def _apply_recipe(config: ExperimentConfig, recipe: PriorRecipe) -> None:
     if recipe.lr is not None:
         config.train.lr = recipe.lr
     if recipe.amp is not None:
         config.train.amp = recipe.amp
-    for terms in (config.losses, config.generator.losses or [], config.masker.losses or []):
-        for term in terms:
-            if term.name == "equivariance":
-                term.weight *= recipe.equivariance_scale
+    scale_equivariance(config, recipe.equivariance_scale)
     if recipe.warp_weight:
         on_prediction = [t for t in config.losses if "prediction" in t.outputs]
         if not on_prediction:
@@ -179,13 +185,20 @@ def prior_folder(config: ExperimentConfig, parent: Path | None = None) -> Path:
     return cache_dir() / "detector-priors" / f"{dataset}-{digest}"
 
 
-def trained_prior(folder: Path) -> Path | None:
-    """The final checkpoint a finished prior stage recorded in `folder` (None: not finished)."""
+def _finished(folder: Path) -> dict[str, Any] | None:
+    """What a finished prior stage recorded in `folder` (`done.json`), its checkpoint there;
+    None when the stage is not finished."""
     done = folder / DONE_NAME
     if not done.is_file():
         return None
-    checkpoint = folder / json.loads(done.read_text())["checkpoint"]
-    return checkpoint if checkpoint.is_file() else None
+    record = json.loads(done.read_text())
+    return record if (folder / record["checkpoint"]).is_file() else None
+
+
+def trained_prior(folder: Path) -> Path | None:
+    """The final checkpoint a finished prior stage recorded in `folder` (None: not finished)."""
+    record = _finished(folder)
+    return None if record is None else folder / record["checkpoint"]
 
 
 Stages = ExperimentConfig | Sequence[ExperimentConfig]
@@ -257,12 +270,12 @@ def _ensure_stage(
     progress: bool,
 ) -> tuple[Path, int]:
     """One stage's final checkpoint and steps, trained in `folder` unless it is finished."""
-    done = folder / DONE_NAME
     with exclusive(folder.with_name(folder.name + ".lock")):
-        checkpoint = trained_prior(folder)
-        if checkpoint is not None:
+        record = _finished(folder)
+        if record is not None:
+            checkpoint = folder / record["checkpoint"]
             say(f"{what}: cached ({checkpoint})")
-            return checkpoint, int(json.loads(done.read_text())["steps"])
+            return checkpoint, int(record["steps"])
         existing = list_checkpoints(folder / "checkpoints")
         fresh = "from the stage before's detector" if steps_before else "from scratch"
         start = f"resuming at step {existing[-1][0]}" if existing else fresh
@@ -282,7 +295,7 @@ def _ensure_stage(
             "steps": result.steps,
             "detector_steps": steps_before + result.steps,
         }
-        atomic_write_text(done, json.dumps(record) + "\n")
+        atomic_write_text(folder / DONE_NAME, json.dumps(record) + "\n")
         say(f"{what}: {result.steps} steps in {result.seconds / 60:.1f} min")
         return result.checkpoint, result.steps
 
@@ -325,15 +338,14 @@ def prior_diagnostics(
 def _prior_steps(checkpoint: Path) -> int | None:
     """The detector's training steps over every stage, when `checkpoint` is a prior stage's
     final checkpoint (None otherwise)."""
-    done = checkpoint.parent.parent / DONE_NAME
+    folder = checkpoint.parent.parent
     try:
-        record = json.loads(done.read_text())
-    except (OSError, ValueError):
+        record = _finished(folder)
+    except (OSError, ValueError, KeyError):
         return None
-    if (done.parent / record.get("checkpoint", "")).resolve() != checkpoint.resolve():
+    if record is None or (folder / record["checkpoint"]).resolve() != checkpoint.resolve():
         return None
-    steps = record.get("detector_steps", record.get("steps"))
-    return int(steps) if steps is not None else None
+    return int(record.get("detector_steps", record["steps"]))
 
 
 def _checkpoint_steps(checkpoint: Path) -> int | None:

@@ -284,12 +284,13 @@ def _table_cells(table: Table, pm: str = "±") -> tuple[list[str], list[list[str
             for c in COST_COLUMNS
         ]
         body.append([row.method, *metrics, *costs])
-    for method, changes in table.improvements.items():
-        cells = [_percent(changes[c.key]) for c in table.metric_columns]
-        body.append([f"Improvement over FOMM ({method})", *cells, *("" for _ in COST_COLUMNS)])
-    for method, changes in table.motion.items():
-        cells = [_percent(changes[c.key]) for c in table.metric_columns]
-        body.append([f"{MOTION_LABEL} ({method})", *cells, *("" for _ in COST_COLUMNS)])
+    for title, by_method in (
+        ("Improvement over FOMM", table.improvements),
+        (MOTION_LABEL, table.motion),
+    ):
+        for method, changes in by_method.items():
+            cells = [_percent(changes[c.key]) for c in table.metric_columns]
+            body.append([f"{title} ({method})", *cells, *("" for _ in COST_COLUMNS)])
     return header, body
 
 

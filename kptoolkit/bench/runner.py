@@ -261,7 +261,7 @@ class Bench:
         names = evaluator_names(wanted, synthetic=self.manifest is not None).values()
         return [name for name in names if trained_per_dataset(name)]
 
-    def bench_prior_config(self) -> list[ExperimentConfig] | None:
+    def bench_prior_stages(self) -> list[ExperimentConfig] | None:
         """The detector prior's stages when the bench trains one (a variant reads a detector
         and none was given)."""
         if self.options.kp_checkpoint or not any(map(self.reads_detector, self.entries)):
@@ -273,7 +273,7 @@ class Bench:
 
     def prior_to_train(self) -> list[ExperimentConfig] | None:
         """The detector prior's stages when the bench needs the prior and it is not cached."""
-        config = self.bench_prior_config()
+        config = self.bench_prior_stages()
         return None if config is None or prior_is_trained(config) else config
 
     def prepare_detector(self) -> None:
@@ -290,7 +290,7 @@ class Bench:
         else:
             users = ", ".join(e.masker for e in needing)
             self.say(f"the detector of {users}: FOMM's, trained once per dataset and cached")
-            config = self.bench_prior_config()
+            config = self.bench_prior_stages()
             assert config is not None  # a variant reads a detector and none was given
             if not prior_is_trained(config) and self.parallelism()[0] > 1:
                 self.pending_prior = config
