@@ -440,6 +440,13 @@ def test_each_trained_row_is_compared_with_its_own_frame0_control():
     def rows(method, role, sums):
         return [
             _row(method, role, "two_stage", per_video={"l1": (sums, COUNTS)}),
+            # another control of the same row, which the gain must not be measured against
+            _row(
+                f"{method}, warped source only",
+                "control",
+                "two_stage",
+                per_video={"l1": (sums * 2, COUNTS)},
+            ),
             _row(
                 f"{method}, driven by frame 0",
                 "control",
