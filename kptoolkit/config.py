@@ -177,6 +177,8 @@ SCORING_KEYS = (
 )
 # settings of inference only: a trained model does not depend on them
 INFERENCE_KEYS = ("eval.precision",)
+# how training batches are loaded, not which: an item comes from (seed, epoch, index) alone
+LOADING_KEYS = ("data.num_workers",)
 
 
 @attrs.define

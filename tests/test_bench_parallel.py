@@ -21,6 +21,7 @@ from kptoolkit.bench.parallel import (
 from kptoolkit.checkpoint_io import read_checkpoint
 from kptoolkit.cli import main
 from kptoolkit.commands.bench import parse_jobs
+from kptoolkit.config import load_config
 from kptoolkit.errors import ConfigError
 
 CPU, GPU = torch.device("cpu"), torch.device("cuda")
@@ -163,18 +164,14 @@ def test_progress_reads_the_last_logged_step(tmp_path):
     assert last_logged_step(tmp_path) == 10
     (tmp_path / "losses.csv").write_text("step,total\n1,0.5\n1")  # a row being written
     assert last_logged_step(tmp_path) == 1
-    # a prior's later stage logs in a folder inside the first's: the newest log is read
-    stage = tmp_path / "refine-0123"
-    stage.mkdir()
-    (stage / "losses.csv").write_text("step,total\n1,0.5\n3,0.4\n")
-    os.utime(tmp_path / "losses.csv", ns=(1, 1))
-    assert last_logged_step(tmp_path) == 3
+    assert last_logged_step(None) is None
 
 
 # -- a micro bench, side by side and one at a time ----------------------------------------------
-def _bench(out: Path, jobs: str, threads: int, capfd) -> str:
+def _bench(out: Path, jobs: str, threads: int, capfd, baselines: str = "fomm") -> str:
     torch.set_num_threads(threads)
-    args = ["bench", "--profile", "micro", "--masker", "heatmap_sum", "--baselines", "fomm"]
+    args = ["bench", "--profile", "micro", "--masker", "heatmap_sum", "--baselines", baselines]
+    args += ["--set", "data.num_workers=1"]  # workers load in their own process instead
     assert main([*args, "--out", str(out), "--jobs", jobs, "--no-progress"]) == 0
     return capfd.readouterr().out
 
@@ -203,32 +200,49 @@ def _rows(out: Path) -> tuple[dict[str, dict], dict]:
     return {row["method"]: row for row in payload["rows"]}, payload
 
 
+def _prior_checkpoint(cache: Path) -> Path:
+    """The final checkpoint of the detector prior cached in `cache` (its second stage)."""
+    (done,) = cache.glob("detector-priors/*/refine-*/done.json")
+    return done.parent / json.loads(done.read_text())["checkpoint"]
+
+
 def test_runs_side_by_side_equal_runs_one_at_a_time(tmp_path, monkeypatch, capfd):
     threads = torch.get_num_threads()
     try:
+        # the prior and heatmap_sum, one run at a time with 2 threads
         monkeypatch.setenv("KPTOOLKIT_CACHE", str(tmp_path / "cache-1"))
-        _bench(tmp_path / "one", "1", 1, capfd)  # everything with 1 thread
-        # an empty cache: data, evaluators and prior made again, the last two in workers
+        alone = _bench(tmp_path / "alone", "1", 2, capfd, baselines="")
+        # an empty cache: data, evaluators and prior made again, the evaluators in a worker;
+        # the rows in two workers of 1 thread each
         monkeypatch.setenv("KPTOOLKIT_CACHE", str(tmp_path / "cache-2"))
-        log = _bench(tmp_path / "two", "2", 2, capfd)  # two workers of 1 thread each
+        log = _bench(tmp_path / "two", "2", 2, capfd)
+        # the same rows one at a time with 1 thread, reading that bench's cached prior
+        _bench(tmp_path / "one", "1", 1, capfd)
     finally:
         torch.set_num_threads(threads)
     assert "training 2 runs at a time, 1 thread(s) each" in log
-    # the prior trains beside FOMM; heatmap_sum waits for it
-    assert "detector prior: trained in the train stage" in log
+    # the prior trains first, in the bench's process with both threads: the same detector,
+    # bit for bit, as one run at a time with those threads trains
     stage_one, stage_two = (
         "detector prior, stage 1/2: 4 steps",
         "detector prior, stage 2/2: 8 steps",
     )
-    assert log.index(stage_one) < log.index(stage_two)
-    assert log.index(stage_two) < log.index("heatmap_sum + two_stage: training")
+    assert log.index(stage_one) < log.index(stage_two) < log.index("training 2 runs")
+    assert stage_two in alone and "runs at a time" not in alone
+    _assert_same_weights(
+        _prior_checkpoint(tmp_path / "cache-1"), _prior_checkpoint(tmp_path / "cache-2")
+    )
     # the evaluators train in a worker too; their floors are measured once they are there
     assert "evaluators: trained in the train stage" in log
     assert log.index("evaluator synthetic_pose: trained") < log.index("pose: synthetic_pose;")
     assert log.index("training 2 runs") < log.index("pose: synthetic_pose;")
-    # the same runs (each trained with 1 thread): the same weights, to the last bit
+    # the same runs (each trained with 1 thread, from the same prior, the workers' batches
+    # loaded in their own process): the same weights, to the last bit
     for slug in ("fomm_keypoints+fomm", "heatmap_sum+two_stage"):
         _assert_same_weights(_final(tmp_path / "one", slug), _final(tmp_path / "two", slug))
+        for bench, loaders in (("one", 1), ("two", 0)):
+            stored = load_config(tmp_path / bench / "runs" / f"{slug}-seed0" / "config.yaml")
+            assert stored.data.num_workers == loaders
     # each row's test reconstructions (and controls) ran in its worker after training: the
     # reconstruct stage found them done, frame for frame those of one run at a time
     assert "heatmap_sum + two_stage [static]: 2 videos" in log.split("[bench 5/7")[0]

@@ -91,7 +91,10 @@ def test_resumed_run_repeats_the_uninterrupted_losses(tmp_path):
     Trainer(
         tiny_config(*settings[:1], "train.steps=3", *settings[2:]), tmp_path / "cut", kp
     ).train()
-    resumed = Trainer(tiny_config(*settings), tmp_path / "cut", kp, resume=True)
+    # resumed with batches loaded by two worker processes instead of in the training process:
+    # allowed, and the same batches (an item comes from (seed, epoch, index) alone)
+    loaded_apart = tiny_config(*settings, "data.num_workers=2")
+    resumed = Trainer(loaded_apart, tmp_path / "cut", kp, resume=True)
     assert resumed.train().steps == 6
     full, cut = read_losses(tmp_path / "full"), read_losses(tmp_path / "cut")
     assert [r["step"] for r in cut] == [1, 2, 3, 4, 5, 6]

@@ -9,12 +9,13 @@ then finish in about 0.82x of the time one after the other takes
 too, less: see benchmarks/README.md).
 
 How: each job runs in a spawned worker process through the same functions as a sequential bench
-(`train_run`, `ensure_prior`, `reconstruct_run`): the same folders, locks, checkpoints and
-resume, so a bench killed mid-way resumes the same either way. The detector prior and the
-evaluators trained on the dataset are jobs like the rows; the rows that read the prior wait for
-it and the others train meanwhile; a row reconstructs its test videos (and its controls) in
-its worker after training. A job that fails stops new ones from starting; the ones running
-finish (their work is kept) and the first failure is raised.
+(`train_run`, `reconstruct_run`): the same folders, locks, checkpoints and resume, so a bench
+killed mid-way resumes the same either way. The evaluators trained on the dataset are a job
+like the rows (the last: the shortest, it fills a worker the rows leave idle); a row
+reconstructs its test videos (and its controls) in its worker after training. The detector
+prior is not a job: the bench trains it before, with every thread (it is the longest run, and
+so it is the same detector whatever `--jobs` is). A job that fails stops new ones from
+starting; the ones running finish (their work is kept) and the first failure is raised.
 
 The number of threads changes the order of float sums, so a row trained with 1 thread is not
 bitwise the row trained with 2: its scores move as another seed would move them (training
@@ -143,24 +144,11 @@ def train_row_in_worker(
     return record
 
 
-def train_prior_in_worker(stages: list[dict[str, Any]], device: str, prefix: str) -> str:
-    """The detector prior's `ensure_prior`, in a worker; its final checkpoint's path."""
-    from kptoolkit.bench.detector_prior import ensure_prior
-
-    configs = [structure(ExperimentConfig, stage) for stage in stages]
-    return str(ensure_prior(configs, torch.device(device), Prefixed(prefix), progress=False))
-
-
 def last_logged_step(run_dir: Path | None) -> int | None:
-    """The last step in the newest `losses.csv` of a run folder or of a folder just inside it
-    (a prior's later stage); None when there is none yet."""
-    if run_dir is None:
+    """The last step in a run folder's `losses.csv`; None when there is none yet."""
+    path = None if run_dir is None else run_dir / "losses.csv"
+    if path is None or not path.is_file():
         return None
-    logs = [run_dir / "losses.csv", *run_dir.glob("*/losses.csv")]
-    found = [(path.stat().st_mtime_ns, path) for path in logs if path.is_file()]
-    if not found:
-        return None
-    path = max(found)[1]
     try:
         with path.open(newline="", encoding="utf-8") as handle:
             rows = list(csv.DictReader(handle))

@@ -42,8 +42,6 @@ from kptoolkit.bench.data import prepare_data, synthetic_description
 from kptoolkit.bench.detector_prior import (
     ensure_prior,
     prior_diagnostics,
-    prior_folder,
-    prior_is_trained,
     prior_stages,
 )
 from kptoolkit.bench.evaluation import (
@@ -57,7 +55,6 @@ from kptoolkit.bench.parallel import (
     choose_workers,
     registrations_for_workers,
     run_jobs,
-    train_prior_in_worker,
     train_row_in_worker,
 )
 from kptoolkit.bench.plan import (
@@ -163,8 +160,6 @@ class Bench:
         self.video_names: list[str] = []  # the table's test videos, in the reference row's order
         self.detector_info: dict[str, Any] = {}
         self.detector: str | None = None  # the keypoint maskers' detector file
-        # a prior's stages left to the train stage
-        self.pending_prior: list[ExperimentConfig] | None = None
         self._parallelism: tuple[int, int] | None = None
         self.worker_registrations: dict[str, dict[str, Any]] | None = None
         self._groundtruth_test: Any = None
@@ -271,15 +266,12 @@ class Bench:
         profile = self.profile
         return prior_stages(fomm_config, profile.detector_budget, profile.detector_refine_budget)
 
-    def prior_to_train(self) -> list[ExperimentConfig] | None:
-        """The detector prior's stages when the bench needs the prior and it is not cached."""
-        config = self.bench_prior_stages()
-        return None if config is None or prior_is_trained(config) else config
-
     def prepare_detector(self) -> None:
         """The frozen detector of the keypoint maskers, the same for every seed: the given file,
         or the detector prior (FOMM trained once per dataset, cached); with its diagnostics.
-        When runs train side by side, a prior still to train is left to the train stage."""
+        The prior trains here, in this process with every thread, whatever `--jobs` says: it
+        is the longest run and scales well to the threads, and so it is the same detector
+        (bit for bit) however many runs train side by side afterwards."""
         needing = [e for e in self.entries if self.reads_detector(e)]
         if self.options.kp_checkpoint:
             path = Path(self.options.kp_checkpoint).resolve()
@@ -292,13 +284,6 @@ class Bench:
             self.say(f"the detector of {users}: FOMM's, trained once per dataset and cached")
             config = self.bench_prior_stages()
             assert config is not None  # a variant reads a detector and none was given
-            if not prior_is_trained(config) and self.parallelism()[0] > 1:
-                self.pending_prior = config
-                self.say(
-                    "detector prior: trained in the train stage, beside the runs that do not "
-                    "read it"
-                )
-                return
             path = ensure_prior(config, self.device, self.say, self.options.progress)
         self.use_detector(path)
 
@@ -321,14 +306,13 @@ class Bench:
         ]
 
     def parallelism(self) -> tuple[int, int]:
-        """(runs trained at once, threads each) for the runs still to train (the prior and the
-        evaluators included), decided once, after the data stage; one at a time when
-        in-process components cannot reach workers."""
+        """(runs trained at once, threads each) for the runs still to train (the evaluators
+        included; the detector prior trains before them with every thread), decided once, after
+        the data stage; one at a time when in-process components cannot reach workers."""
         if self._parallelism is None and self.options.jobs == 1:
             self._parallelism = (1, torch.get_num_threads())
         if self._parallelism is None:
-            jobs = len(self.untrained()) + int(self.prior_to_train() is not None)
-            jobs += int(bool(self.evaluators_to_train()))
+            jobs = len(self.untrained()) + int(bool(self.evaluators_to_train()))
             workers, threads = choose_workers(self.options.jobs, jobs, self.device)
             self.worker_registrations = registrations_for_workers() if workers > 1 else None
             if workers > 1 and self.worker_registrations is None:
@@ -412,19 +396,22 @@ class Bench:
         prefix = self.stage_prefix()
         device = str(self.device)
         jobs: list[Job] = []
-        prior = self.pending_prior
-        if prior is not None:
-            jobs.append(
-                Job(
-                    "prior",
-                    "detector prior",
-                    train_prior_in_worker,
-                    lambda _: ([unstructure(stage) for stage in prior], device, prefix),
-                    done=lambda path: self.use_detector(Path(path)),
-                    log_dir=prior_folder(prior[0]),
+        untrained = self.untrained()
+        for seed in self.seeds:
+            for entry in self.entries:
+                if (entry, seed) not in untrained:  # reused as a sequential bench reuses it
+                    self.train(entry, seed, self.entry_config(entry, self.detector, seed))
+                    continue
+                jobs.append(
+                    Job(
+                        f"{entry.slug}-seed{seed}",
+                        self.run_label(entry, seed),
+                        train_row_in_worker,
+                        functools.partial(self._row_arguments, entry, seed, device, prefix),
+                        log_dir=self.run_dir(entry, seed),
+                    )
                 )
-            )
-        if evaluators:  # early: placed last, they ran alone at the end of a measured bench
+        if evaluators:  # last: the shortest job, it fills a worker that the rows left idle
             arguments = (list(evaluators), str(self.dataset_root), self.profile.evaluator_steps)
             jobs.append(
                 Job(
@@ -434,23 +421,6 @@ class Bench:
                     lambda _: (*arguments, prefix),
                 )
             )
-        untrained = self.untrained()
-        for seed in self.seeds:
-            for entry in self.entries:
-                if (entry, seed) not in untrained:  # reused as a sequential bench reuses it
-                    self.train(entry, seed, self.entry_config(entry, self.detector, seed))
-                    continue
-                waits = prior is not None and self.reads_detector(entry)
-                jobs.append(
-                    Job(
-                        f"{entry.slug}-seed{seed}",
-                        self.run_label(entry, seed),
-                        train_row_in_worker,
-                        functools.partial(self._row_arguments, entry, seed, device, prefix),
-                        needs=("prior",) if waits else (),
-                        log_dir=self.run_dir(entry, seed),
-                    )
-                )
         run_jobs(jobs, workers, threads, self.say, self.options.progress, self.worker_registrations)
 
     def _row_arguments(
@@ -459,6 +429,9 @@ class Bench:
         """`train_row_in_worker`'s arguments for one run (its config checked against the
         folder's first, here), with the row's controls to reconstruct after training."""
         config = self.entry_config(entry, self.detector, seed)
+        # batches loaded in the worker itself: loader processes would compete with the other
+        # workers for the same cores (the batches are the same: `LOADING_KEYS`)
+        config.data.num_workers = 0
         run_dir = self.run_dir(entry, seed)
         check_same_config(run_dir, config)
         label = self.run_label(entry, seed)

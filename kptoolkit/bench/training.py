@@ -13,6 +13,7 @@ from kptoolkit.bench.stage_cache import cached_stage, read_state
 from kptoolkit.components import PRESET_KEYS
 from kptoolkit.config import (
     INFERENCE_KEYS,
+    LOADING_KEYS,
     SCORING_KEYS,
     ExperimentConfig,
 )
@@ -21,10 +22,16 @@ from kptoolkit.engine.distributed import DistContext
 from kptoolkit.engine.trainer import Trainer
 from kptoolkit.errors import BenchError
 
-# what a cached row may differ in: how it is scored, inference settings, the names of the
-# presets that gave its written-out values, and where its detector file lies (a moved bench
-# folder or cache still matches: the file is compared by its sha256)
-ROW_UNTRAINED_KEYS = (*SCORING_KEYS, *INFERENCE_KEYS, *PRESET_KEYS, "keypoints.checkpoint")
+# what a cached row may differ in: how it is scored, inference settings, how its batches were
+# loaded, the names of the presets that gave its written-out values, and where its detector
+# file lies (a moved bench folder or cache still matches: the file is compared by its sha256)
+ROW_UNTRAINED_KEYS = (
+    *SCORING_KEYS,
+    *INFERENCE_KEYS,
+    *LOADING_KEYS,
+    *PRESET_KEYS,
+    "keypoints.checkpoint",
+)
 
 
 def check_same_config(run_dir: Path, config: ExperimentConfig) -> None:

@@ -27,6 +27,7 @@ from kptoolkit.checkpoint_io import (
 )
 from kptoolkit.components import PRESET_KEYS
 from kptoolkit.config import (
+    LOADING_KEYS,
     ExperimentConfig,
     config_differences,
     config_from_dict,
@@ -198,10 +199,12 @@ def is_run_folder(folder: Path) -> bool:
     return not log.is_file() or log.read_text(errors="replace").startswith("step")
 
 
-# what a resume may change: the schedule's length and how the run is logged, saved and scored
-# (the detector's file is read only at a fresh start; the checkpoint holds its weights)
+# what a resume may change: the schedule's length, how batches are loaded and how the run is
+# logged, saved and scored (the detector's file is read only at a fresh start; the checkpoint
+# holds its weights)
 RESUMABLE_KEYS = (
     "name",
+    *LOADING_KEYS,
     "train.steps",
     "train.epochs",
     "train.checkpoint_every",
