@@ -212,8 +212,8 @@ def test_runs_side_by_side_equal_runs_one_at_a_time(tmp_path, monkeypatch, capfd
         # the prior and heatmap_sum, one run at a time with 2 threads
         monkeypatch.setenv("KPTOOLKIT_CACHE", str(tmp_path / "cache-1"))
         alone = _bench(tmp_path / "alone", "1", 2, capfd, baselines="")
-        # an empty cache: data, evaluators and prior made again, the evaluators in a worker;
-        # the rows in two workers of 1 thread each
+        # an empty cache: data, evaluators and prior made again; the rows in two workers of
+        # 1 thread each
         monkeypatch.setenv("KPTOOLKIT_CACHE", str(tmp_path / "cache-2"))
         log = _bench(tmp_path / "two", "2", 2, capfd)
         # the same rows one at a time with 1 thread, reading that bench's cached prior
@@ -232,10 +232,14 @@ def test_runs_side_by_side_equal_runs_one_at_a_time(tmp_path, monkeypatch, capfd
     _assert_same_weights(
         _prior_checkpoint(tmp_path / "cache-1"), _prior_checkpoint(tmp_path / "cache-2")
     )
-    # the evaluators train in a worker too; their floors are measured once they are there
-    assert "evaluators: trained in the train stage" in log
-    assert log.index("evaluator synthetic_pose: trained") < log.index("pose: synthetic_pose;")
-    assert log.index("training 2 runs") < log.index("pose: synthetic_pose;")
+    # so do the evaluators: the same rulers (their floors to the last digit) as one run at a
+    # time with those threads trains
+    assert log.index("evaluator synthetic_pose: trained") < log.index("training 2 runs")
+    floors = [
+        {method: row for method, row in _rows(tmp_path / bench)[0].items() if "floor" in method}
+        for bench in ("alone", "two")
+    ]
+    assert floors[0] and floors[0] == floors[1]
     # the same runs (each trained with 1 thread, from the same prior, the workers' batches
     # loaded in their own process): the same weights, to the last bit
     for slug in ("fomm_keypoints+fomm", "heatmap_sum+two_stage"):

@@ -104,22 +104,6 @@ def evaluator_names(wanted: dict[str, str | None], synthetic: bool) -> dict[str,
     return found
 
 
-def trained_per_dataset(name: str) -> bool:
-    """Whether evaluator `name` is trained on the dataset (once; cached after)."""
-    return name != "none" and "root" in inspect.signature(EVALUATORS.get(name)).parameters
-
-
-def build_evaluators_in_worker(
-    names: list[str], dataset_root: str, steps: int | None, prefix: str
-) -> None:
-    """Train (or find cached) the evaluators `names` of a dataset, in a bench worker beside
-    the training runs; the bench loads them from the cache afterwards."""
-    from kptoolkit.bench.parallel import Prefixed
-
-    for name in names:
-        _build_evaluator(name, Path(dataset_root), steps, False, Prefixed(prefix))
-
-
 def _build_evaluator(
     name: str,
     dataset_root: Path | None,

@@ -10,12 +10,12 @@ too, less: see benchmarks/README.md).
 
 How: each job runs in a spawned worker process through the same functions as a sequential bench
 (`train_run`, `reconstruct_run`): the same folders, locks, checkpoints and resume, so a bench
-killed mid-way resumes the same either way. The evaluators trained on the dataset are a job
-like the rows (the last: the shortest, it fills a worker the rows leave idle); a row
-reconstructs its test videos (and its controls) in its worker after training. The detector
-prior is not a job: the bench trains it before, with every thread (it is the longest run, and
-so it is the same detector whatever `--jobs` is). A job that fails stops new ones from
-starting; the ones running finish (their work is kept) and the first failure is raised.
+killed mid-way resumes the same either way. A row reconstructs its test videos (and its
+controls) in its worker after training. The evaluators and the detector prior are not jobs: the
+bench trains them before, with every thread, so that the ruler and the keypoint maskers'
+detector are the same whatever `--jobs` is (the prior is also the longest run). A job that
+fails stops new ones from starting; the ones running finish (their work is kept) and the first
+failure is raised.
 
 The number of threads changes the order of float sums, so a row trained with 1 thread is not
 bitwise the row trained with 2: its scores move as another seed would move them (training

@@ -29,7 +29,6 @@ import datetime
 import functools
 import os
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,9 +45,6 @@ from kptoolkit.bench.detector_prior import (
 )
 from kptoolkit.bench.evaluation import (
     Evaluation,
-    build_evaluators_in_worker,
-    evaluator_names,
-    trained_per_dataset,
 )
 from kptoolkit.bench.parallel import (
     Job,
@@ -190,18 +186,11 @@ class Bench:
         self.enter("data")
         self.prepare_data()
         self.enter("evaluators")
-        deferred = self.evaluators_to_train()
-        if deferred and self.parallelism()[0] > 1:
-            self.say("evaluators: trained in the train stage, beside the runs")
-        else:
-            deferred = []
-            self.prepare_evaluators()
+        self.prepare_evaluators()
         self.enter("detector")
         self.prepare_detector()
         self.enter("train")
-        self.train_all(deferred)
-        if deferred:  # trained in a worker: loaded from the cache now, their floors measured
-            self.prepare_evaluators()
+        self.train_all()
         self.enter("reconstruct")
         reconstruct_reference(self.out / REFERENCE_DIR, self.base, self.test_dataset, self.say)
         for seed in self.seeds:
@@ -247,14 +236,6 @@ class Bench:
     def reads_detector(self, entry: Entry) -> bool:
         """Whether the row's masker reads the bench's frozen detector."""
         return entry.role == "variant" and needs_detector(entry.masker)
-
-    def evaluators_to_train(self) -> list[str]:
-        """The wanted evaluators that are trained on the dataset (cached after the first)."""
-        if self.dataset_root is None:
-            return []
-        wanted = {"pose": self.options.pose_evaluator, "identity": self.options.id_evaluator}
-        names = evaluator_names(wanted, synthetic=self.manifest is not None).values()
-        return [name for name in names if trained_per_dataset(name)]
 
     def bench_prior_stages(self) -> list[ExperimentConfig] | None:
         """The detector prior's stages when the bench trains one (a variant reads a detector
@@ -306,14 +287,13 @@ class Bench:
         ]
 
     def parallelism(self) -> tuple[int, int]:
-        """(runs trained at once, threads each) for the runs still to train (the evaluators
-        included; the detector prior trains before them with every thread), decided once, after
-        the data stage; one at a time when in-process components cannot reach workers."""
+        """(runs trained at once, threads each) for the rows still to train (the evaluators and
+        the detector prior train before them, with every thread), decided once; one at a time
+        when in-process components cannot reach workers."""
         if self._parallelism is None and self.options.jobs == 1:
             self._parallelism = (1, torch.get_num_threads())
         if self._parallelism is None:
-            jobs = len(self.untrained()) + int(bool(self.evaluators_to_train()))
-            workers, threads = choose_workers(self.options.jobs, jobs, self.device)
+            workers, threads = choose_workers(self.options.jobs, len(self.untrained()), self.device)
             self.worker_registrations = registrations_for_workers() if workers > 1 else None
             if workers > 1 and self.worker_registrations is None:
                 self.say(
@@ -382,10 +362,10 @@ class Bench:
         return self.run_dir(entry, seed) / "checkpoints" / state["train"]["checkpoint"]
 
     # -- training and reconstruction -----------------------------------------------------------
-    def train_all(self, evaluators: Sequence[str] = ()) -> None:
-        """Train every row with every seed (and the prior and `evaluators` left to this stage):
-        one run at a time with every thread, or side by side in worker processes
-        (`kptoolkit.bench.parallel`), each row then reconstructing its test videos."""
+    def train_all(self) -> None:
+        """Train every row with every seed: one run at a time with every thread, or side by side
+        in worker processes (`kptoolkit.bench.parallel`), each row then reconstructing its test
+        videos."""
         workers, threads = self.parallelism()
         if workers == 1:
             for seed in self.seeds:
@@ -411,16 +391,6 @@ class Bench:
                         log_dir=self.run_dir(entry, seed),
                     )
                 )
-        if evaluators:  # last: the shortest job, it fills a worker that the rows left idle
-            arguments = (list(evaluators), str(self.dataset_root), self.profile.evaluator_steps)
-            jobs.append(
-                Job(
-                    "evaluators",
-                    "evaluators",
-                    build_evaluators_in_worker,
-                    lambda _: (*arguments, prefix),
-                )
-            )
         run_jobs(jobs, workers, threads, self.say, self.options.progress, self.worker_registrations)
 
     def _row_arguments(

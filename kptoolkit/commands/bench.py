@@ -95,7 +95,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="N|auto",
         help="training runs at once, each in its own worker process with its share of the "
         "threads (default 1: one run at a time with every thread; auto: on a CPU one per "
-        "thread up to the runs to train, on a GPU 1)",
+        "thread up to the runs to train, on a GPU 1); the evaluators and the detector prior "
+        "train before them with every thread",
     )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
