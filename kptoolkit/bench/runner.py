@@ -43,9 +43,7 @@ from kptoolkit.bench.detector_prior import (
     prior_diagnostics,
     prior_stages,
 )
-from kptoolkit.bench.evaluation import (
-    Evaluation,
-)
+from kptoolkit.bench.evaluation import Evaluation
 from kptoolkit.bench.parallel import (
     Job,
     choose_workers,
