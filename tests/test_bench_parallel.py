@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -35,6 +36,11 @@ def add(a: int, b: int) -> tuple[int, int]:
 
 def worker_threads() -> int:
     return torch.get_num_threads()
+
+
+def touch_after(path: str, seconds: float) -> None:
+    time.sleep(seconds)
+    Path(path).touch()
 
 
 def fail(message: str) -> None:
@@ -78,62 +84,63 @@ def test_jobs_option_is_checked():
 
 
 # -- the scheduler -----------------------------------------------------------------------------
-def test_jobs_run_in_workers_after_what_they_need(tmp_path):
-    done = []
-    jobs = [
-        Job("a", "A", add, lambda _: (1, 2), done=done.append),
-        Job("b", "B", add, lambda results: (results["a"][0], 10), needs=("a",)),
-        Job("c", "C", add, lambda _: (5, 5)),
-    ]
+def test_jobs_run_in_workers_and_their_results_come_back_by_key():
+    jobs = [Job("a", "A", add, lambda: (1, 2)), Job("c", "C", add, lambda: (5, 5))]
     results = run_jobs(jobs, 2, 1, print, progress=False)
-    assert results["a"][0] == 3 and results["b"][0] == 13 and results["c"][0] == 10
-    assert done == [results["a"]]  # called here, with the job's result
+    assert results["a"][0] == 3 and results["c"][0] == 10
     assert os.getpid() not in {pid for _, pid in results.values()}  # in worker processes
 
 
-def test_a_job_that_waited_starts_before_the_ones_that_never_had_to():
-    finished = []
-    jobs = [
-        Job("prior", "prior", add, lambda _: (1, 1), done=lambda _: finished.append("prior")),
-        Job("filler", "filler", add, lambda _: (2, 2), done=lambda _: finished.append("filler")),
-        Job(
-            "row",
-            "row",
-            add,
-            lambda _: (3, 3),
-            needs=("prior",),
-            done=lambda _: finished.append("row"),
-        ),
-    ]
-    run_jobs(jobs, 1, 1, print, progress=False)  # one worker: jobs finish in the order started
-    assert finished == ["prior", "row", "filler"]
+def test_jobs_start_in_the_given_order_and_build_their_arguments_when_they_start():
+    built = []
+
+    def arguments(name, value):
+        def build():
+            built.append(name)
+            return (value, 0)
+
+        return build
+
+    jobs = [Job(name, name, add, arguments(name, i)) for i, name in enumerate("xyz")]
+    results = run_jobs(jobs, 1, 1, print, progress=False)
+    assert built == ["x", "y", "z"]
+    assert [results[name][0] for name in "xyz"] == [0, 1, 2]
 
 
 def test_each_worker_has_its_share_of_threads():
-    jobs = [Job(str(i), str(i), worker_threads, lambda _: ()) for i in range(2)]
+    jobs = [Job(str(i), str(i), worker_threads, lambda: ()) for i in range(2)]
     assert set(run_jobs(jobs, 2, 3, print, progress=False).values()) == {3}
 
 
-def test_a_failed_job_is_raised_after_the_running_ones_and_its_dependants_never_start():
+def test_a_failed_job_is_raised_and_no_job_starts_after_it():
     started = []
 
-    def arguments(results):
+    def arguments():
         started.append("after")
         return (1, 1)
 
-    jobs = [
-        Job("bad", "bad", fail, lambda _: ("broken row",)),
-        Job("other", "other", add, lambda _: (2, 2)),
-        Job("after", "after", add, arguments, needs=("bad",)),
-    ]
+    jobs = [Job("bad", "bad", fail, lambda: ("broken row",)), Job("after", "after", add, arguments)]
     with pytest.raises(ValueError, match="broken row"):
-        run_jobs(jobs, 2, 1, print, progress=False)
+        run_jobs(jobs, 1, 1, print, progress=False)
     assert started == []
 
 
-def test_unknown_dependencies_are_refused():
-    with pytest.raises(ValueError, match="unknown jobs"):
-        run_jobs([Job("a", "a", add, lambda _: (1, 1), needs=("nope",))], 2, 1, print)
+def test_a_failed_job_waits_for_the_running_ones_to_finish(tmp_path):
+    marker = tmp_path / "slow-finished"
+    jobs = [
+        Job("slow", "slow", touch_after, lambda: (str(marker), 1.0)),
+        Job("bad", "bad", fail, lambda: ("broken row",)),
+    ]
+    with pytest.raises(ValueError, match="broken row"):
+        run_jobs(jobs, 2, 1, print, progress=False)
+    assert marker.is_file()  # its work was kept
+
+
+def test_two_jobs_with_one_key_are_refused():
+    with pytest.raises(ValueError, match="same key"):
+        run_jobs(
+            [Job("a", "a", add, lambda: (1, 1)), Job("a", "b", add, lambda: (2, 2))], 2, 1, print
+        )
 
 
 def test_components_registered_in_this_process_reach_the_workers():
@@ -141,7 +148,7 @@ def test_components_registered_in_this_process_reach_the_workers():
     try:
         registrations = registrations_for_workers()
         assert registrations["maskers"]["worker_masker"] is WorkerMasker
-        job = Job("m", "m", registered_masker, lambda _: ("worker_masker",))
+        job = Job("m", "m", registered_masker, lambda: ("worker_masker",))
         assert run_jobs([job], 1, 1, print, False, registrations)["m"] == "WorkerMasker"
     finally:
         kptoolkit.MASKERS.unregister("worker_masker")

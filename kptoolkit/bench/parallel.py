@@ -75,18 +75,15 @@ class Prefixed:
 class Job:
     """One training to run in a worker.
 
-    `work(*args)` runs there (a module-level function, its arguments picklable); `arguments`
-    builds them in this process from the results of the jobs named in `needs`, when they are
-    done; `done` is called here with the result. `log_dir` is the run folder whose
-    `losses.csv` tells the job's progress.
+    `work(*arguments())` runs there (a module-level function, its arguments picklable);
+    `arguments` is called in this process when the job starts, so that it checks the run's
+    folder then. `log_dir` is the run folder whose `losses.csv` tells the job's progress.
     """
 
     key: str
     label: str
     work: Callable[..., Any]
-    arguments: Callable[[dict[str, Any]], Sequence[Any]]
-    needs: tuple[str, ...] = ()
-    done: Callable[[Any], None] | None = None
+    arguments: Callable[[], Sequence[Any]]
     log_dir: Path | None = None
 
 
@@ -165,15 +162,12 @@ def run_jobs(
     progress: bool = True,
     registrations: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Run `jobs` in `workers` processes of `threads` threads, each as soon as the jobs it
-    needs are done (before the jobs that need none), in the given order otherwise; returns
-    their results by key.
+    """Run `jobs` in `workers` processes of `threads` threads, in the given order, each as soon
+    as a worker is free; returns their results by key. After a failure no job starts; the
+    running ones finish and the first failure is raised.
     `registrations` (`registrations_for_workers`) are registered in each worker first."""
-    keys = {job.key for job in jobs}
-    for job in jobs:
-        unknown = set(job.needs) - keys
-        if unknown:
-            raise ValueError(f"job {job.key} needs unknown jobs {sorted(unknown)}")
+    if len({job.key for job in jobs}) != len(jobs):
+        raise ValueError("two jobs have the same key")
     results: dict[str, Any] = {}
     waiting = list(jobs)
     running: dict[Future[Any], tuple[Job, float]] = {}
@@ -186,15 +180,12 @@ def run_jobs(
         initargs=(threads, registrations or {}),
     ) as pool:
         while waiting or running:
-            while not failures and len(running) < workers:
-                ready = _next_job(waiting, results)
-                if ready is None:
-                    break
-                waiting.remove(ready)
-                future = pool.submit(ready.work, *ready.arguments(results))
-                running[future] = (ready, time.perf_counter())
+            while not failures and waiting and len(running) < workers:
+                job = waiting.pop(0)
+                future = pool.submit(job.work, *job.arguments())
+                running[future] = (job, time.perf_counter())
             if not running:
-                break  # what is left waits on a job that failed
+                break  # a failure stopped the rest
             finished, _ = wait(running, timeout=PROGRESS_EVERY_S, return_when=FIRST_COMPLETED)
             if not finished:
                 if progress:
@@ -209,20 +200,9 @@ def run_jobs(
                     if running:
                         names = ", ".join(j.label for j, _ in running.values())
                         say(f"{job.label} failed; waiting for {names} to finish their runs")
-                    continue
-                if job.done is not None:
-                    job.done(results[job.key])
     if failures:
         raise failures[0][1]
     return results
-
-
-def _next_job(waiting: Sequence[Job], results: dict[str, Any]) -> Job | None:
-    """The job to start now: of those whose needs are done, the first that waited for another
-    job (it is on the longest chain: a row after the prior), else the first."""
-    ready = [job for job in waiting if all(n in results for n in job.needs)]
-    chained = [job for job in ready if job.needs]
-    return (chained or ready or [None])[0]
 
 
 def _progress_line(running: Any) -> str:

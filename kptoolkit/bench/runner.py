@@ -391,9 +391,7 @@ class Bench:
                 )
         run_jobs(jobs, workers, threads, self.say, self.options.progress, self.worker_registrations)
 
-    def _row_arguments(
-        self, entry: Entry, seed: int, device: str, prefix: str, _: dict[str, Any]
-    ) -> tuple[Any, ...]:
+    def _row_arguments(self, entry: Entry, seed: int, device: str, prefix: str) -> tuple[Any, ...]:
         """`train_row_in_worker`'s arguments for one run (its config checked against the
         folder's first, here), with the row's controls to reconstruct after training."""
         config = self.entry_config(entry, self.detector, seed)
