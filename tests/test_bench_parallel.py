@@ -128,12 +128,14 @@ def test_a_failed_job_is_raised_and_no_job_starts_after_it():
 def test_a_failed_job_waits_for_the_running_ones_to_finish(tmp_path):
     marker = tmp_path / "slow-finished"
     jobs = [
-        Job("slow", "slow", touch_after, lambda: (str(marker), 1.0)),
+        Job("slow", "slow", touch_after, lambda: (str(marker), 3.0)),
         Job("bad", "bad", fail, lambda: ("broken row",)),
     ]
+    said: list[str] = []
     with pytest.raises(ValueError, match="broken row"):
-        run_jobs(jobs, 2, 1, print, progress=False)
+        run_jobs(jobs, 2, 1, said.append, progress=False)
     assert marker.is_file()  # its work was kept
+    assert said == ["bad failed; waiting for slow to finish their runs"]  # the user knows why
 
 
 def test_two_jobs_with_one_key_are_refused():
