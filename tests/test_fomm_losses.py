@@ -532,3 +532,28 @@ def test_gan_errors_are_clear():
     disc = MultiScaleDiscriminator(block_expansion=4, max_features=8)
     with pytest.raises(ConfigError, match="3 layer weights"):
         FeatureMatchingLoss([1, 1, 1])(gan_inputs(real, real, disc), "prediction")
+
+
+class AutocastRecordingDetector(FixedDetector):
+    """FixedDetector that notes the CPU autocast state of each call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.states: list[torch.dtype | None] = []
+
+    def forward(self, frame: torch.Tensor) -> DetectorOutput:
+        on = torch.is_autocast_enabled("cpu")
+        self.states.append(torch.get_autocast_dtype("cpu") if on else None)
+        return super().forward(frame)
+
+
+@pytest.mark.parametrize("dtype", [None, torch.bfloat16])
+def test_equivariance_runs_the_detector_at_the_forward_pass_precision(dtype):
+    """Both sides of the constraint at one precision: under a bfloat16 step the detector meets
+    the transformed frame in bfloat16 too, and in a float32 step without autocast."""
+    detector = AutocastRecordingDetector()
+    inputs = loss_inputs(keypoint_frame(2), detector, autocast_dtype=dtype)
+    detector.states.clear()  # the call that made the driving structure
+    value = EquivarianceLoss()(inputs, "prediction")
+    assert detector.states == [dtype]
+    assert value.dtype == torch.float32

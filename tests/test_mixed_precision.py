@@ -79,3 +79,13 @@ def test_channels_last_training_matches_the_contiguous_layout(tmp_path, masker, 
         losses[channels_last] = _first_losses(tmp_path / f"cl-{channels_last}")
     assert layouts == {False: False, True: True}
     assert losses[True]["total"] == pytest.approx(losses[False]["total"], rel=1e-5)
+
+
+@pytest.mark.parametrize("amp", [False, True])
+def test_the_trainer_hands_its_autocast_to_the_losses(tmp_path, amp):
+    """The losses learn the forward pass's precision (the equivariance term runs the detector
+    at it): bfloat16 with `train.amp` on the CPU, none without."""
+    overrides = ["generator.name=fomm", "masker.name=", f"train.amp={amp}"]
+    trainer = Trainer(tiny_config(*overrides), tmp_path / "run", str(tiny_kp_checkpoint(tmp_path)))
+    inputs, _ = trainer._forward(next(trainer._batches()))
+    assert inputs.autocast_dtype == (torch.bfloat16 if amp else None)

@@ -293,6 +293,7 @@ class Trainer:
             discriminator=self.wrapped.get("discriminator", self.models.discriminator),
             rng=step_generator(self.config.seed, self.step, LOSS_STREAM, rank),
             epoch=self.epoch,
+            autocast_dtype=self.amp_dtype,
         )
         return inputs, active
 

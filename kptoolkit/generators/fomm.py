@@ -24,6 +24,7 @@ from kptoolkit.nn.anti_alias import AntiAliasDownscale
 from kptoolkit.nn.blocks import DownBlock2d, SameBlock2d, UpBlock2d, residual_stack
 from kptoolkit.nn.float32 import float32_call
 from kptoolkit.nn.hourglass import Hourglass, level_width
+from kptoolkit.nn.layout import in_layout_of
 from kptoolkit.presets import CPU64, MICRO, PAPER, Preset, loss_term
 from kptoolkit.structure import Structure
 
@@ -174,6 +175,8 @@ class FommGenerator(Generator):
                     occlusion, size=(height, width), mode="bilinear", align_corners=False
                 )
             features = features * occlusion
+        # grid_sample's output is contiguous: back to the kernels' layout
+        features = in_layout_of(features, self.final.weight)
         features = self.bottleneck(features)
         for block in self.up_blocks:
             features = block(features)

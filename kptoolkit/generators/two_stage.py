@@ -22,6 +22,7 @@ from kptoolkit.generators.base import Generator
 from kptoolkit.nn.anti_alias import AntiAliasDownscale, inverse_scale
 from kptoolkit.nn.blocks import SameBlock2d, UpBlock2d, residual_stack
 from kptoolkit.nn.hourglass import Hourglass
+from kptoolkit.nn.layout import in_layout_of
 from kptoolkit.presets import CPU64, MICRO, PAPER, Preset, loss_term
 from kptoolkit.structure import Structure
 
@@ -138,7 +139,7 @@ class TwoStageGenerator(Generator):
             [small, resize_mask(source_mask, latent_size), resize_mask(driving_mask, latent_size)],
             dim=1,
         )
-        x = self.bottleneck(self.first(x))
+        x = self.bottleneck(self.first(in_layout_of(x, self.first.conv.weight)))
         for block in self.up_blocks:
             x = block(x)
         # the sigmoid in float32: under bfloat16 autocast its output would carry only 8 bits

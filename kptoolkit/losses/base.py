@@ -17,7 +17,8 @@ class LossInputs:
     `batch` holds at least `source` and `driving` (B,3,H,W); `outputs` the generator's outputs
     (`prediction`, `low_res_prediction`, ...); `extras` what the masker's `driving_for_training`
     returned. `detector` is the keypoint detector when it trains (the FOMM baseline), else None;
-    `discriminator` the GAN discriminator when one is configured.
+    `discriminator` the GAN discriminator when one is configured. `autocast_dtype` is the
+    forward pass's autocast precision (None when the step runs in float32).
     """
 
     batch: dict[str, torch.Tensor]
@@ -29,6 +30,13 @@ class LossInputs:
     discriminator: nn.Module | None = None
     rng: torch.Generator | None = None  # the step's random numbers (seeded per step and rank)
     epoch: int = 0
+    autocast_dtype: torch.dtype | None = None  # the forward pass's autocast (None: float32)
+
+    def autocast(self) -> torch.autocast:
+        """The forward pass's autocast, for a network a loss runs on the step's frames (the
+        trained detector in the equivariance term): disabled when the step is in float32."""
+        device = self.batch["driving"].device.type
+        return torch.autocast(device, self.autocast_dtype, enabled=self.autocast_dtype is not None)
 
     @property
     def target(self) -> torch.Tensor:

@@ -317,7 +317,8 @@ class EquivarianceLoss(Loss):
         if self.value_weight == 0 and not use_jacobian:
             return driving.new_zeros(())
         transform = self.sample(inputs)
-        detected = detector(warp_frame(transform, driving))
+        with inputs.autocast():  # the precision the detector ran at on the driving frame
+            detected = detector(warp_frame(transform, driving))
         if use_jacobian and detected.jacobians is None:
             raise ConfigError(
                 "loss 'equivariance' has jacobian_weight != 0 but the detector gives no jacobians"

@@ -8,6 +8,7 @@ from torch import nn
 from kptoolkit.errors import FrameSizeError
 from kptoolkit.nn.blocks import DownBlock2d, UpBlock2d
 from kptoolkit.nn.float32 import float32_call
+from kptoolkit.nn.layout import in_layout_of
 
 
 def level_width(block_expansion: int, max_features: int, level: int) -> int:
@@ -81,6 +82,9 @@ class Hourglass(nn.Module):
                 f"{multiple}, got {tuple(x.shape[-2:])}; choose data.frame_size (or the "
                 "network's scale_factor / num_blocks) to fit"
             )
+        if self.num_blocks:
+            # in the layout of the first kernel: the skip concatenations then keep it too
+            x = in_layout_of(x, self.encoder.down_blocks[0].conv.weight)
         return self.decoder(self.encoder(x))
 
 
