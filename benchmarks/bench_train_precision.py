@@ -39,10 +39,11 @@ PAIRS = {
     "x2face": ("", "x2face"),
 }
 MODES = {
-    "fp32": ("train.amp=false", "train.channels_last=false"),
-    "fp32 channels_last": ("train.amp=false", "train.channels_last=true"),
-    "bf16": ("train.amp=true", "train.channels_last=false"),
-    "bf16 channels_last": ("train.amp=true", "train.channels_last=true"),
+    "fp32": ("train.precision=fp32", "train.channels_last=false"),
+    "fp32 channels_last": ("train.precision=fp32", "train.channels_last=true"),
+    "bf16": ("train.precision=bf16", "train.channels_last=false"),
+    "bf16 channels_last": ("train.precision=bf16", "train.channels_last=true"),
+    "auto": ("train.precision=auto", "train.channels_last=auto"),
 }
 
 
@@ -62,6 +63,35 @@ def base_config(setting: str, masker: str, generator: str) -> tuple[ExperimentCo
             section.preset = "paper"
         return config, ["train.batch_size=2", "data.frame_size=256"]
     return choose_components(ExperimentConfig(), masker, generator), ["train.batch_size=8"]
+
+
+def timing_config(
+    setting: str,
+    masker: str,
+    generator: str,
+    data: Path,
+    steps: int,
+    mode: tuple[str, ...],
+    log_every: int = 1,
+) -> ExperimentConfig:
+    """The pair's config at `setting` on the rendered puppets in `data`, for `steps` steps
+    with `mode`'s overrides: no workers, checkpoints or samples in the way."""
+    config, extra = base_config(setting, masker, generator)
+    return apply_with_presets(
+        config,
+        [
+            "data.dataset=fomm_frames",
+            f"data.root={data}",
+            "data.params={}",
+            "data.num_workers=0",
+            f"train.steps={steps}",
+            "train.checkpoint_every=100000000",
+            "train.sample_every=100000000",
+            f"train.log_every={log_every}",
+            *extra,
+            *mode,
+        ],
+    )
 
 
 def time_steps(config: ExperimentConfig, out: Path, kp: Path, warmup: int, steps: int):
@@ -102,21 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         masker, generator = PAIRS[pair]
         baseline = None
         for mode in args.modes.split(","):
-            config, extra = base_config(args.setting, masker, generator)
-            config = apply_with_presets(
-                config,
-                [
-                    "data.dataset=fomm_frames",
-                    f"data.root={data}",
-                    "data.params={}",
-                    "data.num_workers=0",
-                    f"train.steps={args.warmup + args.steps}",
-                    "train.checkpoint_every=100000",
-                    "train.sample_every=100000",
-                    "train.log_every=1",
-                    *extra,
-                    *MODES[mode],
-                ],
+            config = timing_config(
+                args.setting, masker, generator, data, args.warmup + args.steps, MODES[mode]
             )
             kp = work / f"kp-{args.setting}.pth"
             if not kp.exists():

@@ -38,12 +38,13 @@ __version__ = "0.1.0"
 
 
 def inference_model(
-    model: Any, precision: str = "fp32", channels_last: bool = True, compile: bool = False
+    model: Any, precision: str = "auto", channels_last: bool | str = "auto", compile: bool = False
 ) -> Any:
     """`model` (a generator, masker or detector) ready for inference, called like the original:
-    eval mode, the channels_last layout, autocast at `precision` ("fp32" exact, "bf16", or
-    "fp16" on CUDA), float32 outputs, optionally `torch.compile`d
-    (`kptoolkit.engine.precision.InferenceModule`)."""
+    eval mode, autocast at `precision` ("auto": bf16 where the device runs it natively, else
+    fp32 on a CPU and fp16 on a GPU; "fp32" exact, "bf16", or "fp16" on CUDA), the
+    channels_last layout where it is faster (or as `channels_last` says), float32 outputs,
+    optionally `torch.compile`d (`kptoolkit.engine.precision.InferenceModule`)."""
     from kptoolkit.engine.precision import inference_model as prepare
 
     return prepare(model, precision, channels_last, compile)

@@ -101,7 +101,7 @@ def animate_frames(
     driving: torch.Tensor,
     relative: bool = False,
     adapt_scale: bool = False,
-    precision: str = "fp32",
+    precision: str = "auto",
     batch_size: int = DEFAULT_BATCH,
 ) -> torch.Tensor:
     """`source` (3,H,W) animated by `driving` (T,3,H,W), both float in [0, 1]: (T,3,H,W) float
@@ -111,7 +111,7 @@ def animate_frames(
 
 
 def reconstruct_video(
-    models: Models, frames: torch.Tensor, precision: str = "fp32", batch_size: int = DEFAULT_BATCH
+    models: Models, frames: torch.Tensor, precision: str = "auto", batch_size: int = DEFAULT_BATCH
 ) -> torch.Tensor:
     """Every frame of a video (T,3,H,W) regenerated from its first frame, driven by itself (the
     reconstruction protocol of the benchmarks): (T,3,H,W) float frames on the CPU."""

@@ -20,7 +20,7 @@ import attrs
 import yaml
 
 from kptoolkit.atomic import atomic_write_text
-from kptoolkit.config_legacy import upgrade_legacy_layout
+from kptoolkit.config_legacy import LEGACY_AMP_KEY, amp_as_precision, upgrade_legacy_layout
 from kptoolkit.errors import ConfigError
 from kptoolkit.metrics.aggregate import AVERAGES
 from kptoolkit.structuring import structure, suggest, unstructure
@@ -29,6 +29,25 @@ from kptoolkit.structuring import structure, suggest, unstructure
 def _positive(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
     if value is not None and value <= 0:
         raise ValueError(f"'{attribute.name}' must be positive, got {value}")
+
+
+# precisions: fp32 exact; bf16 / fp16 autocast; `auto` chosen from the device when a run starts
+# (`kptoolkit.engine.precision.resolve_numerics`)
+AUTO = "auto"
+PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+PRECISION_CHOICES: tuple[str, ...] = (AUTO, *PRECISIONS)
+
+
+def _precision(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    if value not in PRECISION_CHOICES:
+        raise ValueError(
+            f"'{attribute.name}' must be one of {', '.join(PRECISION_CHOICES)}, got {value!r}"
+        )
+
+
+def _layout(instance: Any, attribute: attrs.Attribute, value: bool | str) -> None:
+    if not isinstance(value, bool) and value != AUTO:
+        raise ValueError(f"'{attribute.name}' must be true, false or auto, got {value!r}")
 
 
 def _non_negative(instance: Any, attribute: attrs.Attribute, value: Any) -> None:
@@ -115,8 +134,11 @@ class TrainConfig:
     betas: list[float] = attrs.field(factory=lambda: [0.5, 0.999])
     milestones: list[int] = attrs.field(factory=lambda: [60, 90])
     gamma: float = attrs.field(default=0.1, validator=_positive)
-    amp: bool = False
-    channels_last: bool = False
+    # autocast precision (auto, fp32, bf16, fp16) and layout (auto, true, false); `auto` is
+    # resolved from the device when the run starts (`kptoolkit.engine.precision`) and the run's
+    # config.yaml records what it resolved to
+    precision: str = attrs.field(default=AUTO, validator=_precision)
+    channels_last: bool | str = attrs.field(default=AUTO, validator=_layout)
     grad_clip: float | None = attrs.field(default=None, validator=_positive)
     sync_batchnorm: bool = False
     checkpoint_every: int = attrs.field(default=500, validator=_positive)
@@ -135,22 +157,12 @@ def _confidence(instance: Any, attribute: attrs.Attribute, value: float) -> None
         raise ValueError(f"'{attribute.name}' must be between 0 and 1, got {value}")
 
 
-# inference precisions: fp32 exact; bf16 / fp16 autocast (`kptoolkit.engine.precision`)
-PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
-
-
-def _precision(instance: Any, attribute: attrs.Attribute, value: str) -> None:
-    if value not in PRECISIONS:
-        raise ValueError(
-            f"'{attribute.name}' must be one of {', '.join(PRECISIONS)}, got {value!r}"
-        )
-
-
 @attrs.define
 class EvalConfig:
     """Reconstruction, animation and scoring settings.
 
-    `precision`: fp32 (exact), bf16 (autocast; the CPU's fast choice) or fp16 (CUDA only) for
+    `precision`: auto (the device's fast choice: bf16 where it is native, else fp32 on a CPU,
+    fp16 on a GPU without bfloat16), fp32 (exact), bf16 (autocast) or fp16 (CUDA only) for
     reconstruction and animation. `average`: "frames" pools every frame of every test video (the
     published protocol), "videos" averages each video first. `bootstrap_resamples` resamples of
     the test videos (seed `bootstrap_seed`) give each score's `confidence` interval in the
@@ -161,7 +173,7 @@ class EvalConfig:
     max_videos: int | None = attrs.field(default=None, validator=_positive)
     save_png: bool = True
     save_mp4: bool = True
-    precision: str = attrs.field(default="fp32", validator=_precision)
+    precision: str = attrs.field(default=AUTO, validator=_precision)
     average: str = attrs.field(default="frames", validator=_average)
     bootstrap_resamples: int = attrs.field(default=1000, validator=_positive)
     bootstrap_seed: int = 0
@@ -177,6 +189,8 @@ SCORING_KEYS = (
 )
 # settings of inference only: a trained model does not depend on them
 INFERENCE_KEYS = ("eval.precision",)
+# what a run records about where it ran: never a difference between two configs
+RECORD_KEYS = ("runtime",)
 # how training batches are loaded, not which: an item comes from (seed, epoch, index) alone
 LOADING_KEYS = ("data.num_workers",)
 
@@ -216,6 +230,9 @@ class ExperimentConfig:
         )
     )
     eval: EvalConfig = attrs.field(factory=EvalConfig)
+    # written by a run, never read as a setting: the device it last started on and what its
+    # `auto` precision and layout resolved to there (`Numerics.record`)
+    runtime: dict[str, Any] | None = None
 
 
 # -- YAML -------------------------------------------------------------------------------------
@@ -281,8 +298,12 @@ def merge_sections(cls: type, base: Mapping[str, Any], data: Any) -> Any:
 
 
 def dump_config(config: ExperimentConfig) -> str:
-    """The config as YAML text that `load_config` reads back to an equal config."""
-    return yaml.safe_dump(unstructure(config), sort_keys=False, default_flow_style=False)
+    """The config as YAML text that `load_config` reads back to an equal config (without the
+    `runtime` record when there is none)."""
+    data = unstructure(config)
+    if data.get("runtime") is None:
+        data.pop("runtime", None)
+    return yaml.safe_dump(data, sort_keys=False, default_flow_style=False)
 
 
 def save_config(config: ExperimentConfig, path: str | Path) -> None:
@@ -314,6 +335,7 @@ def config_differences(
     """'key: old -> new' for every setting that differs between two configs (`ignore`: keys,
     or sections with everything under them, left out of the comparison)."""
     before, after = flatten(unstructure(old)), flatten(unstructure(new))
+    ignore = (*ignore, *RECORD_KEYS)
 
     def ignored(key: str) -> bool:
         return any(key == item or key.startswith(item + ".") for item in ignore)
@@ -371,7 +393,10 @@ def apply_overrides(config: ExperimentConfig, overrides: Iterable[str]) -> Exper
     data = unstructure(config)
     for item in overrides:
         key, text = split_override(item)
-        _set_path(config, data, key.split("."), parse_override_value(text))
+        value = parse_override_value(text)
+        if key == LEGACY_AMP_KEY:  # before train.precision
+            key, value = "train.precision", amp_as_precision(value)
+        _set_path(config, data, key.split("."), value)
     return structure(ExperimentConfig, data)
 
 

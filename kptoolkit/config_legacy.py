@@ -14,6 +14,30 @@ class LegacyLayoutWarning(UserWarning):
 
 
 LEGACY_KEYS = ("component_params", "component_losses")
+LEGACY_AMP_KEY = "train.amp"
+
+
+def amp_as_precision(value: Any) -> str:
+    """The `train.precision` an old `train.amp` meant: bf16 for true (autocast was bfloat16 on
+    every machine a kptoolkit run has trained on), fp32 for false."""
+    if isinstance(value, bool):
+        return "bf16" if value else "fp32"
+    raise ConfigError(
+        f"train.amp must be true or false, got {value!r}; it is now train.precision "
+        "(auto, fp32, bf16 or fp16)"
+    )
+
+
+def upgrade_train_amp(data: Any) -> Any:
+    """A config's `train.amp` (before `train.precision`) as the precision it meant; a
+    `train.precision` the same file gives wins."""
+    train = data.get("train") if isinstance(data, Mapping) else None
+    if not isinstance(train, Mapping) or "amp" not in train:
+        return data
+    train = dict(train)
+    precision = amp_as_precision(train.pop("amp"))
+    train.setdefault("precision", precision)
+    return {**data, "train": train}
 
 
 def upgrade_legacy_layout(data: Mapping[str, Any]) -> Mapping[str, Any]:
@@ -25,6 +49,7 @@ def upgrade_legacy_layout(data: Mapping[str, Any]) -> Mapping[str, Any]:
     folder's config builds the same model. Entries of components that do not run are dropped
     with a `LegacyLayoutWarning` saying how to write the file in the current layout.
     """
+    data = upgrade_train_amp(data)
     evaluators = (data.get("eval") or {}).get("evaluators") if isinstance(data, Mapping) else None
     if evaluators:
         raise ConfigError(

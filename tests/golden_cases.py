@@ -109,7 +109,7 @@ def _animate(config_changes: Callable, sections: dict[str, str]) -> dict:
         module.eval()
     with torch.no_grad():
         detected = models.detector(video[:1])
-        prediction = kptoolkit.animate_frames(models, video[0], video)
+        prediction = kptoolkit.animate_frames(models, video[0], video, precision="fp32")
     return {
         "keypoints": [round(v, 7) for v in detected.keypoints.flatten().tolist()],
         **_summary(prediction),

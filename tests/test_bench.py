@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from train_fixtures import detector_file
 
@@ -42,6 +43,7 @@ from kptoolkit.bench.runner import Bench
 from kptoolkit.cli import main
 from kptoolkit.config import ExperimentConfig, structure, unstructure
 from kptoolkit.data.video_io import iter_frames
+from kptoolkit.engine.precision import resolve_numerics
 from kptoolkit.errors import ConfigError, UnknownComponentError
 from kptoolkit.resolve import file_sha256
 
@@ -162,7 +164,18 @@ def test_micro_bench_rows_are_measured(micro_bench):
     assert detector["keypoint_spread_px"] > 0 and math.isfinite(detector["probe_r2"])
     assert "keypoint spread" in (out / "results.md").read_text()
     assert payload["budget"]["lr"] == {method: 2e-4 for method in rows}  # micro: the config's
-    assert "at batch 2, learning rate 0.0002" in (out / "results.md").read_text()
+    # the training precision and layout, as this machine resolved `auto`, and the machine
+    resolved = resolve_numerics(device="cpu")
+    budget = payload["budget"]
+    assert (budget["precision"], budget["channels_last"]) == (resolved.precision, True)
+    assert budget["requested_precision"] == "auto"
+    machine = payload["machine"]
+    assert machine["capability"] == torch.backends.cpu.get_cpu_capability()
+    assert machine["native_bf16"] is resolved.hardware.native_bf16
+    assert payload["inference"]["precision"] == "fp32"  # the table scores exact frames
+    header = (out / "results.md").read_text()
+    assert f"at batch 2{optimiser_text(budget)}, seed 0" in header
+    assert "channels_last (auto), learning rate 0.0002" in header
     # published numbers stay apart
     assert len(payload["published_taichi_256"]["rows"]) == 8
     with open(out / "results.csv", newline="") as handle:
@@ -289,7 +302,6 @@ def test_all_k_gets_a_k_channel_generator_and_the_fomm_detector(tmp_path):
     fomm = bench.entry_config(Entry("fomm_keypoints", "fomm", "baseline"), detector)
     assert fomm.keypoints.checkpoint is None  # FOMM trains its own detector
     assert bench.base.train.steps is None and bench.base.train.repeats == 9  # quick: 2,250 steps
-    assert bench.base.train.amp  # bfloat16 autocast
 
 
 def test_quick_rows_take_their_generators_learning_rate_unless_one_is_given(tmp_path):
@@ -302,20 +314,27 @@ def test_quick_rows_take_their_generators_learning_rate_unless_one_is_given(tmp_
     assert [given.entry_config(e, detector).train.lr for e in rows] == [5e-4, 5e-4]
     micro = Bench(BenchOptions(["heatmap_sum"], ["two_stage"], profile="micro"))
     assert micro.entry_config(rows[1], micro_detector).train.lr == 2e-4
-    budget = {"lr": {e.label: chosen.learning_rate(e) for e in rows}, "amp": True}
-    assert optimiser_text(budget) == (
-        ", in bfloat16 autocast, learning rate 0.0002 (FOMM), 0.001 (heatmap_sum + two_stage)"
+    budget = {"lr": {e.label: chosen.learning_rate(e) for e in rows}, "precision": "bf16"}
+    assert optimiser_text({**budget, "channels_last": True, "requested_precision": "auto"}) == (
+        ", in bfloat16 autocast, channels_last (auto), learning rate 0.0002 (FOMM), 0.001 "
+        "(heatmap_sum + two_stage)"
     )
+    fp32 = {"lr": {"FOMM": 2e-4}, "precision": "fp32", "channels_last": False}
+    assert optimiser_text(fp32) == ", in float32, contiguous layout, learning rate 0.0002"
+    # results written before the precision was resolved said `amp`
+    assert optimiser_text({"lr": {"FOMM": 2e-4}, "amp": True}).startswith(", in bfloat16")
     assert optimiser_text({"lr": {"FOMM": 2e-4}, "amp": False}) == ", learning rate 0.0002"
     # the prior keeps its 1,500 validated steps under the quick profile's longer rows
     prior = prior_config(chosen.entry_config(rows[0], None), chosen.profile.detector_budget)
-    assert prior.train.repeats == 6 and (prior.train.lr, prior.train.amp) == (2e-4, False)
+    assert prior.train.repeats == 6 and (prior.train.lr, prior.train.precision) == (2e-4, "fp32")
     # then the FOMM row's own recipe, 24 repeats (6,000 steps) at its constant learning rate
     profile = chosen.profile
     fomm_row = chosen.entry_config(rows[0], None)
     _, refine = prior_stages(fomm_row, profile.detector_budget, profile.detector_refine_budget)
     assert refine.train.repeats == 24 and refine.train.milestones == []
-    assert (refine.train.lr, refine.train.amp) == (2e-4, True) == (fomm_row.train.lr, True)
+    rows_precision = chosen.numerics.precision  # what `auto` resolved to on this machine
+    assert (refine.train.lr, refine.train.precision) == (2e-4, rows_precision)
+    assert (fomm_row.train.lr, fomm_row.train.precision) == (2e-4, rows_precision)
 
 
 def test_plan_puts_baselines_first_and_checks_names():
@@ -601,11 +620,11 @@ def test_a_detector_prior_is_trained_once_per_dataset_and_cached(tmp_path, monke
     assert [(t.name, t.weight) for t in warp] == [(t.name, t.weight) for t in row.losses]
     assert prior_folder(prior_config(row, 2.0, PriorRecipe(warp_weight=0))) != prior_folder(config)
     # the prior keeps the optimiser it was validated with, whatever the rows train with
-    row.train.lr, row.train.amp = 1e-3, True
+    row.train.lr, row.train.precision = 1e-3, "bf16"
     pinned = prior_config(row, 2.0)
-    assert (pinned.train.lr, pinned.train.amp) == (2e-4, False)
-    free = prior_config(row, 2.0, PriorRecipe(lr=None, amp=None))
-    assert (free.train.lr, free.train.amp) == (1e-3, True)
+    assert (pinned.train.lr, pinned.train.precision) == (2e-4, "fp32")
+    free = prior_config(row, 2.0, PriorRecipe(lr=None, precision=None))
+    assert (free.train.lr, free.train.precision) == (1e-3, "bf16")
     said = []
     first = ensure_prior(config, bench.device, said.append, progress=False)
     assert "detector-priors" in str(first) and first.name == "step-00000008.pth"

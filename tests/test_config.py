@@ -52,7 +52,8 @@ def test_overrides_convert_types():
         [
             "train.lr=1e-4",
             "train.batch_size=4",
-            "train.amp=true",
+            "train.precision=bf16",
+            "train.channels_last=false",
             "train.steps=20",
             "train.grad_clip=null",
             "train.milestones=[5, 8]",
@@ -64,7 +65,8 @@ def test_overrides_convert_types():
         ],
     )
     assert config.train.lr == pytest.approx(1e-4) and isinstance(config.train.lr, float)
-    assert config.train.batch_size == 4 and config.train.amp is True
+    assert config.train.batch_size == 4 and config.train.precision == "bf16"
+    assert config.train.channels_last is False
     assert config.train.steps == 20 and config.train.grad_clip is None
     assert config.train.milestones == [5, 8]
     assert config.data.root == "/data/taichi"

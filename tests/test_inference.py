@@ -138,7 +138,14 @@ def test_source_structure_is_computed_once_per_video(runs, tmp_path):
 
     models.generator.forward = record
     result = reconstruct(
-        models, dataset, tmp_path, 4, save_png=False, save_mp4=False, progress=False
+        models,
+        dataset,
+        tmp_path,
+        4,
+        save_png=False,
+        save_mp4=False,
+        progress=False,
+        precision="fp32",
     )
     # one masker call per batch of driving frames (4 + 2), none extra for the source
     assert calls == [4, 2] * len(result.videos)
@@ -425,7 +432,9 @@ def test_bf16_reconstruction_stays_within_a_few_levels_of_fp32(runs, tmp_path):
     assert np.abs(pngs["bf16"] - pngs["fp32"]).max() <= 8  # 8-bit levels
     assert results["bf16"].l1 == pytest.approx(results["fp32"].l1, abs=2e-3)
     # fp32 through the precision machinery is what it always was: bitwise
-    again = reconstruct(models, dataset, tmp_path / "again", batch_size=BATCH, progress=False)
+    again = reconstruct(
+        models, dataset, tmp_path / "again", batch_size=BATCH, progress=False, precision="fp32"
+    )
     assert [v.l1 for v in again.videos] == [v.l1 for v in results["fp32"].videos]
 
 
@@ -441,7 +450,7 @@ def test_cli_precision_choices(runs, tmp_path, capsys):
     if not torch.cuda.is_available():
         assert main([*args, "--out", str(tmp_path / "fp16"), "--precision", "fp16"]) == 1
         err = capsys.readouterr().err
-        assert err.startswith("kptoolkit: error:") and "fp16 inference runs on CUDA only" in err
+        assert err.startswith("kptoolkit: error:") and "fp16 runs on CUDA only" in err
         assert not (tmp_path / "fp16").exists()
 
 

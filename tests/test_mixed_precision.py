@@ -1,4 +1,5 @@
-"""Mixed precision on the CPU (`train.amp`: bfloat16 autocast) trains and stays close to float32."""
+"""Mixed precision on the CPU (`train.precision=bf16`: bfloat16 autocast) trains and stays close
+to float32."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ def test_bfloat16_training_runs_and_matches_float32_at_the_first_step(tmp_path, 
     places where a bfloat16 tensor met a float32 one."""
     losses = {}
     for amp in (False, True):
-        overrides = [f"generator.name={generator}", f"masker.name={masker}", f"train.amp={amp}"]
+        precision = "train.precision=" + ("bf16" if amp else "fp32")
+        overrides = [f"generator.name={generator}", f"masker.name={masker}", precision]
         run = tmp_path / f"amp-{amp}"
         trainer = Trainer(tiny_config(*overrides), run, str(tiny_kp_checkpoint(tmp_path)))
         assert trainer.train().steps == 2
@@ -64,7 +66,7 @@ def test_channels_last_training_matches_the_contiguous_layout(tmp_path, masker, 
     losses, layouts = {}, {}
     for channels_last in (False, True):
         overrides = [f"generator.name={generator}", f"masker.name={masker}"]
-        overrides.append(f"train.channels_last={channels_last}")
+        overrides += ["train.precision=fp32", f"train.channels_last={channels_last}"]
         trainer = Trainer(
             tiny_config(*overrides),
             tmp_path / f"cl-{channels_last}",
@@ -84,8 +86,9 @@ def test_channels_last_training_matches_the_contiguous_layout(tmp_path, masker, 
 @pytest.mark.parametrize("amp", [False, True])
 def test_the_trainer_hands_its_autocast_to_the_losses(tmp_path, amp):
     """The losses learn the forward pass's precision (the equivariance term runs the detector
-    at it): bfloat16 with `train.amp` on the CPU, none without."""
-    overrides = ["generator.name=fomm", "masker.name=", f"train.amp={amp}"]
+    at it): bfloat16 with `train.precision=bf16` on the CPU, none with fp32."""
+    precision = "train.precision=" + ("bf16" if amp else "fp32")
+    overrides = ["generator.name=fomm", "masker.name=", precision]
     trainer = Trainer(tiny_config(*overrides), tmp_path / "run", str(tiny_kp_checkpoint(tmp_path)))
     inputs, _ = trainer._forward(next(trainer._batches()))
     assert inputs.autocast_dtype == (torch.bfloat16 if amp else None)

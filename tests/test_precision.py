@@ -123,10 +123,10 @@ def test_warp_samples_in_float32_whatever_its_inputs():
 
 
 def test_unknown_or_unsupported_precisions_are_refused():
-    with pytest.raises(PrecisionError, match="must be one of fp32, bf16, fp16"):
+    with pytest.raises(PrecisionError, match="must be one of auto, fp32, bf16, fp16"):
         inference_model(_generator("two_stage"), "int8")
     if not torch.cuda.is_available():
-        with pytest.raises(PrecisionError, match="fp16 inference runs on CUDA only"):
+        with pytest.raises(PrecisionError, match="fp16 runs on CUDA only"):
             inference_model(_generator("two_stage"), "fp16")
 
 

@@ -68,9 +68,9 @@ class PriorRecipe:
     equivariance_scale: float = 1.0
     warp_weight: float = 1.0  # the reconstruction losses again on `deformed`, times this
     # the optimiser the recipe was validated with (FOMM's learning rate, float32), whatever
-    # the rows use; None keeps the rows' setting
+    # the rows use; None keeps the rows' setting (for the precision: the one the bench resolved)
     lr: float | None = 2e-4
-    amp: bool | None = False
+    precision: str | None = "fp32"
     # the second stage's learning-rate drops (epochs): none, it trains at the rows' rate
     # throughout, as validated
     refine_milestones: tuple[int, ...] = ()
@@ -141,8 +141,9 @@ def scale_equivariance(config: ExperimentConfig, scale: float) -> None:
 def _apply_recipe(config: ExperimentConfig, recipe: PriorRecipe) -> None:
     if recipe.lr is not None:
         config.train.lr = recipe.lr
-    if recipe.amp is not None:
-        config.train.amp = recipe.amp
+    if recipe.precision is not None:
+        config.train.precision = recipe.precision
+        config.runtime = None  # the recipe, not the bench's `auto`, chose it: the run records
     scale_equivariance(config, recipe.equivariance_scale)
     if recipe.warp_weight:
         on_prediction = [t for t in config.losses if "prediction" in t.outputs]
@@ -159,8 +160,9 @@ def _apply_recipe(config: ExperimentConfig, recipe: PriorRecipe) -> None:
         )
 
 
-# settings that change how a run is logged, saved or scored, not the detector it trains
-UNTRAINED_KEYS = ("name", "eval", "metrics")
+# settings that change how a run is logged, saved or scored, not the detector it trains, and
+# the record of where it ran
+UNTRAINED_KEYS = ("name", "eval", "metrics", "runtime")
 UNTRAINED_TRAIN_KEYS = ("checkpoint_every", "keep_last", "sample_every", "log_every")
 
 
@@ -177,12 +179,23 @@ def prior_folder(config: ExperimentConfig, parent: Path | None = None) -> Path:
         data["keypoints"].pop("checkpoint_sha256", None)
     if parent is not None:  # the stage before's file: its sha256 names it, wherever the cache
         data["keypoints"].pop("checkpoint", None)
+    _precision_as_before(data["train"])
     text = json.dumps(data, sort_keys=True, default=str)
     digest = hashlib.sha256(text.encode()).hexdigest()[:16]
     if parent is not None:
         return parent / f"{REFINE_FOLDER}-{digest}"
     dataset = Path(config.data.root).name if config.data.root else config.data.dataset
     return cache_dir() / "detector-priors" / f"{dataset}-{digest}"
+
+
+def _precision_as_before(train: dict[str, Any]) -> None:
+    """Name fp32 and bf16 as `train.amp` false / true did before `train.precision`, so that
+    priors cached then keep their folders (fp16, which `amp` never named on a CPU, keeps its
+    own key: a digest of its own)."""
+    precision = train.get("precision")
+    if precision in ("fp32", "bf16"):
+        del train["precision"]
+        train["amp"] = precision == "bf16"
 
 
 def _finished(folder: Path) -> dict[str, Any] | None:

@@ -30,15 +30,17 @@ def sample_frames(
     frames: list[torch.Tensor],
     batch_size: int = 16,
     joints: np.ndarray | None = None,
+    precision: str = "auto",
 ) -> list[np.ndarray]:
     """One picture per driving frame: source | driving | source mask | driving mask | prediction.
 
     Frame 0 is the source, as in reconstruction. Structures without a mask (FOMM's keypoints)
     are drawn as keypoints; maskers with no structure image (X2Face's frames) show none.
     `joints` (T, J, 2) are the frames' ground-truth joints, for maskers that draw them.
+    `precision`: the inference precision (`kptoolkit.engine.precision`).
     """
     pictures = []
-    with inference_models(models):
+    with inference_models(models, precision):
         for step in reconstruction_batches(models, frames, batch_size, joints=joints):
             count = step.driving.shape[0]
             columns = comparison_columns(
@@ -59,9 +61,10 @@ def write_sample_gif(
     path: Path,
     fps: float = 8.0,
     joints: np.ndarray | None = None,
+    precision: str = "auto",
 ) -> Path:
-    """Write `sample_frames` as a looping GIF."""
-    write_gif(sample_frames(models, frames, joints=joints), path, fps=fps)
+    """Write `sample_frames` (at `precision`) as a looping GIF."""
+    write_gif(sample_frames(models, frames, joints=joints, precision=precision), path, fps=fps)
     return path
 
 
@@ -118,9 +121,11 @@ def write_run_figures(
     slug: str,
     title: str,
     device: torch.device,
+    precision: str = "auto",
 ) -> list[Path]:
     """`<slug>-sample.gif` and `<slug>-losses.png` in `folder` for a run, drawn with its
-    `checkpoint` on the first test video of `dataset()` (redrawn only when it changed)."""
+    `checkpoint` on the first test video of `dataset()` at `precision` (redrawn only when it
+    changed)."""
     gif = folder / f"{slug}-sample.gif"
     curves = folder / f"{slug}-losses.png"
     key = file_key(checkpoint)
@@ -129,7 +134,7 @@ def write_run_figures(
         _, models = load_run(checkpoint)
         models.to(device)
         frames, joints = first_frames(dataset(), SAMPLE_FRAMES)
-        write_sample_gif(models, list(frames), gif, joints=joints)
+        write_sample_gif(models, list(frames), gif, joints=joints, precision=precision)
         write_loss_curves(run_dir / "losses.csv", curves, title)
         return key
 

@@ -6,9 +6,12 @@ masker and generator, so all rows share the budget.
 
 - `micro`: every component's `micro` preset (tiny widths), a few puppet videos and a few steps;
   a smoke test of every stage.
-- `quick`: the CPU default: synthetic puppets at 64 px, CPU widths, 2,250 steps per model in
-  bfloat16 autocast and the channels_last layout, learning rates per generator
-  (`QUICK_LEARNING_RATES`).
+- `quick`: the CPU default: synthetic puppets at 64 px, CPU widths, 2,250 steps per model,
+  learning rates per generator (`QUICK_LEARNING_RATES`).
+
+Every profile trains at the precision and in the layout the machine resolves `auto` to
+(`kptoolkit.engine.precision`): bfloat16 autocast where the CPU runs it natively, float32
+elsewhere, channels_last on both; `--set train.precision=...` still wins.
 - `full`: the base config's own widths and schedule (give a paper config, e.g.
   `configs/taichi-256.yaml`), meant for a GPU.
 """
@@ -59,11 +62,11 @@ def _micro(config: ExperimentConfig) -> None:
 
 
 # The quick profile's recipe, chosen on a validation split carved from the puppets' training
-# split (README, "How the default was chosen"): bfloat16 autocast trains 1.4-1.7x faster with
-# the same scores, and the time saved buys 1.5x the steps. Learning rate 1e-3 (five times the
-# paper's) lowers the two-stage generator's and X2Face's L1 within the budget at the same AKD;
-# FOMM keeps 2e-4, at which its AKD is better (at 1e-3 its L1 falls but its AKD rises above the
-# copy's).
+# split (README, "How the default was chosen"): on a CPU with native bfloat16 its autocast
+# trains 1.4-1.7x faster with the same scores, and the time saved buys 1.5x the steps.
+# Learning rate 1e-3 (five times the paper's) lowers the two-stage generator's and X2Face's L1
+# within the budget at the same AKD; FOMM keeps 2e-4, at which its AKD is better (at 1e-3 its
+# L1 falls but its AKD rises above the copy's).
 QUICK_REPEATS = 9
 QUICK_LEARNING_RATES: dict[str, float] = {"two_stage": 1e-3, "x2face": 1e-3}
 
@@ -72,10 +75,6 @@ def _quick(config: ExperimentConfig) -> None:
     # 200 train videos x 9 repeats / batch 8 = 225 steps per epoch; 10 epochs = 2,250 steps with
     # the default learning-rate drops after epochs 6 and 9
     config.train.repeats = QUICK_REPEATS
-    config.train.amp = True
-    # channels_last: 0.78x (two_stage), 0.87x (FOMM), 0.76x (X2Face) of a bfloat16 step in
-    # the contiguous layout on 2 CPU cores, the same losses (benchmarks/bench_train_precision.py)
-    config.train.channels_last = True
     config.train.checkpoint_every = 250
     config.train.sample_every = 250
 
@@ -95,7 +94,7 @@ PROFILES: dict[str, Profile] = {
     ),
     "quick": Profile(
         "quick",
-        "synthetic puppets at 64 px, 2,250 bfloat16 steps per model (CPU)",
+        "synthetic puppets at 64 px, 2,250 steps per model (CPU)",
         _quick,
         # the prior keeps the 1,500 float32 steps its recipe was validated with, then trains
         # as the FOMM row for 24 repeats (6,000 steps) at a constant learning rate, chosen on

@@ -26,29 +26,26 @@ from kptoolkit.bench.results import (
 )
 from kptoolkit.bench.rows import REFERENCE_LABEL
 from kptoolkit.config import ExperimentConfig
+from kptoolkit.engine.hardware import cpu_model, describe
 
 
 def machine_description(device: torch.device) -> dict[str, Any]:
-    """Where the numbers were measured: CPU / GPU, cores, threads and versions."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    """Where the numbers were measured: the device's `Hardware` record (CPU or GPU, its
+    capability and bfloat16, torch, threads) and the Python and platform versions."""
+    hardware = describe(device)
     found = {
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        "torch_threads": hardware.threads,
         "device": str(device),
-        "torch": torch.__version__,
+        "torch": hardware.torch,
         "python": platform.python_version(),
         "platform": platform.platform(),
+        "capability": hardware.capability,
+        "native_bf16": hardware.native_bf16,
     }
     if device.type == "cuda":
-        found["gpu"] = torch.cuda.get_device_name(device)
+        found["gpu"] = hardware.processor
     return found
 
 
@@ -106,15 +103,31 @@ def detector_text(info: dict[str, Any]) -> str:
 
 
 def optimiser_text(budget: dict[str, Any]) -> str:
-    """', in bfloat16 autocast, learning rate 0.0002 (FOMM), 0.001 (X2Face, ...)'."""
+    """', in bfloat16 autocast, channels_last (auto), learning rate 0.0002 (FOMM), 0.001
+    (X2Face, ...)'."""
     by_rate: dict[float, list[str]] = {}
     for label, rate in budget["lr"].items():
         by_rate.setdefault(rate, []).append(label)
-    text = ", in bfloat16 autocast" if budget.get("amp") else ""
+    text = _precision_text(budget)
     if len(by_rate) == 1:
         return text + f", learning rate {next(iter(by_rate)):g}"
     parts = [f"{rate:g} ({', '.join(labels)})" for rate, labels in by_rate.items()]
     return text + ", learning rate " + ", ".join(parts)
+
+
+AUTOCAST_NAMES = {"bf16": "bfloat16", "fp16": "float16"}
+
+
+def _precision_text(budget: dict[str, Any]) -> str:
+    """', in bfloat16 autocast, channels_last (auto)': the training precision and layout, and
+    whether `auto` chose them for this machine."""
+    precision = budget.get("precision") or ("bf16" if budget.get("amp") else "fp32")
+    text = f", in {AUTOCAST_NAMES[precision]} autocast" if precision in AUTOCAST_NAMES else ""
+    if "precision" not in budget:  # a results file from before the precision was resolved
+        return text
+    text = text or ", in float32"
+    text += ", channels_last" if budget.get("channels_last") else ", contiguous layout"
+    return text + (" (auto)" if budget.get("requested_precision") == "auto" else "")
 
 
 def _inference_text(inference: dict[str, Any]) -> str:
@@ -152,6 +165,9 @@ def markdown_header(context: dict[str, Any]) -> str:
     measured, with the detector's and the evaluators' own error."""
     machine = context["machine"]
     where = machine.get("gpu") or f"{machine['cpu']} ({machine['torch_threads']} threads)"
+    if "capability" in machine:
+        bf16 = "native bfloat16" if machine["native_bf16"] else "no native bfloat16"
+        where += f", {machine['capability']}, {bf16}"
     lines = [
         f"## kptoolkit bench: {context['profile']} profile",
         "",

@@ -87,6 +87,7 @@ from kptoolkit.config import (
     unstructure,
 )
 from kptoolkit.engine.experiment import build_dataset
+from kptoolkit.engine.precision import resolve_training_numerics, scoring_precision
 from kptoolkit.errors import ConfigError
 from kptoolkit.folder_lock import folder_lock
 from kptoolkit.resolve import (
@@ -143,6 +144,10 @@ class Bench:
         self.device = torch.device(
             options.device or ("cuda" if torch.cuda.is_available() else "cpu")
         )
+        # the training precision and layout, decided once for every run the bench trains (the
+        # detector prior's stages and every row): `auto` by this machine, explicit values kept
+        self.numerics = resolve_training_numerics(self.base, self.device)
+        self.base.eval.precision = scoring_precision(self.base.eval.precision, self.device)
         if options.kp_checkpoint and not Path(options.kp_checkpoint).is_file():
             raise ConfigError(f"--kp-checkpoint: no such file: {options.kp_checkpoint}")
         self.real_dir: Path | None = None
@@ -492,6 +497,7 @@ class Bench:
                 entry.slug,
                 entry.label,
                 self.device,
+                precision=self.base.eval.precision,
             )
         self.say(f"figures in {self.out / 'figures'}")
         return written
@@ -513,8 +519,10 @@ class Bench:
                 "steps": read_state(self.run_dir(self.entries[0], self.seeds[0]))["train"]["steps"],
                 "batch_size": base.train.batch_size,
                 "lr": {entry.label: self.learning_rate(entry) for entry in self.entries},
-                "amp": base.train.amp,
-                "channels_last": base.train.channels_last,
+                "precision": self.numerics.precision,
+                "channels_last": self.numerics.channels_last,
+                "requested_precision": self.numerics.requested_precision,
+                "requested_channels_last": self.numerics.requested_channels_last,
                 "seeds": list(self.seeds),
                 "runs_at_once": self.parallelism()[0],
                 "threads_per_run": self.parallelism()[1],

@@ -36,14 +36,14 @@ def ms_per_frame(
     repeats: int = 10,
     warmup: int = 2,
     joints: torch.Tensor | None = None,
-    precision: str = "fp32",
+    precision: str = "auto",
 ) -> float:
     """Median milliseconds per frame of reconstruction inference on a batch of test frames.
 
     One pass = the driving structures of the batch plus the generated frames, with the source
     (frame 0) structure computed once beforehand, as in reconstruction. `frames` (B,3,H,W) must
     be on the models' device; `joints` (B,J,2) are their ground-truth joints, for maskers that
-    draw them. `precision`: fp32, bf16 or fp16 (`kptoolkit.engine.precision`).
+    draw them. `precision`: auto, fp32, bf16 or fp16 (`kptoolkit.engine.precision`).
     """
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")

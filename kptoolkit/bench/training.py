@@ -17,7 +17,7 @@ from kptoolkit.config import (
     SCORING_KEYS,
     ExperimentConfig,
 )
-from kptoolkit.engine.checkpoints import list_checkpoints, stored_differences
+from kptoolkit.engine.checkpoints import list_checkpoints, numerics_hint, stored_differences
 from kptoolkit.engine.distributed import DistContext
 from kptoolkit.engine.trainer import Trainer
 from kptoolkit.errors import BenchError
@@ -41,7 +41,7 @@ def check_same_config(run_dir: Path, config: ExperimentConfig) -> None:
     if differences:
         raise BenchError(
             f"{run_dir} holds a run with other settings: {differences}. Use another --out, "
-            "or delete that folder to retrain it (nothing was changed)"
+            f"or delete that folder to retrain it (nothing was changed){numerics_hint(differences)}"
         )
 
 

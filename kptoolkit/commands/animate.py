@@ -37,7 +37,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="B",
         help="frames per forward pass (default: the run's eval.batch_size)",
     )
-    add_precision_argument(parser, "the run's eval.precision (fp32 unless set)")
+    add_precision_argument(parser, "the run's eval.precision (auto unless set)")
     add_compile_argument(parser)
 
 
@@ -61,13 +61,17 @@ def run(args: argparse.Namespace) -> int:
 
     from kptoolkit.engine.animation import animate, load_source
     from kptoolkit.engine.checkpoints import load_run
-    from kptoolkit.engine.prediction import check_relative
+    from kptoolkit.engine.prediction import check_relative, inference_numerics
 
     load_source(source, None)  # an unreadable source fails now, before the checkpoint loads
     config, models = load_run(args.checkpoint)
     if args.relative:
         check_relative(models)
     models.to("cuda" if torch.cuda.is_available() else "cpu")
+    numerics = inference_numerics(models, args.precision or config.eval.precision)
+    print(f"animating in {numerics.describe()}; {numerics.hardware.summary()}")
+    if numerics.warning():
+        print(f"kptoolkit: {numerics.warning()}")
     info = animate(
         models,
         source,
@@ -78,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size or config.eval.batch_size,
         frame_size=config.data.frame_size,
         progress=True,
-        precision=args.precision or config.eval.precision,
+        precision=numerics,
         compile=args.compile,
     )
     height, width = info["size"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from kptoolkit.commands.options import add_precision_argument
+from kptoolkit.config import PRECISIONS
 
 DEFAULT_MASKERS = "heatmap_sum"
 DEFAULT_GENERATORS = "two_stage"
@@ -87,7 +88,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--out", metavar="DIR", help="output folder (default: bench-results/<profile>)"
     )
     add_precision_argument(
-        parser, "the config's eval.precision (fp32); the training precision is train.amp"
+        parser,
+        "the config's eval.precision, where auto means fp32: the table scores exact "
+        "reconstructions unless asked (the training precision is train.precision, auto: "
+        "bf16 where the CPU runs it natively, else fp32)",
+        choices=PRECISIONS,
     )
     parser.add_argument(
         "--jobs",

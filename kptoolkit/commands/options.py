@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import argparse
 
-from kptoolkit.config import PRECISIONS
+from kptoolkit.config import PRECISION_CHOICES
 
 
-def add_precision_argument(parser: argparse.ArgumentParser, default_text: str) -> None:
-    """Add `--precision fp32|bf16|fp16` (inference precision; see `kptoolkit.engine.precision`)."""
+def add_precision_argument(
+    parser: argparse.ArgumentParser, default_text: str, choices: tuple[str, ...] = PRECISION_CHOICES
+) -> None:
+    """Add `--precision auto|fp32|bf16|fp16` (inference precision; see
+    `kptoolkit.engine.precision`)."""
     parser.add_argument(
         "--precision",
-        choices=PRECISIONS,
+        choices=choices,
         default=None,
-        help="inference precision: fp32 (exact), bf16 (autocast, about 2x faster on CPUs with "
-        "bfloat16 instructions; most pixels within a level or two of fp32, X2Face's up to about "
-        f"a dozen), fp16 (CUDA only); default: {default_text}",
+        help="inference precision: auto (bf16 where the CPU runs bfloat16 natively, i.e. "
+        "AVX-512 BF16 or AMX, else fp32; on a GPU bf16, or fp16 without bfloat16), fp32 "
+        "(exact), bf16 (autocast: about 2x faster than fp32 with native bfloat16, but 4-7x "
+        "SLOWER on CPUs without it, e.g. AVX2-only ones; most pixels within a level or two of "
+        f"fp32, X2Face's up to about a dozen), fp16 (CUDA only); default: {default_text}",
     )
 
 

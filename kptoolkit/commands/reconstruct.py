@@ -39,7 +39,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="B",
         help="frames per forward pass (default: the run's eval.batch_size)",
     )
-    add_precision_argument(parser, "the run's eval.precision (fp32 unless set)")
+    add_precision_argument(parser, "the run's eval.precision (auto unless set)")
     add_compile_argument(parser)
 
 
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from kptoolkit.engine.checkpoints import load_run
-    from kptoolkit.engine.prediction import InferenceError
+    from kptoolkit.engine.prediction import InferenceError, inference_numerics
     from kptoolkit.engine.reconstruction import (
         build_test_dataset,
         default_output_dir,
@@ -63,6 +63,10 @@ def run(args: argparse.Namespace) -> int:
     models.to("cuda" if torch.cuda.is_available() else "cpu")
     dataset = build_test_dataset(config, args.data)
     out_dir = args.out or default_output_dir(args.checkpoint)
+    numerics = inference_numerics(models, args.precision or config.eval.precision)
+    print(f"reconstructing in {numerics.describe()}; {numerics.hardware.summary()}")
+    if numerics.warning():
+        print(f"kptoolkit: {numerics.warning()}")
     result = reconstruct(
         models,
         dataset,
@@ -72,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         save_png=config.eval.save_png,
         save_mp4=config.eval.save_mp4 and not args.no_mp4,
         progress=True,
-        precision=args.precision or config.eval.precision,
+        precision=numerics,
         compile=args.compile,
     )
     print(format_table(result))

@@ -46,6 +46,9 @@ def run(args: argparse.Namespace) -> int:
             context=context,
             progress=not args.no_progress,
         )
+        if context.is_main:
+            numerics = trainer.numerics
+            print(f"{pair}: training in {numerics.describe()}; {numerics.hardware.summary()}")
         result = trainer.train()
     finally:
         shutdown_distributed()

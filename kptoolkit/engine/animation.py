@@ -31,7 +31,7 @@ from kptoolkit.data.video_io import (
     video_fps,
     video_kind,
 )
-from kptoolkit.engine.precision import check_precision
+from kptoolkit.engine.precision import Numerics
 from kptoolkit.engine.prediction import (
     InferenceError,
     RelativeMotion,
@@ -41,6 +41,7 @@ from kptoolkit.engine.prediction import (
     first_of,
     generate,
     inference_models,
+    inference_numerics,
     model_device,
     quantize,
     to_model_input,
@@ -94,7 +95,7 @@ def animate(
     frame_size: int | tuple[int, int] | None = None,
     frame_width: int | None = None,
     progress: bool = False,
-    precision: str = "fp32",
+    precision: str | Numerics = "auto",
     compile: bool = False,
 ) -> dict[str, Any]:
     """Animate `source_image` with the motion of a driving video; write an MP4 to `out_path`.
@@ -116,7 +117,7 @@ def animate(
         check_relative(models)
     if batch_size < 1:
         raise InferenceError(f"batch size must be >= 1, got {batch_size}")
-    check_precision(precision, model_device(models))
+    numerics = inference_numerics(models, precision)  # checked before anything is written
     if out_path.suffix.lower() != ".mp4":
         raise InferenceError(f"the output must be an .mp4 file, got {out_path}")
     _check_driving(driving_path)
@@ -144,7 +145,7 @@ def animate(
             adapt_scale=adapt_scale,
             progress=progress,
             total=total,
-            precision=precision,
+            precision=numerics,
             compile=compile,
         )
     seconds = time.perf_counter() - start
@@ -169,7 +170,7 @@ def _animate_stream(
     adapt_scale: bool,
     progress: bool,
     total: int | None,
-    precision: str = "fp32",
+    precision: str | Numerics = "auto",
     compile: bool = False,
 ) -> int:
     """Generate and write each batch of driving frames in turn; the number of frames written.

@@ -250,5 +250,17 @@ def check_resumable(run_dir: Path, config: ExperimentConfig) -> None:
             f"{run_dir} was trained with other settings: {differences}. Resume with the "
             "run's settings (only train.steps / train.epochs and the logging, checkpoint and "
             "eval settings may change), or start a new run with another --out (nothing was "
-            "changed)"
+            f"changed){numerics_hint(differences)}"
         )
+
+
+def numerics_hint(differences: str) -> str:
+    """A sentence for a refusal whose `differences` include the training precision or layout:
+    `auto` resolves by the machine, so a run started on another machine may differ in them."""
+    if "train.precision" not in differences and "train.channels_last" not in differences:
+        return ""
+    return (
+        ". The precision and layout differ: `auto` picks them for the machine, and this run "
+        "was trained on another kind. To continue it as it was, give its values explicitly "
+        "(--set train.precision=... train.channels_last=..., as its config.yaml records)"
+    )

@@ -1,9 +1,9 @@
 """Prediction: models prepared for inference, and frames generated from a source and a driving
 structure (the path shared by reconstruction, animation, the bench and the notebook API).
 
-Networks run in eval mode in the channels_last layout (`kptoolkit.models.for_inference`, the
-faster one on CPU) under `torch.inference_mode()`, at the chosen precision (`precision`: fp32
-exact, or bf16 / fp16 autocast; `kptoolkit.engine.precision`).
+Networks run in eval mode under `torch.inference_mode()`, at the precision and in the layout
+that `kptoolkit.engine.precision.resolve_numerics` gives (`precision`: auto, fp32 exact, or
+bf16 / fp16 autocast; `auto` is bf16 on CPUs with native bfloat16, fp32 on the others).
 """
 
 from __future__ import annotations
@@ -17,11 +17,13 @@ import attrs
 import torch
 from torch import nn
 
+from kptoolkit.config import AUTO
 from kptoolkit.engine.precision import (
+    Numerics,
     autocast,
     channels_last_input,
-    check_precision,
     module_device,
+    resolve_numerics,
     to_float32,
 )
 from kptoolkit.errors import CompatibilityError, KptoolkitError
@@ -83,29 +85,46 @@ def _is_channels_last(module: nn.Module) -> bool:
     )
 
 
+def inference_numerics(
+    models: Models, precision: str | Numerics = AUTO, channels_last: bool | str = AUTO
+) -> Numerics:
+    """The precision and layout inference runs at on the models' device (`resolve_numerics`);
+    an already resolved `Numerics` as it is."""
+    if isinstance(precision, Numerics):
+        return precision
+    return resolve_numerics(precision, channels_last, model_device(models))
+
+
 @contextlib.contextmanager
 def inference_models(
-    models: Models, precision: str = "fp32", compile: bool = False
+    models: Models,
+    precision: str | Numerics = AUTO,
+    compile: bool = False,
+    channels_last: bool | str = AUTO,
 ) -> Iterator[Models]:
-    """Eval mode, channels_last (`for_inference`) and the `precision`'s autocast for the
-    duration; restored on exit. With `compile`, the masker and the generator are called through
-    `torch.compile` meanwhile (each new input shape compiles first: about a minute on a CPU).
+    """Eval mode, the resolved layout and the resolved precision's autocast for the duration
+    (`inference_numerics`); restored on exit. With `compile`, the masker and the generator are
+    called through `torch.compile` meanwhile (each new input shape compiles first: about a
+    minute on a CPU).
 
     Training modes come back as they were, and modules that were not channels_last before go
     back to the contiguous layout, so a training loop can call `reconstruct` between epochs.
     Structures and generated frames come back in float32 whatever the precision.
     """
+    numerics = inference_numerics(models, precision, channels_last)
     device = model_device(models)
-    check_precision(precision, device)
     modules = _inference_modules(models)
     saved = [(m, {s: s.training for s in m.modules()}, _is_channels_last(m)) for m in modules]
     for module in modules:
-        for_inference(module)
+        if numerics.channels_last:
+            for_inference(module)
+        else:
+            module.eval()
     masker, generator = models.masker, models.generator
     try:
         if compile:
             models.masker, models.generator = torch.compile(masker), torch.compile(generator)
-        with autocast(precision, device):
+        with autocast(numerics.precision, device):
             yield models
     finally:
         models.masker, models.generator = masker, generator

@@ -41,7 +41,7 @@ from tqdm import tqdm
 from kptoolkit.atomic import atomic_path
 from kptoolkit.data.datasets import SkippedVideoWarning
 from kptoolkit.data.video_io import Mp4Writer, VideoReadError
-from kptoolkit.engine.precision import check_precision
+from kptoolkit.engine.precision import Numerics
 from kptoolkit.engine.prediction import (
     InferenceError,
     chunks,
@@ -51,6 +51,7 @@ from kptoolkit.engine.prediction import (
     first_of,
     generate,
     inference_models,
+    inference_numerics,
     model_device,
     needs_groundtruth,
     quantize,
@@ -116,7 +117,7 @@ def reconstruct(
     save_mp4: bool = True,
     progress: bool = True,
     mode: ReconstructionMode | None = None,
-    precision: str = "fp32",
+    precision: str | Numerics = "auto",
     compile: bool = False,
 ) -> ReconstructionResult:
     """Reconstruct every test video of `dataset` (FOMM protocol) and score it with L1.
@@ -126,7 +127,8 @@ def reconstruct(
     `mp4/` and `reconstruction.csv` under `out_dir` (see the module docstring). A video that
     cannot be read is skipped with a warning and listed in `result.skipped`. `mode` selects a
     control instead of the protocol (driving by frame 0, another generator output).
-    `precision`: fp32 (exact), bf16 or fp16 autocast (`kptoolkit.engine.precision`);
+    `precision`: auto (resolved for the device), fp32 (exact), bf16 or fp16 autocast
+    (`kptoolkit.engine.precision`);
     `compile`: call the networks through `torch.compile` (see `inference_models`).
     """
     if not hasattr(dataset, "videos") or not hasattr(dataset, "iter_video"):
@@ -136,13 +138,13 @@ def reconstruct(
         )
     if batch_size < 1:
         raise InferenceError(f"batch size must be >= 1, got {batch_size}")
-    check_precision(precision, model_device(models))
+    numerics = inference_numerics(models, precision)  # checked before anything is written
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     videos = list(dataset.videos)[:max_videos] if max_videos is not None else list(dataset.videos)
     result = ReconstructionResult(out_dir)
     bar = tqdm(videos, desc="reconstruct", unit="video", disable=not progress, dynamic_ncols=True)
-    with inference_models(models, precision, compile):
+    with inference_models(models, numerics, compile):
         for video in bar:
             try:
                 score = _reconstruct_video(

@@ -51,6 +51,7 @@ from kptoolkit.engine.checkpoints import (
 from kptoolkit.engine.distributed import DistContext, barrier, mean_across_ranks, wrap_for_ddp
 from kptoolkit.engine.experiment import Models, build_dataset, build_losses, build_models
 from kptoolkit.engine.optimisers import build_optimisers
+from kptoolkit.engine.precision import resolve_training_numerics
 from kptoolkit.engine.prediction import needs_groundtruth
 from kptoolkit.engine.run_log import RunLog
 from kptoolkit.engine.sampler import ResumableSampler
@@ -121,6 +122,11 @@ class Trainer:
         self.config = config
         self.out_dir = Path(out_dir)
         self.context = context or DistContext()
+        # `auto` precision and layout decided here, once, and written into the run's config
+        self.numerics = resolve_training_numerics(config, self.context.device)
+        warning = self.numerics.warning()
+        if warning and self.context.is_main:
+            print(f"kptoolkit: {warning}")
         self.progress = progress and self.context.is_main
         self.checkpoint_dir = self.out_dir / "checkpoints"
         self._check_out_dir(resume)
@@ -148,8 +154,8 @@ class Trainer:
         self.losses = build_losses(config)
         for _, loss in self.losses:
             loss.to(self.device)
-        self.memory_format = torch.channels_last if train.channels_last else torch.contiguous_format
-        if train.channels_last:
+        self.memory_format = self.numerics.memory_format
+        if self.numerics.channels_last:
             for module in self.models.modules().values():
                 to_memory_format(module, torch.channels_last)
             for _, loss in self.losses:
@@ -176,10 +182,8 @@ class Trainer:
                 f"masker '{config.masker.name}' draws ground-truth joints, which follow time and "
                 "horizontal flips only: remove rotation, scale and crop from data.augmentation"
             )
-        self.amp_dtype = None
-        if train.amp:
-            self.amp_dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
-        self.scaler = torch.amp.GradScaler("cuda", enabled=train.amp and self.device.type == "cuda")
+        self.amp_dtype = self.numerics.autocast_dtype
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.numerics.scales_gradients)
         self.step = 0
         self.epoch = 0
 
