@@ -6,8 +6,8 @@
 
 Every call goes through the same inference path as `kptoolkit reconstruct` / `animate`: the
 masker computes both structures, its `driving_for_inference` applies (the perturbed-mask
-baseline refines animation masks there), and the generator runs in eval mode, in the
-channels_last layout, at the chosen precision.
+baseline refines animation masks there), and the generator runs in eval mode, in the layout
+and at the precision resolved for the device (`precision="auto"`; "fp32" for exact frames).
 """
 
 from __future__ import annotations

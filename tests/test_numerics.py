@@ -57,6 +57,7 @@ def test_auto_on_cuda_is_bf16_where_the_gpu_has_it_else_fp16_with_a_scaler(
     force_cuda(monkeypatch, native)
     numerics = resolve_numerics(AUTO, AUTO, "cuda:0")
     assert (numerics.precision, numerics.scales_gradients) == (precision, scaled)
+    assert numerics.channels_last  # not measured on a GPU: the layout used there before auto
     assert numerics.hardware.processor.startswith("Test")
     assert numerics.hardware.capability in ("sm_80", "sm_70")
 
@@ -171,6 +172,9 @@ def test_the_bench_trains_every_row_and_the_prior_at_the_resolved_precision(
     for entry in bench.entries:
         row = bench.entry_config(entry, None)
         assert (row.train.precision, row.train.channels_last) == (precision, True)
+        resolve_training_numerics(row, "cpu")  # the row's Trainer: the values stand, and the
+        assert row.train.precision == precision  # record still says they were auto's choice
+        assert row.runtime["requested_precision"] == AUTO
     first, refine = bench.bench_prior_stages()
     assert first.train.precision == "fp32"  # the recipe it was validated with, never slower
     assert refine.train.precision == precision  # the FOMM row's own config

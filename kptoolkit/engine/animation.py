@@ -2,8 +2,8 @@
 
 Animation streams a driving video of any length: a chunk of frames is decoded, generated and
 written to the MP4 before the next is read, so memory does not grow with the video's length. The
-frames are predicted through `kptoolkit.engine.prediction` (eval mode, channels_last, the chosen
-precision).
+frames are predicted through `kptoolkit.engine.prediction` (eval mode, the layout and precision
+resolved for the device unless given).
 """
 
 from __future__ import annotations

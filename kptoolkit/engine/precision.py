@@ -85,12 +85,17 @@ def autocast(precision: str, device: torch.device | str = "cpu") -> Iterator[Non
         yield
 
 
-# `auto`'s layout by (device type, precision): channels_last where it was measured faster than
-# the contiguous layout on every CPU tried (`benchmarks/bench_numerics.py`, docs/performance.md).
-# CUDA has not been measured: it keeps PyTorch's default layout until it is.
+# `auto`'s layout by (device type, precision). CPU: channels_last, measured faster than the
+# contiguous layout for every default row, training and inference, in fp32 and bf16, with and
+# without native bfloat16 (`benchmarks/bench_numerics.py`, docs/performance.md). CUDA: not
+# measured yet; channels_last, the layout the code used on every device before `auto`.
+# Anything not listed runs contiguous.
 CHANNELS_LAST_MEASURED: dict[tuple[str, str], bool] = {
     ("cpu", "fp32"): True,
     ("cpu", "bf16"): True,
+    ("cuda", "fp32"): True,
+    ("cuda", "bf16"): True,
+    ("cuda", "fp16"): True,
 }
 
 
@@ -209,8 +214,14 @@ def resolve_training_numerics(
     train.precision = numerics.precision
     train.channels_last = numerics.channels_last
     record = numerics.record()
-    for key in ("requested_precision", "requested_channels_last"):
-        record[key] = earlier.get(key, record[key])
+    # values an earlier resolution wrote (the bench resolves before its runs do) keep what was
+    # asked for then
+    if (earlier.get("precision"), earlier.get("channels_last")) == (
+        numerics.precision,
+        numerics.channels_last,
+    ):
+        for key in ("requested_precision", "requested_channels_last"):
+            record[key] = earlier.get(key, record[key])
     config.runtime = record
     return numerics
 

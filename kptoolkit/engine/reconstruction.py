@@ -18,8 +18,8 @@ extra masker call). Outputs, under `out_dir`:
   per frame, then over the frames of the video; the overall L1 pools the frames of all videos
   (the published protocol), i.e. it weighs each video by its frame count.
 
-The frames are predicted through `kptoolkit.engine.prediction` (eval mode, channels_last, the
-chosen precision).
+The frames are predicted through `kptoolkit.engine.prediction` (eval mode, the layout and
+precision resolved for the device unless given).
 """
 
 from __future__ import annotations
