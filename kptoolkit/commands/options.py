@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from kptoolkit.config import PRECISION_CHOICES
+from kptoolkit.config import AUTO, PRECISION_CHOICES
 
 
 def add_precision_argument(
@@ -12,15 +12,20 @@ def add_precision_argument(
 ) -> None:
     """Add `--precision auto|fp32|bf16|fp16` (inference precision; see
     `kptoolkit.engine.precision`)."""
+    auto = (
+        "auto (bf16 where the CPU runs bfloat16 natively, i.e. AVX-512 BF16 or AMX, else "
+        "fp32; on a GPU bf16, or fp16 without bfloat16), "
+        if AUTO in choices
+        else ""
+    )
     parser.add_argument(
         "--precision",
         choices=choices,
         default=None,
-        help="inference precision: auto (bf16 where the CPU runs bfloat16 natively, i.e. "
-        "AVX-512 BF16 or AMX, else fp32; on a GPU bf16, or fp16 without bfloat16), fp32 "
-        "(exact), bf16 (autocast: about 2x faster than fp32 with native bfloat16, but 4-7x "
-        "SLOWER on CPUs without it, e.g. AVX2-only ones; most pixels within a level or two of "
-        f"fp32, X2Face's up to about a dozen), fp16 (CUDA only); default: {default_text}",
+        help=f"inference precision: {auto}fp32 (exact), bf16 (autocast: about 2x faster than "
+        "fp32 with native bfloat16, but 2-7x SLOWER on CPUs without it, e.g. AVX2-only ones; "
+        "most pixels within a level or two of fp32, X2Face's up to about a dozen), fp16 (CUDA "
+        f"only); default: {default_text}",
     )
 
 
