@@ -212,7 +212,10 @@ def _score_shard(rank: int, world: int, store_path: str, queue) -> None:
             metric.update(videos[index])
             metric.end_video(f"v{index}")
         metric.sync()
-        queue.put((rank, metric.compute(), metric.compute("videos"), metric.video_scores().names))
+        first = (metric.compute(), metric.compute("videos"), metric.video_scores().names)
+        metric.sync()  # a second call changes nothing (it once added the other's videos again)
+        again = (metric.compute(), metric.compute("videos"), metric.video_scores().names)
+        queue.put((rank, *first, again == first, metric.videos))
     finally:
         dist.destroy_process_group()
 
@@ -229,8 +232,9 @@ def test_sync_gathers_the_videos_of_every_process(tmp_path):
     queue = context.Queue()
     mp.spawn(_score_shard, args=(2, str(tmp_path / "store"), queue), nprocs=2, join=True)
     results = sorted(queue.get(timeout=60) for _ in range(2))
-    for _, pooled, per_video, names in results:
+    for _, pooled, per_video, names, same_again, count in results:
         assert names == ("v0", "v2", "v1")  # rank order
+        assert same_again and count == 3
         assert pooled == pytest.approx(alone.compute(), abs=1e-12)
         assert per_video == pytest.approx(alone.compute("videos"), abs=1e-12)
     # by hand: frame MKRs 1/3 | 3/4, 1 | 1/3, 3/4, 1 (pooled over the 6 frames with a value)

@@ -17,9 +17,10 @@ frames) counts neither in the sum nor in the count; a video without a single val
 with count 0: it weighs nothing in either average.
 
 Distributed evaluation: each process scores whole videos; `sync()` then gathers every process's
-finished videos (once, right before `compute()`), so the result covers all videos of all
-processes. `frame_sum` and `frame_count` are buffers: `metric.to(device)` moves them, but do not
-cast a metric to another dtype (`.half()`): the sums are float64.
+finished videos (right before `compute()`; calling it again changes nothing), so the result
+covers all videos of all processes. `frame_sum` and `frame_count` are buffers:
+`metric.to(device)` moves them, but do not cast a metric to another dtype (`.half()`): the
+sums are float64.
 """
 
 from __future__ import annotations
@@ -136,9 +137,11 @@ class Metric(nn.Module):
         super().__init__()
         self.register_buffer("frame_sum", torch.zeros((), dtype=torch.float64), persistent=False)
         self.register_buffer("frame_count", torch.zeros((), dtype=torch.float64), persistent=False)
+        # this process's finished videos; `sync` keeps them and gathers every process's apart
         self._names: list[str] = []
         self._sums: list[float] = []
         self._counts: list[float] = []
+        self._gathered: tuple[list[str], list[float], list[float]] | None = None
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -153,35 +156,48 @@ class Metric(nn.Module):
         self.frame_sum.zero_()
         self.frame_count.zero_()
         self._names, self._sums, self._counts = [], [], []
+        self._gathered = None
+
+    def _finished_videos(self) -> tuple[list[str], list[float], list[float]]:
+        """(names, sums, counts) of the finished videos: every process's after `sync`, else
+        this process's."""
+        if self._gathered is not None:
+            return self._gathered
+        return self._names, self._sums, self._counts
 
     @property
     def videos(self) -> int:
         """Number of finished videos (with or without a valid frame)."""
-        return len(self._sums)
+        return len(self._finished_videos()[1])
 
     def video_scores(self) -> VideoScores:
         """The finished videos' names, sums and counts, in the order they were scored."""
         self._check_finished()
+        names, sums, counts = self._finished_videos()
         return VideoScores(
-            tuple(self._names),
-            np.asarray(self._sums, dtype=np.float64),
-            np.asarray(self._counts, dtype=np.float64),
+            tuple(names),
+            np.asarray(sums, dtype=np.float64),
+            np.asarray(counts, dtype=np.float64),
         )
 
     def sync(self) -> None:
-        """Gather the finished videos of every process of the default group (no-op without one).
+        """Gather the finished videos of every process of the default group (no-op without one),
+        in rank order, for `video_scores` and `compute`.
 
-        Call it once, after the last `end_video()` and right before `compute()`: each call adds
-        the other processes' videos again. Videos come in rank order.
+        Call it after the last `end_video()`. It gathers each process's own videos, which it
+        keeps apart, so a second call gives the same result; a video ended after it counts once
+        `sync` is called again (until then the scores are this process's alone).
         """
         if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
             return
         self._check_finished()
         gathered: list = [None] * dist.get_world_size()
         dist.all_gather_object(gathered, (self._names, self._sums, self._counts))
-        self._names = [n for names, _, _ in gathered for n in names]
-        self._sums = [v for _, sums, _ in gathered for v in sums]
-        self._counts = [v for _, _, counts in gathered for v in counts]
+        self._gathered = (
+            [n for names, _, _ in gathered for n in names],
+            [v for _, sums, _ in gathered for v in sums],
+            [v for _, _, counts in gathered for v in counts],
+        )
 
     # protocol -------------------------------------------------------------------------------
 
@@ -210,6 +226,7 @@ class Metric(nn.Module):
         self._counts.append(float(self.frame_count))
         self.frame_sum.zero_()
         self.frame_count.zero_()
+        self._gathered = None  # the gathered view is out of date until the next `sync`
 
     def _check_finished(self) -> None:
         if self.frame_count > 0:
