@@ -321,9 +321,6 @@ def test_quick_rows_take_their_generators_learning_rate_unless_one_is_given(tmp_
     )
     fp32 = {"lr": {"FOMM": 2e-4}, "precision": "fp32", "channels_last": False}
     assert optimiser_text(fp32) == ", in float32, contiguous layout, learning rate 0.0002"
-    # results written before the precision was resolved said `amp`
-    assert optimiser_text({"lr": {"FOMM": 2e-4}, "amp": True}).startswith(", in bfloat16")
-    assert optimiser_text({"lr": {"FOMM": 2e-4}, "amp": False}) == ", learning rate 0.0002"
     # the prior keeps its 1,500 validated steps under the quick profile's longer rows
     prior = prior_config(chosen.entry_config(rows[0], None), chosen.profile.detector_budget)
     assert prior.train.repeats == 6 and (prior.train.lr, prior.train.precision) == (2e-4, "fp32")

@@ -218,7 +218,14 @@ def test_the_results_header_names_the_cpu_capability_and_bfloat16(monkeypatch):
         "date": "today",
         "machine": machine,
         "dataset": {"name": "synthetic_puppets", "frame_size": 64},
-        "budget": {"steps": 1, "batch_size": 8, "lr": {"FOMM": 2e-4}, "seeds": [0]},
+        "budget": {
+            "steps": 1,
+            "batch_size": 8,
+            "lr": {"FOMM": 2e-4},
+            "seeds": [0],
+            "precision": "fp32",
+            "channels_last": True,
+        },
         "evaluators": {},
     }
     assert "AVX2, no native bfloat16" in markdown_header(context)

@@ -42,7 +42,13 @@ import torch
 
 from kptoolkit.atomic import atomic_write_text
 from kptoolkit.components import expand_presets
-from kptoolkit.config import ExperimentConfig, LossConfig, structure, unstructure
+from kptoolkit.config import (
+    RECORD_KEYS,
+    ExperimentConfig,
+    LossConfig,
+    structure,
+    unstructure,
+)
 from kptoolkit.data.puppet_style import figure_height
 from kptoolkit.engine.checkpoints import list_checkpoints
 from kptoolkit.engine.distributed import DistContext
@@ -162,7 +168,7 @@ def _apply_recipe(config: ExperimentConfig, recipe: PriorRecipe) -> None:
 
 # settings that change how a run is logged, saved or scored, not the detector it trains, and
 # the record of where it ran
-UNTRAINED_KEYS = ("name", "eval", "metrics", "runtime")
+UNTRAINED_KEYS = ("name", "eval", "metrics", *RECORD_KEYS)
 UNTRAINED_TRAIN_KEYS = ("checkpoint_every", "keep_last", "sample_every", "log_every")
 
 

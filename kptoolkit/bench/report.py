@@ -4,7 +4,6 @@ were measured on, and the results files."""
 from __future__ import annotations
 
 import math
-import os
 import platform
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,17 +24,18 @@ from kptoolkit.bench.results import (
     write_text,
 )
 from kptoolkit.bench.rows import REFERENCE_LABEL
-from kptoolkit.config import ExperimentConfig
-from kptoolkit.engine.hardware import cpu_model, describe
+from kptoolkit.config import AUTO, ExperimentConfig
+from kptoolkit.engine.hardware import Hardware, cpu_model, describe
 
 
-def machine_description(device: torch.device) -> dict[str, Any]:
-    """Where the numbers were measured: the device's `Hardware` record (CPU or GPU, its
-    capability and bfloat16, torch, threads) and the Python and platform versions."""
-    hardware = describe(device)
+def machine_description(device: torch.device, hardware: Hardware | None = None) -> dict[str, Any]:
+    """Where the numbers were measured: the device's `Hardware` record (probed unless given:
+    CPU or GPU, its capability and bfloat16, torch, threads) and the Python and platform
+    versions."""
+    hardware = hardware or describe(device)
     found = {
-        "cpu": cpu_model(),
-        "cores": os.cpu_count(),
+        "cpu": cpu_model() if device.type == "cuda" else hardware.processor,
+        "cores": hardware.cores,
         "torch_threads": hardware.threads,
         "device": str(device),
         "torch": hardware.torch,
@@ -121,13 +121,11 @@ AUTOCAST_NAMES = {"bf16": "bfloat16", "fp16": "float16"}
 def _precision_text(budget: dict[str, Any]) -> str:
     """', in bfloat16 autocast, channels_last (auto)': the training precision and layout, and
     whether `auto` chose them for this machine."""
-    precision = budget.get("precision") or ("bf16" if budget.get("amp") else "fp32")
-    text = f", in {AUTOCAST_NAMES[precision]} autocast" if precision in AUTOCAST_NAMES else ""
-    if "precision" not in budget:  # a results file from before the precision was resolved
-        return text
-    text = text or ", in float32"
-    text += ", channels_last" if budget.get("channels_last") else ", contiguous layout"
-    return text + (" (auto)" if budget.get("requested_precision") == "auto" else "")
+    precision = budget["precision"]
+    name = AUTOCAST_NAMES.get(precision)
+    text = f", in {name} autocast" if name else ", in float32"
+    text += ", channels_last" if budget["channels_last"] else ", contiguous layout"
+    return text + (" (auto)" if budget.get("requested_precision") == AUTO else "")
 
 
 def _inference_text(inference: dict[str, Any]) -> str:
@@ -165,9 +163,8 @@ def markdown_header(context: dict[str, Any]) -> str:
     measured, with the detector's and the evaluators' own error."""
     machine = context["machine"]
     where = machine.get("gpu") or f"{machine['cpu']} ({machine['torch_threads']} threads)"
-    if "capability" in machine:
-        bf16 = "native bfloat16" if machine["native_bf16"] else "no native bfloat16"
-        where += f", {machine['capability']}, {bf16}"
+    bf16 = "native bfloat16" if machine["native_bf16"] else "no native bfloat16"
+    where += f", {machine['capability']}, {bf16}"
     lines = [
         f"## kptoolkit bench: {context['profile']} profile",
         "",

@@ -508,7 +508,7 @@ class Bench:
         return {
             "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             "profile": self.profile.name,
-            "machine": machine_description(self.device),
+            "machine": machine_description(self.device, self.numerics.hardware),
             "dataset": {
                 "name": base.data.dataset,
                 "root": base.data.root,

@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kptoolkit.commands.options import add_compile_argument, add_precision_argument
+from kptoolkit.commands.options import (
+    add_compile_argument,
+    add_precision_argument,
+    say_numerics,
+)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -69,9 +73,7 @@ def run(args: argparse.Namespace) -> int:
         check_relative(models)
     models.to("cuda" if torch.cuda.is_available() else "cpu")
     numerics = inference_numerics(models, args.precision or config.eval.precision)
-    print(f"animating in {numerics.describe()}; {numerics.hardware.summary()}")
-    if numerics.warning():
-        print(f"kptoolkit: {numerics.warning()}")
+    say_numerics("animating", numerics)
     info = animate(
         models,
         source,

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from kptoolkit.config import AUTO, PRECISION_CHOICES
+
+if TYPE_CHECKING:
+    from kptoolkit.engine.precision import Numerics
 
 
 def add_precision_argument(
@@ -38,3 +42,12 @@ def add_compile_argument(parser: argparse.ArgumentParser) -> None:
         "compiles first (about a minute on a CPU), then runs somewhat faster; worth it for "
         "long videos only",
     )
+
+
+def say_numerics(doing: str, numerics: Numerics) -> None:
+    """Print what a command runs at ('reconstructing in bf16, channels_last (...); <hardware>'),
+    and the warning when an explicit bf16 is emulated here."""
+    print(f"{doing} in {numerics.describe()}; {numerics.hardware.summary()}")
+    warning = numerics.warning()
+    if warning:
+        print(f"kptoolkit: {warning}")

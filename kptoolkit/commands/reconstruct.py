@@ -5,7 +5,11 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from kptoolkit.commands.options import add_compile_argument, add_precision_argument
+from kptoolkit.commands.options import (
+    add_compile_argument,
+    add_precision_argument,
+    say_numerics,
+)
 
 if TYPE_CHECKING:
     from kptoolkit.engine.reconstruction import ReconstructionResult
@@ -64,9 +68,7 @@ def run(args: argparse.Namespace) -> int:
     dataset = build_test_dataset(config, args.data)
     out_dir = args.out or default_output_dir(args.checkpoint)
     numerics = inference_numerics(models, args.precision or config.eval.precision)
-    print(f"reconstructing in {numerics.describe()}; {numerics.hardware.summary()}")
-    if numerics.warning():
-        print(f"kptoolkit: {numerics.warning()}")
+    say_numerics("reconstructing", numerics)
     result = reconstruct(
         models,
         dataset,

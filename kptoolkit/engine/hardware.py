@@ -7,6 +7,7 @@ not running on (an AVX2 CPU without bfloat16, a GPU with or without it) by monke
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 from pathlib import Path
@@ -15,8 +16,10 @@ import attrs
 import torch
 
 
+@functools.cache
 def cpu_model() -> str:
-    """The CPU's model name ('AMD EPYC 9R14', ...), from /proc/cpuinfo where there is one."""
+    """The CPU's model name ('AMD EPYC 9R14', ...), from /proc/cpuinfo where there is one (read
+    once per process)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
