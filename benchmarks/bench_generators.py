@@ -1,7 +1,7 @@
 """two_stage next to the FOMM and X2Face baselines: forward and forward+backward on the CPU.
 
-Same settings as `bench_method.py`: 256 px at the published widths, 64 px at CPU widths; batch 1
-and 8; ms per frame and peak memory (fresh process, see memory.py).
+Same settings as `bench_method.py` (settings.py): 256 px at the published widths, 64 px at CPU
+widths; batch 1 and 8; ms per frame and peak memory (fresh process, see memory.py).
 """
 
 from __future__ import annotations
@@ -10,14 +10,17 @@ from collections.abc import Callable
 
 import pytest
 import torch
-from bench_method import BATCHES, SETTINGS, record, rounds
 from memory import peak_mib_in_fresh_process
+from settings import BATCHES, SETTINGS, case_shape, heavy, measure, record
 
 from kptoolkit import create_generator
-from kptoolkit.presets import CPU64, preset_params
+from kptoolkit.registry.presets import CPU64, preset_params
 from kptoolkit.structure import Structure
 
 GENERATORS = ["two_stage", "fomm", "x2face"]
+# the smallest frame each takes at the paper widths, for a smoke run (X2Face's eight-level
+# network needs 256 px)
+SMALLEST = {"two_stage": 128, "fomm": 128, "x2face": 256}
 WIDTHS = {
     "paper256": {name: {} for name in GENERATORS},
     "cpu64": {name: preset_params("generators", name, CPU64) for name in GENERATORS},
@@ -45,12 +48,13 @@ def structures(name: str, params: dict, frames: torch.Tensor) -> tuple[Structure
     return Structure(frame=frames), Structure(frame=torch.rand(frames.shape, generator=g))
 
 
-def generator_case(name: str, setting: str, batch: int, backward: bool) -> Callable[[], object]:
+def generator_case(
+    name: str, setting: str, batch: int, size: int, backward: bool
+) -> Callable[[], object]:
     """Inference, or a training forward+backward, of one generator on random inputs."""
     torch.manual_seed(0)
     params = WIDTHS[setting][name]
     generator = create_generator(name, **params)
-    size = SETTINGS[setting]["size"]
     source = torch.rand(batch, 3, size, size)
     src, drv = structures(name, params, source)
     if not backward:
@@ -75,11 +79,13 @@ def generator_case(name: str, setting: str, batch: int, backward: bool) -> Calla
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("setting", list(SETTINGS))
 @pytest.mark.parametrize("name", GENERATORS)
-def test_generator(benchmark, name, setting, batch, backward):
-    run = generator_case(name, setting, batch, backward)
-    count = rounds(setting, batch, backward)
-    benchmark.pedantic(run, rounds=count, iterations=1, warmup_rounds=0 if count == 1 else 1)
-    peak = peak_mib_in_fresh_process(generator_case, name, setting, batch, backward)
+def test_generator(benchmark, smoke, name, setting, batch, backward):
+    size, batch = case_shape(setting, batch, smoke, SMALLEST[name])
+    run = generator_case(name, setting, batch, size, backward)
+    measure(benchmark, run, heavy(setting, batch, backward))
+    peak = None
+    if not smoke:
+        peak = peak_mib_in_fresh_process(generator_case, name, setting, batch, size, backward)
     label = "forward+backward" if backward else "forward"
     params = sum(p.numel() for p in create_generator(name, **WIDTHS[setting][name]).parameters())
     benchmark.extra_info["parameters"] = params

@@ -15,7 +15,7 @@ from kptoolkit.errors import (
     PluginLoadError,
     UnknownComponentError,
 )
-from kptoolkit.registry import (
+from kptoolkit.registry.registries import (
     DATASETS,
     EVALUATORS,
     GENERATORS,
@@ -33,8 +33,11 @@ from kptoolkit.registry import (
     get_registry,
     list_components,
 )
+from kptoolkit.utils import moved as _moved
 
 __version__ = "0.1.0"
+
+_moved.install()
 
 
 def inference_model(
@@ -44,8 +47,8 @@ def inference_model(
     eval mode, autocast at `precision` ("auto": bf16 where the device runs it natively, else
     fp32 on a CPU and fp16 on a GPU; "fp32" exact, "bf16", or "fp16" on CUDA), the
     channels_last layout where it is faster (or as `channels_last` says), float32 outputs,
-    optionally `torch.compile`d (`kptoolkit.engine.precision.InferenceModule`)."""
-    from kptoolkit.engine.precision import inference_model as prepare
+    optionally `torch.compile`d (`kptoolkit.runtime.precision.InferenceModule`)."""
+    from kptoolkit.runtime.precision import inference_model as prepare
 
     return prepare(model, precision, channels_last, compile)
 

@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
-    from kptoolkit.config import ExperimentConfig
-    from kptoolkit.engine.experiment import Models
+    from kptoolkit.config.schema import ExperimentConfig
+    from kptoolkit.experiment.build import Models
 
 DEFAULT_BATCH = 16
 
@@ -30,19 +30,26 @@ def build(
     weights: str | Path | None = None,
 ) -> Models:
     """The models of an experiment (`config`: an `ExperimentConfig`, a YAML path, or None for
-    the built-in default), resolved and checked (`kptoolkit.resolve`); the keypoint detector from
-    `kp_checkpoint` (else `keypoints.checkpoint`). With `weights`, an official FOMM-family or
-    kptoolkit checkpoint, its generator and every other network it holds are loaded strictly."""
-    from kptoolkit.checkpoint_io import CheckpointError, load_strict, model_state, read_checkpoint
-    from kptoolkit.config import ExperimentConfig, load_config
-    from kptoolkit.engine.experiment import build_models
+    the built-in default), planned once (`kptoolkit.experiment.plan`); the keypoint
+    detector from `kp_checkpoint` (else `keypoints.checkpoint`). With `weights`, an official
+    FOMM-family or kptoolkit checkpoint, its generator and every other network it holds are
+    loaded strictly."""
+    from kptoolkit.config.schema import ExperimentConfig, load_config
+    from kptoolkit.experiment.build import build_models
+    from kptoolkit.experiment.plan import plan_experiment
+    from kptoolkit.utils.checkpoint_io import (
+        CheckpointError,
+        load_strict,
+        model_state,
+        read_checkpoint,
+    )
 
     if config is None:
         config = ExperimentConfig()
     elif not isinstance(config, ExperimentConfig):
         config = load_config(config)
     detector = kp_checkpoint or weights
-    models = build_models(config, str(detector) if detector else None)
+    models = build_models(plan_experiment(config, str(detector) if detector else None))
     if weights is not None:
         checkpoint = read_checkpoint(weights)
         for role, module in models.modules().items():
@@ -80,7 +87,7 @@ def save_run(
     """Save `models` (built by `build(config)`; None: the built-in default) as a kptoolkit run
     folder that `load_run` and the `reconstruct` / `animate` commands read; returns the
     checkpoint's path."""
-    from kptoolkit.config import ExperimentConfig
+    from kptoolkit.config.schema import ExperimentConfig
     from kptoolkit.engine.checkpoints import save_run as save
 
     return save(path, config if config is not None else ExperimentConfig(), models, step)

@@ -1,53 +1,25 @@
-"""Shared fixtures: fake installed plugin distributions and reference state-dict tables."""
+"""Shared fixtures: an isolated cache, fake installed plugin distributions, and tiny saved runs
+with a puppet dataset for the reconstruction and animation tests.
+
+Plain helpers live in the *_fixtures.py modules; test modules never import from each other.
+"""
 
 from __future__ import annotations
 
 import importlib
-import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import torch
+from model_fixtures import TINY_DETECTOR
+from plugin_fixtures import write_distribution
+from run_fixtures import FRAMES, SIZE, write_run
 
-DATA = Path(__file__).parent / "data"
-
-
-def read_reference_table(name: str) -> dict[str, dict[str, tuple[int, ...]]]:
-    """Parse a reference `*.tsv` into {section: {key: shape}}."""
-    sections: dict[str, dict[str, tuple[int, ...]]] = {}
-    current = None
-    for line in (DATA / name).read_text().splitlines():
-        if line.startswith("## "):
-            current = line[3:].split(":")[0]
-            sections[current] = {}
-        elif line.strip():
-            key, shape = line.split("\t")
-            dims = tuple(int(d) for d in re.findall(r"\d+", shape))
-            sections[current][key] = dims
-    return sections
-
-
-def write_distribution(
-    root: Path,
-    name: str,
-    modules: dict[str, str],
-    entry_points: dict[str, dict[str, str]],
-    version: str = "0.1.0",
-) -> None:
-    """Lay out a distribution as pip installs it: module files plus a .dist-info folder."""
-    for module_path, source in modules.items():
-        path = root / module_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(source)
-    info = root / f"{name.replace('-', '_')}-{version}.dist-info"
-    info.mkdir(parents=True)
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n")
-    lines = []
-    for group, eps in entry_points.items():
-        lines.append(f"[{group}]")
-        lines.extend(f"{ep_name} = {target}" for ep_name, target in eps.items())
-    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+from kptoolkit.data.puppets.writer import generate_dataset
+from kptoolkit.data.video_io import iter_frames, write_mp4
+from kptoolkit.keypoints.detector import KeypointDetector
 
 
 @pytest.fixture(autouse=True)
@@ -83,3 +55,45 @@ def install(site_dir: Path) -> Callable[..., None]:
         importlib.invalidate_caches()
 
     return _install
+
+
+# ---------------------------------------------------------------- tiny runs (module-scoped)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 puppet videos x 6 frames at 64 px: 2 train, 2 test."""
+    root = tmp_path_factory.mktemp("puppets")
+    generate_dataset(
+        root, 4, FRAMES, SIZE, clips_per_identity=1, test_fraction=0.5, workers=1, progress=False
+    )
+    return root
+
+
+@pytest.fixture(scope="module")
+def kp_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random detector in the official FOMM layout."""
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("kp") / "tiny-cpk.pth.tar"
+    torch.save({"kp_detector": KeypointDetector(num_kp=5, **TINY_DETECTOR).state_dict()}, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory, data_root: Path, kp_file: Path):
+    """Checkpoints of tiny runs for three maskers, written once per module."""
+    base = tmp_path_factory.mktemp("runs")
+    return {
+        name: write_run(base / name, data_root, kp_file, name)
+        for name in ("heatmap_sum", "gaussian_circles", "perturbed_mask")
+    }
+
+
+@pytest.fixture(scope="module")
+def driving_mp4(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path:
+    """A 7-frame, 10 fps driving video (one test video, then its first frame again)."""
+    video = sorted((data_root / "test").iterdir())[0]
+    frames = list(iter_frames(video))
+    path = tmp_path_factory.mktemp("driving") / "driving.mp4"
+    write_mp4([*frames, frames[0]], path, fps=10)
+    return path

@@ -65,7 +65,7 @@ def frames(count: int = 3) -> torch.Tensor:
 
 def _tables() -> dict[str, dict[str, tuple[int, ...]]]:
     sys.path.insert(0, str(TESTS))
-    from conftest import read_reference_table
+    from model_fixtures import read_reference_table
 
     fomm = read_reference_table("fomm-taichi-256-state-dict.tsv")
     mask = read_reference_table("keypoint-mask-generator-state-dict.tsv")
@@ -92,7 +92,7 @@ def _summary(prediction: torch.Tensor) -> dict[str, list[float] | float]:
 
 def _animate(config_changes: Callable, sections: dict[str, str]) -> dict:
     import kptoolkit
-    from kptoolkit.config import load_config
+    from kptoolkit.config.schema import load_config
 
     tables = _tables()
     with tempfile.TemporaryDirectory() as folder:
@@ -118,7 +118,7 @@ def _animate(config_changes: Callable, sections: dict[str, str]) -> dict:
 
 def fomm_case() -> dict:
     """FOMM's published checkpoint layout, animated by the FOMM generator (absolute motion)."""
-    from kptoolkit.components import choose_components
+    from kptoolkit.experiment.components import choose_components
 
     return _animate(
         lambda config: choose_components(config, None, "fomm"),

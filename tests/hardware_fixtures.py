@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kptoolkit.engine import hardware
+from kptoolkit.runtime import hardware
 
 # (torch's CPU capability, oneDNN's native bfloat16) of the CPU kinds the resolver tells apart
 AVX2 = ("AVX2", False)  # e.g. AMD Zen 2/3, most Intel before Sapphire Rapids

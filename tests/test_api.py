@@ -6,22 +6,16 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_inference import (  # noqa: F401 (module fixtures)
-    BATCH,
-    data_root,
-    kp_file,
-    record_inference_tasks,
-    runs,
-)
+from run_fixtures import BATCH, record_inference_tasks
 from train_fixtures import tiny_config
 
 import kptoolkit
-from kptoolkit.components import choose_components
 from kptoolkit.data.video_io import iter_frames
 from kptoolkit.engine.checkpoints import load_run as load_checkpoint
 from kptoolkit.engine.prediction import quantize
 from kptoolkit.engine.reconstruction import build_test_dataset, reconstruct
 from kptoolkit.errors import CompatibilityError
+from kptoolkit.experiment.components import choose_components
 
 
 def video_tensor(video) -> torch.Tensor:
@@ -29,7 +23,7 @@ def video_tensor(video) -> torch.Tensor:
     return torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
 
 
-def test_reconstruct_video_gives_what_the_reconstruct_command_writes(runs, tmp_path):  # noqa: F811
+def test_reconstruct_video_gives_what_the_reconstruct_command_writes(runs, tmp_path):
     config, models = load_checkpoint(runs["heatmap_sum"])
     dataset = build_test_dataset(config)
     reconstruct(models, dataset, tmp_path / "rec", BATCH, max_videos=1, progress=False)
@@ -43,7 +37,7 @@ def test_reconstruct_video_gives_what_the_reconstruct_command_writes(runs, tmp_p
     assert np.array_equal(np.concatenate(list(ours), axis=1), written)
 
 
-def test_animate_frames_takes_the_maskers_inference_path(runs):  # noqa: F811
+def test_animate_frames_takes_the_maskers_inference_path(runs):
     models = kptoolkit.load_run(runs["perturbed_mask"])
     tasks = record_inference_tasks(models.masker)
     driving = torch.rand(5, 3, 64, 64)
@@ -55,7 +49,7 @@ def test_animate_frames_takes_the_maskers_inference_path(runs):  # noqa: F811
     assert set(tasks) == {"reconstruction"}
 
 
-def test_relative_animation_needs_a_keypoint_masker(runs):  # noqa: F811
+def test_relative_animation_needs_a_keypoint_masker(runs):
     models = kptoolkit.load_run(runs["heatmap_sum"])
     with pytest.raises(CompatibilityError, match="relative"):
         kptoolkit.animate_frames(models, torch.rand(3, 64, 64), torch.rand(2, 3, 64, 64), True)
@@ -96,7 +90,7 @@ def test_a_module_made_of_several_official_networks_reads_one_entry_per_submodul
     import pytest
     from torch import nn
 
-    from kptoolkit.checkpoint_io import CheckpointError, load_strict, model_state
+    from kptoolkit.utils.checkpoint_io import CheckpointError, load_strict, model_state
 
     class TwoNetworks(nn.Module):
         official_entries: ClassVar[dict[str, str]] = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from kptoolkit.atomic import atomic_path, atomic_write_text
+from kptoolkit.utils.atomic import atomic_path, atomic_write_text
 
 
 def test_a_completed_write_replaces_the_file_and_leaves_no_partial(tmp_path):
@@ -33,7 +33,7 @@ def test_the_partial_keeps_the_suffix_a_writer_needs(tmp_path):
 
 
 def test_a_target_name_near_the_file_system_limit_still_writes(tmp_path):
-    from kptoolkit.atomic import partial_path, remove_orphans
+    from kptoolkit.utils.atomic import partial_path, remove_orphans
 
     names = ["v" * 250 + ".mp4", "w" * 250 + ".mp4"]  # 254 bytes: the partial would not fit
     for name in names:
@@ -45,3 +45,17 @@ def test_a_target_name_near_the_file_system_limit_still_writes(tmp_path):
     orphan = partial_path(tmp_path / names[0], ".mp4")
     orphan.write_bytes(b"half")
     assert remove_orphans(tmp_path) == [orphan]
+
+
+def test_orphans_below_a_folder_go_only_when_asked_for(tmp_path):
+    from kptoolkit.utils.atomic import partial_path, remove_orphans
+
+    nested = tmp_path / "runs" / "row" / "png"
+    nested.mkdir(parents=True)
+    orphan = partial_path(nested / "clip.png", ".png")
+    orphan.write_bytes(b"half")
+    kept = nested / "clip.png"
+    kept.write_bytes(b"whole")
+    assert remove_orphans(tmp_path) == [] and orphan.exists()
+    assert remove_orphans(tmp_path, recursive=True) == [orphan]
+    assert not orphan.exists() and kept.exists()

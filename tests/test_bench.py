@@ -17,7 +17,19 @@ import torch
 import yaml
 from train_fixtures import detector_file
 
-from kptoolkit.bench.detector_prior import (
+from kptoolkit.bench.plan import BenchOptions, Entry, plan_entries
+from kptoolkit.bench.report.formats import (
+    published_markdown,
+    results_csv,
+    results_json,
+    results_latex,
+    results_markdown,
+)
+from kptoolkit.bench.report.header import optimiser_text
+from kptoolkit.bench.report.published import PUBLISHED_TAICHI
+from kptoolkit.bench.report.results import ResultRow, TableSettings, build_table
+from kptoolkit.bench.runner import Bench
+from kptoolkit.bench.stages.detector_prior import (
     PriorRecipe,
     ensure_prior,
     prior_config,
@@ -26,26 +38,12 @@ from kptoolkit.bench.detector_prior import (
     prior_is_trained,
     prior_stages,
 )
-from kptoolkit.bench.plan import BenchOptions, Entry, plan_entries
-from kptoolkit.bench.published import PUBLISHED_TAICHI
-from kptoolkit.bench.report import optimiser_text
-from kptoolkit.bench.results import (
-    ResultRow,
-    TableSettings,
-    build_table,
-    published_markdown,
-    results_csv,
-    results_json,
-    results_latex,
-    results_markdown,
-)
-from kptoolkit.bench.runner import Bench
-from kptoolkit.cli import main
-from kptoolkit.config import ExperimentConfig, structure, unstructure
+from kptoolkit.cli.main import main
+from kptoolkit.config.schema import ExperimentConfig, structure, unstructure
 from kptoolkit.data.video_io import iter_frames
-from kptoolkit.engine.precision import resolve_numerics
 from kptoolkit.errors import ConfigError, UnknownComponentError
-from kptoolkit.resolve import file_sha256
+from kptoolkit.experiment.resolve import file_sha256
+from kptoolkit.runtime.precision import resolve_numerics
 
 ABLATION = "heatmap_sum,gaussian_circles,all_k,perturbed_mask"
 ORACLE = "Oracle: gt_circles + two_stage (ground-truth joints)"
@@ -96,6 +94,7 @@ def micro_bench(tmp_path_factory):
     return out, first.getvalue(), second.getvalue(), stamps, root
 
 
+@pytest.mark.slow
 def test_micro_bench_writes_every_output(micro_bench):
     out, first, _, _, _ = micro_bench
     for name in ("results.md", "results.csv", "results.json", "results.tex"):
@@ -110,6 +109,7 @@ def test_micro_bench_writes_every_output(micro_bench):
     assert "Improvement over FOMM (heatmap_sum + two_stage)" in first
 
 
+@pytest.mark.slow
 def test_micro_bench_rows_are_measured(micro_bench):
     out = micro_bench[0]
     payload = json.loads((out / "results.json").read_text())
@@ -183,6 +183,7 @@ def test_micro_bench_rows_are_measured(micro_bench):
     assert "Monkey-Net" not in methods and "Monkey-Net" not in (out / "results.tex").read_text()
 
 
+@pytest.mark.slow
 def test_second_bench_reuses_every_stage(micro_bench):
     out, _, second, stamps, _ = micro_bench
     for stage, count in (("train", 7), ("reconstruct", 16), ("metrics", 16)):
@@ -196,6 +197,7 @@ def test_second_bench_reuses_every_stage(micro_bench):
         )  # nothing was retrained, rewritten or redrawn
 
 
+@pytest.mark.slow
 def test_interrupted_training_resumes_from_its_checkpoint(micro_bench, capsys, monkeypatch):
     out, _, _, _, root = micro_bench
     monkeypatch.setenv("KPTOOLKIT_CACHE", str(root / "cache"))
@@ -209,6 +211,7 @@ def test_interrupted_training_resumes_from_its_checkpoint(micro_bench, capsys, m
     assert (run / "checkpoints" / "step-00000004.pth").is_file()
 
 
+@pytest.mark.slow
 def test_other_settings_in_the_same_folder_are_refused(micro_bench, capsys, monkeypatch):
     out, _, _, _, root = micro_bench
     monkeypatch.setenv("KPTOOLKIT_CACHE", str(root / "cache"))
@@ -220,8 +223,9 @@ def test_other_settings_in_the_same_folder_are_refused(micro_bench, capsys, monk
     assert (out / "runs" / "frame+x2face-seed0" / "config.yaml").read_text() == before
 
 
+@pytest.mark.slow
 def test_a_second_bench_on_a_busy_folder_stops_before_writing(micro_bench, capsys, monkeypatch):
-    from kptoolkit.folder_lock import folder_lock
+    from kptoolkit.utils.locks import folder_lock
 
     out, _, _, _, root = micro_bench
     monkeypatch.setenv("KPTOOLKIT_CACHE", str(root / "cache"))
@@ -236,6 +240,7 @@ def test_a_second_bench_on_a_busy_folder_stops_before_writing(micro_bench, capsy
     ]
 
 
+@pytest.mark.slow
 def test_a_moved_bench_folder_reuses_its_rows_with_its_detector(micro_bench, capsys, monkeypatch):
     root = micro_bench[4]
     monkeypatch.setenv("KPTOOLKIT_CACHE", str(root / "cache"))
@@ -270,6 +275,7 @@ def test_a_bench_refuses_a_folder_of_other_files(tmp_path, capsys):
     assert (folder / "results.md").read_text() == "my own table\n"
 
 
+@pytest.mark.slow
 def test_inference_precision_reconstructs_again_without_retraining(micro_bench, monkeypatch):
     out, _, _, _, root = micro_bench
     monkeypatch.setenv("KPTOOLKIT_CACHE", str(root / "cache"))
@@ -539,6 +545,7 @@ def seeds_bench(tmp_path_factory):
     return out, outputs, root
 
 
+@pytest.mark.slow
 def test_seeds_train_every_row_once_per_seed(seeds_bench):
     out, (_, second), _ = seeds_bench
     runs = sorted(p.name for p in (out / "runs").iterdir())
@@ -563,6 +570,7 @@ def test_seeds_train_every_row_once_per_seed(seeds_bench):
         assert len(lines) == count and all("cached" in line for line in lines), lines
 
 
+@pytest.mark.slow
 def test_seed_tables_carry_intervals_and_spread_in_every_format(seeds_bench):
     out = seeds_bench[0]
     markdown = (out / "results.md").read_text()
@@ -585,6 +593,7 @@ def test_seed_tables_carry_intervals_and_spread_in_every_format(seeds_bench):
     assert r"$\pm$" in latex and "(sd " in latex and "mean of seeds 0, 1" in latex
 
 
+@pytest.mark.slow
 def test_averaging_can_change_without_retraining(seeds_bench, monkeypatch, capsys):
     out, _, root = seeds_bench
     monkeypatch.setenv("KPTOOLKIT_CACHE", str(root / "cache"))

@@ -12,18 +12,18 @@ import pytest
 import torch
 
 import kptoolkit
-from kptoolkit.bench.parallel import (
+from kptoolkit.bench.stages.parallel import (
     Job,
     choose_workers,
     last_logged_step,
     registrations_for_workers,
     run_jobs,
 )
-from kptoolkit.checkpoint_io import read_checkpoint
-from kptoolkit.cli import main
-from kptoolkit.commands.bench import parse_jobs
-from kptoolkit.config import load_config
+from kptoolkit.cli.bench import parse_jobs
+from kptoolkit.cli.main import main
+from kptoolkit.config.schema import load_config
 from kptoolkit.errors import ConfigError
+from kptoolkit.utils.checkpoint_io import read_checkpoint
 
 CPU, GPU = torch.device("cpu"), torch.device("cuda")
 
@@ -84,6 +84,7 @@ def test_jobs_option_is_checked():
 
 
 # -- the scheduler -----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_jobs_run_in_workers_and_their_results_come_back_by_key():
     jobs = [Job("a", "A", add, lambda: (1, 2)), Job("c", "C", add, lambda: (5, 5))]
     results = run_jobs(jobs, 2, 1, print, progress=False)
@@ -91,6 +92,7 @@ def test_jobs_run_in_workers_and_their_results_come_back_by_key():
     assert os.getpid() not in {pid for _, pid in results.values()}  # in worker processes
 
 
+@pytest.mark.slow
 def test_jobs_start_in_the_given_order_and_build_their_arguments_when_they_start():
     built = []
 
@@ -107,11 +109,13 @@ def test_jobs_start_in_the_given_order_and_build_their_arguments_when_they_start
     assert [results[name][0] for name in "xyz"] == [0, 1, 2]
 
 
+@pytest.mark.slow
 def test_each_worker_has_its_share_of_threads():
     jobs = [Job(str(i), str(i), worker_threads, lambda: ()) for i in range(2)]
     assert set(run_jobs(jobs, 2, 3, print, progress=False).values()) == {3}
 
 
+@pytest.mark.slow
 def test_a_failed_job_is_raised_and_no_job_starts_after_it():
     started = []
 
@@ -125,6 +129,7 @@ def test_a_failed_job_is_raised_and_no_job_starts_after_it():
     assert started == []
 
 
+@pytest.mark.slow
 def test_a_failed_job_waits_for_the_running_ones_to_finish(tmp_path):
     marker = tmp_path / "slow-finished"
     jobs = [
@@ -145,6 +150,7 @@ def test_two_jobs_with_one_key_are_refused():
         )
 
 
+@pytest.mark.slow
 def test_components_registered_in_this_process_reach_the_workers():
     kptoolkit.MASKERS.register("worker_masker")(WorkerMasker)
     try:
@@ -215,6 +221,7 @@ def _prior_checkpoint(cache: Path) -> Path:
     return done.parent / json.loads(done.read_text())["checkpoint"]
 
 
+@pytest.mark.slow
 def test_runs_side_by_side_equal_runs_one_at_a_time(tmp_path, monkeypatch, capfd):
     threads = torch.get_num_threads()
     try:

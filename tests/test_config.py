@@ -8,8 +8,8 @@ import pytest
 import yaml
 
 from kptoolkit import MASKERS
-from kptoolkit.cli import main
-from kptoolkit.config import (
+from kptoolkit.cli.main import main
+from kptoolkit.config.schema import (
     ExperimentConfig,
     LossConfig,
     ModelConfig,
@@ -21,7 +21,7 @@ from kptoolkit.config import (
     save_config,
 )
 from kptoolkit.errors import ConfigError
-from kptoolkit.resolve import validate_components
+from kptoolkit.experiment.resolve import validate_components
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -9,10 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kptoolkit.cli import main
-from kptoolkit.components import component_losses, component_params, expand_presets
-from kptoolkit.config import ModelConfig, load_config
-from kptoolkit.config_import import (
+from kptoolkit.cli.main import main
+from kptoolkit.config.importing import (
     FOMM,
     KEYPOINT_MASK,
     MONKEY_NET,
@@ -21,10 +19,12 @@ from kptoolkit.config_import import (
     import_official_config,
     import_official_file,
 )
+from kptoolkit.config.schema import ModelConfig, load_config
 from kptoolkit.data.augment import augmentation_from_dict
 from kptoolkit.errors import ConfigError
-from kptoolkit.registry import LOSSES, METRICS, get_registry
-from kptoolkit.resolve import validate_components
+from kptoolkit.experiment.components import component_losses, component_params, expand_presets
+from kptoolkit.experiment.resolve import validate_components
+from kptoolkit.registry.registries import LOSSES, METRICS, get_registry
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -700,9 +700,10 @@ def test_monkey_net_family_at_the_published_values_builds_the_paper_models():
     ):
         assert warned(result.warnings, key), key
     validate_components(config)
-    from kptoolkit.engine.experiment import build_models
+    from kptoolkit.experiment.build import build_models
+    from kptoolkit.experiment.plan import plan_experiment
 
-    models = build_models(config)
+    models = build_models(plan_experiment(config))
     assert models.detector is None
     assert sum(p.numel() for p in models.generator.parameters()) == 28_528_571
 

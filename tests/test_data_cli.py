@@ -8,8 +8,8 @@ import pytest
 from video_fixtures import make_video
 
 from kptoolkit import create_dataset
-from kptoolkit.cli import main
-from kptoolkit.config import ExperimentConfig
+from kptoolkit.cli.main import main
+from kptoolkit.config.schema import ExperimentConfig
 from kptoolkit.data.augment import augmentation_from_dict
 from kptoolkit.data.datasets import SkippedVideoWarning
 

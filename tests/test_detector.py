@@ -6,11 +6,9 @@ import math
 
 import pytest
 import torch
-from conftest import read_reference_table
-from model_fixtures import tiny_detector
+from model_fixtures import read_reference_table, tiny_detector
 
-from kptoolkit.checkpoint_io import CheckpointError
-from kptoolkit.cli import main
+from kptoolkit.cli.main import main
 from kptoolkit.keypoints.detector import FrozenDetector, KeypointDetector
 from kptoolkit.keypoints.functional import (
     jacobians_from_maps,
@@ -19,6 +17,7 @@ from kptoolkit.keypoints.functional import (
 )
 from kptoolkit.keypoints.loading import infer_detector_params, load_detector
 from kptoolkit.keypoints.relative import convex_hull_area, relative_keypoints
+from kptoolkit.utils.checkpoint_io import CheckpointError
 
 FOMM = read_reference_table("fomm-taichi-256-state-dict.tsv")
 

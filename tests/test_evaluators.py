@@ -8,15 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from kptoolkit.data.puppet_model import JOINT_NAMES
-from kptoolkit.data.synthetic import generate_dataset
+from kptoolkit.data.puppets.model import JOINT_NAMES
+from kptoolkit.data.puppets.writer import generate_dataset
 from kptoolkit.evaluators.base import Evaluator
-from kptoolkit.evaluators.synthetic import (
-    SyntheticIdEvaluator,
-    SyntheticPoseEvaluator,
-    load_split,
-    pose_scores,
-)
+from kptoolkit.evaluators.synthetic import SyntheticIdEvaluator, SyntheticPoseEvaluator, pose_scores
+from kptoolkit.evaluators.synthetic_training import load_split
 from kptoolkit.metrics.base import VideoScores
 
 POSE_STEPS = 80
@@ -55,6 +51,7 @@ def _frames(root: str, split: str = "train") -> tuple[torch.Tensor, dict]:
     return torch.from_numpy(data["frames"]).permute(0, 3, 1, 2).float() / 255, data
 
 
+@pytest.mark.slow
 def test_pose_output_conventions(pose: SyntheticPoseEvaluator, dataset: str) -> None:
     assert isinstance(pose, Evaluator) and pose.kind == "pose"
     frames, _ = _frames(dataset)
@@ -78,6 +75,7 @@ def test_pose_output_conventions(pose: SyntheticPoseEvaluator, dataset: str) -> 
     assert torch.allclose(ratio.median(), torch.tensor(2.0), atol=0.2)
 
 
+@pytest.mark.slow
 def test_missing_when_not_visible(pose: SyntheticPoseEvaluator, dataset: str) -> None:
     frames, _ = _frames(dataset)
     with torch.no_grad():
@@ -89,6 +87,7 @@ def test_missing_when_not_visible(pose: SyntheticPoseEvaluator, dataset: str) ->
             pose.visibility.bias.data += 1e3
 
 
+@pytest.mark.slow
 def test_pose_learns(pose: SyntheticPoseEvaluator, dataset: str) -> None:
     assert pose.trained
     _, data = _frames(dataset)
@@ -111,6 +110,7 @@ def test_pose_scores_definition() -> None:
     assert scores["mkr"] == pytest.approx((0.5 + 0.0) / 2)
 
 
+@pytest.mark.slow
 def test_cache_reused_and_retrained_on_mismatch(pose: SyntheticPoseEvaluator, dataset: str) -> None:
     path = pose.cache_path
     assert path == pose.root / "evaluators" / "synthetic_pose.pth" and path.is_file()
@@ -128,6 +128,7 @@ def test_cache_reused_and_retrained_on_mismatch(pose: SyntheticPoseEvaluator, da
     torch.save({"metadata": pose.metadata, "state": pose.state_dict()}, path)
 
 
+@pytest.mark.slow
 def test_determinism_under_seed(dataset: str, tmp_path) -> None:
     outputs = []
     for seed in (3, 3, 4):
@@ -141,6 +142,7 @@ def test_determinism_under_seed(dataset: str, tmp_path) -> None:
     assert same and differ
 
 
+@pytest.mark.slow
 def test_identity_embeddings(identity: SyntheticIdEvaluator, dataset: str) -> None:
     assert identity.kind == "identity"
     frames, _ = _frames(dataset, "test")
@@ -155,6 +157,7 @@ def test_identity_embeddings(identity: SyntheticIdEvaluator, dataset: str) -> No
     assert torch.equal(again.embeddings(frames[:6]), embeddings)
 
 
+@pytest.mark.slow
 def test_floors_keys(pose: SyntheticPoseEvaluator, identity: SyntheticIdEvaluator) -> None:
     floor = pose.floor()
     assert set(floor) == {"akd", "mkr", "frames", "per_video"}

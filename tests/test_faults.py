@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_trainer import cli_env, tiny_cli_args
+from train_fixtures import cli_env, tiny_cli_args
 
-from kptoolkit.checkpoint_io import read_checkpoint
 from kptoolkit.engine.checkpoints import latest_checkpoint
+from kptoolkit.utils.checkpoint_io import read_checkpoint
 
 KILLS = 10
 STEPS = 120
@@ -166,6 +166,7 @@ def test_a_bench_killed_at_five_random_moments_gives_the_same_table(tmp_path):
     assert not list(out.rglob(".*partial*"))
 
 
+@pytest.mark.slow
 def test_a_checkpoint_the_disk_refuses_is_one_line_and_the_previous_one_survives(tmp_path):
     run = tmp_path / "run"
     base = [sys.executable, "-m", "kptoolkit", "train", *tiny_cli_args(tmp_path), "--no-progress"]

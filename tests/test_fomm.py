@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import read_reference_table
-from model_fixtures import tiny_detector
+from model_fixtures import read_reference_table, tiny_detector
+from train_fixtures import pair_plan
 
 from kptoolkit import create_generator, create_masker
 from kptoolkit.errors import CompatibilityError
+from kptoolkit.experiment.components import natural_masker
 from kptoolkit.generators.motion import heatmap_difference, keypoint_gaussians, sparse_motions
 from kptoolkit.keypoints.relative import relative_structure
-from kptoolkit.models import build_masker_and_generator, natural_masker
 from kptoolkit.nn.grid import make_coordinate_grid
 from kptoolkit.structure import Structure
 
@@ -102,9 +102,9 @@ def test_identity_motion_reproduces_the_warp_free_path(scale_factor):
 def test_gradients_reach_every_parameter_and_the_detector():
     torch.manual_seed(0)
     detector = tiny_detector(frozen=False)
-    masker, generator = build_masker_and_generator(
-        None, "fomm", generator_params=TINY_FOMM, detector=detector
-    )
+    masker = create_masker(natural_masker("fomm"))
+    masker.attach_detector(detector)
+    generator = create_generator("fomm", **TINY_FOMM)
     assert type(masker).__name__ == "FommKeypointsMasker"
     source, driving = torch.rand(2, 2, 3, 64, 64).unbind(0)
     out = generator(source, masker(source), masker(driving))
@@ -121,7 +121,7 @@ def test_natural_maskers_and_explicit_mismatch():
     assert natural_masker("fomm") == "fomm_keypoints"
     assert natural_masker("two_stage") == "heatmap_sum"
     with pytest.raises(CompatibilityError, match=r"masker 'heatmap_sum'.*generator 'fomm'"):
-        build_masker_and_generator("heatmap_sum", "fomm", {}, TINY_FOMM, tiny_detector(5))
+        pair_plan("heatmap_sum", "fomm")
 
 
 def test_relative_animation_moves_source_keypoints_by_the_driving_motion():
@@ -148,11 +148,12 @@ def test_keypoints_without_jacobians():
     assert out["prediction"].shape == (2, 3, 64, 64)
 
 
+@pytest.mark.slow
 def test_official_fomm_checkpoint_loads_into_all_three_models(tmp_path):
-    from kptoolkit.checkpoint_io import load_strict, model_state, read_checkpoint
-    from kptoolkit.discriminator import MultiScaleDiscriminator
+    from kptoolkit.generators.discriminator import MultiScaleDiscriminator
     from kptoolkit.keypoints.detector import KeypointDetector
     from kptoolkit.keypoints.loading import load_detector
+    from kptoolkit.utils.checkpoint_io import load_strict, model_state, read_checkpoint
 
     torch.manual_seed(0)
     published = {

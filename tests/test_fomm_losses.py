@@ -7,12 +7,11 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import read_reference_table
-from model_fixtures import tiny_detector
+from model_fixtures import read_reference_table, tiny_detector
 from torch import nn
 
-from kptoolkit.discriminator import DiscriminatorOutput, MultiScaleDiscriminator
 from kptoolkit.errors import ConfigError
+from kptoolkit.generators.discriminator import DiscriminatorOutput, MultiScaleDiscriminator
 from kptoolkit.keypoints.detector import DetectorOutput
 from kptoolkit.losses.base import LossInputs
 from kptoolkit.losses.equivariance import (

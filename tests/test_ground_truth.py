@@ -14,7 +14,7 @@ from kptoolkit.data.augment import (
 )
 from kptoolkit.data.datasets import FramesDataset
 from kptoolkit.data.layout import DatasetLayoutError
-from kptoolkit.data.synthetic import generate_dataset, load_groundtruth
+from kptoolkit.data.puppets.writer import generate_dataset, load_groundtruth
 from kptoolkit.errors import CompatibilityError
 from kptoolkit.maskers.functional import MASK_PADDING
 from kptoolkit.maskers.ground_truth import GtCirclesMasker, frame_to_mask_grid

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 from kptoolkit import create_loss
-from kptoolkit.checkpoint_io import CheckpointError
 from kptoolkit.errors import CompatibilityError, ConfigError
 from kptoolkit.losses.base import LossInputs
 from kptoolkit.structure import Structure
+from kptoolkit.utils.checkpoint_io import CheckpointError
 
 
 def inputs(fake: torch.Tensor, real: torch.Tensor, **extras) -> LossInputs:

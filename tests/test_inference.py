@@ -4,23 +4,18 @@ from __future__ import annotations
 
 import csv
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from model_fixtures import TINY_DETECTOR
 from PIL import Image
+from run_fixtures import BATCH, FRAMES, SIZE, record_inference_tasks
 
-import kptoolkit
-from kptoolkit.cli import main
-from kptoolkit.config import ExperimentConfig, ModelConfig
+from kptoolkit.cli.main import main
 from kptoolkit.data.datasets import FramesDataset
-from kptoolkit.data.synthetic import generate_dataset
-from kptoolkit.data.video_io import count_frames, frame_files, iter_frames, video_fps, write_mp4
+from kptoolkit.data.video_io import count_frames, frame_files, iter_frames, video_fps
 from kptoolkit.engine.animation import animate
 from kptoolkit.engine.checkpoints import load_run
-from kptoolkit.engine.experiment import build_models
 from kptoolkit.engine.prediction import (
     InferenceError,
     RelativeMotion,
@@ -37,58 +32,6 @@ from kptoolkit.engine.reconstruction import (
     reconstruct,
 )
 from kptoolkit.errors import CompatibilityError
-from kptoolkit.keypoints.detector import KeypointDetector
-
-SIZE, FRAMES, BATCH = 64, 6, 4
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """4 puppet videos x 6 frames at 64 px: 2 train, 2 test."""
-    root = tmp_path_factory.mktemp("puppets")
-    generate_dataset(
-        root, 4, FRAMES, SIZE, clips_per_identity=1, test_fraction=0.5, workers=1, progress=False
-    )
-    return root
-
-
-@pytest.fixture(scope="module")
-def kp_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random detector in the official FOMM layout."""
-    torch.manual_seed(0)
-    path = tmp_path_factory.mktemp("kp") / "tiny-cpk.pth.tar"
-    torch.save({"kp_detector": KeypointDetector(num_kp=5, **TINY_DETECTOR).state_dict()}, path)
-    return path
-
-
-def write_run(run_dir: Path, data_root: Path, kp_file: Path, masker: str) -> Path:
-    """A kptoolkit run checkpoint of tiny random networks, at <run>/checkpoints/step-*.pth."""
-    config = ExperimentConfig(name="tiny", preset="micro")
-    config.data.dataset, config.data.root = "fomm_frames", str(data_root)
-    config.masker = ModelConfig(masker)
-    config.eval.batch_size = BATCH
-    models = build_models(config, kp_checkpoint=str(kp_file))
-    return kptoolkit.save_run(run_dir, models, config, step=2)
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory: pytest.TempPathFactory, data_root: Path, kp_file: Path):
-    """Checkpoints of tiny runs for three maskers, written once per module."""
-    base = tmp_path_factory.mktemp("runs")
-    return {
-        name: write_run(base / name, data_root, kp_file, name)
-        for name in ("heatmap_sum", "gaussian_circles", "perturbed_mask")
-    }
-
-
-@pytest.fixture(scope="module")
-def driving_mp4(tmp_path_factory: pytest.TempPathFactory, data_root: Path) -> Path:
-    """A 7-frame, 10 fps driving video (one test video, then its first frame again)."""
-    video = sorted((data_root / "test").iterdir())[0]
-    frames = list(iter_frames(video))
-    path = tmp_path_factory.mktemp("driving") / "driving.mp4"
-    write_mp4([*frames, frames[0]], path, fps=10)
-    return path
 
 
 def test_reconstruction_layout_and_l1(runs, data_root, tmp_path):
@@ -166,19 +109,6 @@ def test_models_come_back_as_they_were(runs, masker):
     assert all(p.is_contiguous() for p in models.generator.parameters())
     if models.detector is not None:
         assert not models.detector.training  # the frozen detector stays frozen
-
-
-def record_inference_tasks(masker) -> list[str]:
-    """The `task` of every `driving_for_inference` call the masker gets from now on."""
-    tasks: list[str] = []
-    driving_for_inference = masker.driving_for_inference
-
-    def spy(source, source_structure, driving_structure, task="animation"):
-        tasks.append(task)
-        return driving_for_inference(source, source_structure, driving_structure, task=task)
-
-    masker.driving_for_inference = spy
-    return tasks
 
 
 def test_perturbed_mask_uses_the_clean_mask_for_reconstruction(runs, driving_mp4, tmp_path):

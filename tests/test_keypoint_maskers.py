@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 from model_fixtures import tiny_detector
+from plugin_fixtures import needs_learned_mask
 
 from kptoolkit import create_masker
 from kptoolkit.errors import CompatibilityError
@@ -74,7 +75,7 @@ def test_softmax_sum_and_all_k():
         ("softmax_sum", {}, 1),
         ("gaussian_circles", {}, 1),
         ("all_k", {"num_kp": 5}, 5),
-        ("learned_projection", {"num_kp": 5}, 1),
+        pytest.param("learned_projection", {"num_kp": 5}, 1, marks=needs_learned_mask),
     ],
 )
 def test_mask_maskers_on_a_real_detector(name, params, channels):

@@ -7,7 +7,8 @@ import torch
 from torch import nn
 from train_fixtures import tiny_config, tiny_kp_checkpoint
 
-from kptoolkit.engine.experiment import build_models
+from kptoolkit.experiment.build import build_models
+from kptoolkit.experiment.plan import plan_experiment
 from kptoolkit.nn.layout import in_layout_of, memory_format_of
 from kptoolkit.nn.video_kernels import to_memory_format
 
@@ -37,7 +38,7 @@ def test_every_convolution_reads_its_kernels_layout_in_channels_last_training(
     layout (FOMM's warped features and the hourglasses' contiguous inputs were: each such
     convolution then copied its input in the forward and again in the backward pass)."""
     config = tiny_config(f"generator.name={generator}", f"masker.name={masker}")
-    models = build_models(config, str(tiny_kp_checkpoint(tmp_path)))
+    models = build_models(plan_experiment(config, str(tiny_kp_checkpoint(tmp_path))))
     for module in models.modules().values():
         to_memory_format(module, CL)
     models.train(True)

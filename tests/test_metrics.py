@@ -220,6 +220,7 @@ def _score_shard(rank: int, world: int, store_path: str, queue) -> None:
         dist.destroy_process_group()
 
 
+@pytest.mark.slow
 def test_sync_gathers_the_videos_of_every_process(tmp_path):
     import torch.multiprocessing as mp
 

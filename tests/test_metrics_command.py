@@ -9,9 +9,9 @@ from PIL import Image
 from video_fixtures import level_frames, make_video
 
 from kptoolkit import EVALUATORS
-from kptoolkit.cli import main
+from kptoolkit.cli.main import main
 from kptoolkit.engine.evaluate import EvaluationError, evaluate_folders
-from kptoolkit.registry import create_metric
+from kptoolkit.registry.registries import create_metric
 
 
 def make_folders(tmp_path, offset=10):

@@ -28,7 +28,9 @@ def test_bfloat16_training_runs_and_matches_float32_at_the_first_step(tmp_path, 
         precision = "train.precision=" + ("bf16" if amp else "fp32")
         overrides = [f"generator.name={generator}", f"masker.name={masker}", precision]
         run = tmp_path / f"amp-{amp}"
-        trainer = Trainer(tiny_config(*overrides), run, str(tiny_kp_checkpoint(tmp_path)))
+        trainer = Trainer.from_config(
+            tiny_config(*overrides), run, str(tiny_kp_checkpoint(tmp_path))
+        )
         assert trainer.train().steps == 2
         losses[amp] = _first_losses(run)
     # the same weights and batch at step 1: only the precision differs (bfloat16: 8 bits of
@@ -67,7 +69,7 @@ def test_channels_last_training_matches_the_contiguous_layout(tmp_path, masker, 
     for channels_last in (False, True):
         overrides = [f"generator.name={generator}", f"masker.name={masker}"]
         overrides += ["train.precision=fp32", f"train.channels_last={channels_last}"]
-        trainer = Trainer(
+        trainer = Trainer.from_config(
             tiny_config(*overrides),
             tmp_path / f"cl-{channels_last}",
             str(tiny_kp_checkpoint(tmp_path)),
@@ -89,6 +91,8 @@ def test_the_trainer_hands_its_autocast_to_the_losses(tmp_path, amp):
     at it): bfloat16 with `train.precision=bf16` on the CPU, none with fp32."""
     precision = "train.precision=" + ("bf16" if amp else "fp32")
     overrides = ["generator.name=fomm", "masker.name=", precision]
-    trainer = Trainer(tiny_config(*overrides), tmp_path / "run", str(tiny_kp_checkpoint(tmp_path)))
+    trainer = Trainer.from_config(
+        tiny_config(*overrides), tmp_path / "run", str(tiny_kp_checkpoint(tmp_path))
+    )
     inputs, _ = trainer._forward(next(trainer._batches()))
     assert inputs.autocast_dtype == (torch.bfloat16 if amp else None)

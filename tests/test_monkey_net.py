@@ -7,12 +7,14 @@ import math
 
 import pytest
 import torch
+from train_fixtures import pair_plan
 
 import kptoolkit
 from kptoolkit import create_generator, create_masker
-from kptoolkit.components import choose_components
-from kptoolkit.config import ExperimentConfig
+from kptoolkit.config.schema import ExperimentConfig
+from kptoolkit.engine.prediction import for_inference
 from kptoolkit.errors import CompatibilityError
+from kptoolkit.experiment.components import choose_components, natural_masker
 from kptoolkit.generators.monkey_net import (
     MonkeyNetGenerator,
     covariance_gaussians,
@@ -24,9 +26,8 @@ from kptoolkit.maskers.monkey_net import (
     heatmap_moments,
     smallest_singular_value,
 )
-from kptoolkit.models import build_masker_and_generator, for_inference, natural_masker
 from kptoolkit.nn.video_kernels import FrameKernelConv
-from kptoolkit.presets import MICRO
+from kptoolkit.registry.presets import MICRO
 from kptoolkit.structure import STRUCTURE_FIELDS, Structure
 
 TABLE = "monkey-net-taichi-state-dict.tsv"
@@ -37,7 +38,7 @@ MICRO_GENERATOR = dict(MonkeyNetGenerator.presets[MICRO].params)
 
 
 def reference() -> dict[str, dict[str, tuple[int, ...]]]:
-    from conftest import DATA
+    from model_fixtures import DATA
 
     table: dict[str, dict[str, tuple[int, ...]]] = {}
     with (DATA / TABLE).open() as handle:
@@ -77,6 +78,7 @@ def test_paper_widths_have_exactly_the_official_layout():
     assert not convs  # every convolution keeps the official 5-D video kernel
 
 
+@pytest.mark.slow
 def test_an_official_checkpoint_loads_strictly_through_build(tmp_path):
     table = reference()
     published = {
@@ -209,9 +211,7 @@ def test_pairing_rules():
     assert natural_masker("monkey_net") == "monkey_net_keypoints"
     assert "covariances" in STRUCTURE_FIELDS
     with pytest.raises(CompatibilityError, match=r"missing: covariances"):
-        build_masker_and_generator(
-            "gaussian_circles", "monkey_net", {}, MICRO_GENERATOR, detector=torch.nn.Identity()
-        )
+        pair_plan("gaussian_circles", "monkey_net")
     generator = MonkeyNetGenerator(**{**MICRO_GENERATOR, "num_kp": 5})
     masker = MonkeyNetKeypoints(**MICRO_MASKER)
     frames = torch.rand(1, 3, 64, 64)
@@ -238,7 +238,7 @@ def test_relative_motion_moves_the_keypoints_and_keeps_the_driving_covariances()
 
 
 def test_listed_among_the_generators_and_maskers(capsys):
-    from kptoolkit.cli import main
+    from kptoolkit.cli.main import main
 
     assert main(["list", "--kind", "generators"]) == 0
     assert "monkey_net " in capsys.readouterr().out

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import read_reference_table
+from model_fixtures import read_reference_table
 from torch import nn
 
 from kptoolkit.nn import (

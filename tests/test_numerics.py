@@ -11,23 +11,22 @@ from model_fixtures import micro_params
 from train_fixtures import tiny_config, tiny_kp_checkpoint
 
 import kptoolkit
-from kptoolkit.bench.detector_prior import prior_folder
 from kptoolkit.bench.plan import BenchOptions
-from kptoolkit.bench.report import machine_description, markdown_header, optimiser_text
+from kptoolkit.bench.report.header import machine_description, markdown_header, optimiser_text
 from kptoolkit.bench.runner import Bench
-from kptoolkit.bench.training import check_same_config
-from kptoolkit.config import AUTO, ExperimentConfig, config_from_dict, load_config
+from kptoolkit.bench.stages.detector_prior import prior_folder
+from kptoolkit.bench.stages.training import check_same_config
+from kptoolkit.config.schema import AUTO, ExperimentConfig, config_from_dict, load_config
 from kptoolkit.engine.checkpoints import check_resumable
-from kptoolkit.engine.hardware import describe
-from kptoolkit.engine.precision import (
-    PrecisionError,
-    resolve_numerics,
-    resolve_training_numerics,
-    scoring_precision,
-)
 from kptoolkit.engine.trainer import Trainer
 from kptoolkit.errors import BenchError, ConfigError
-from kptoolkit.resolve import write_derived
+from kptoolkit.experiment.plan import plan_experiment
+from kptoolkit.runtime.hardware import describe
+from kptoolkit.runtime.precision import (
+    PrecisionError,
+    resolve_numerics,
+    scoring_precision,
+)
 
 # -- what auto resolves to ---------------------------------------------------------------------
 
@@ -125,7 +124,9 @@ def test_a_run_trains_at_the_resolved_precision_and_records_it(
 ):
     force_cpu(monkeypatch, kind)
     run = tmp_path / "run"
-    trainer = Trainer(tiny_config("train.steps=1"), run, str(tiny_kp_checkpoint(tmp_path)))
+    trainer = Trainer.from_config(
+        tiny_config("train.steps=1"), run, str(tiny_kp_checkpoint(tmp_path))
+    )
     assert trainer.amp_dtype is dtype and trainer.memory_format == torch.channels_last
     trainer.train()
     stored = yaml.safe_load((run / "config.yaml").read_text())
@@ -146,14 +147,16 @@ def test_a_run_resumed_on_another_kind_of_machine_is_refused_before_anything_is_
     force_cpu(monkeypatch, AVX512_BF16)
     run = tmp_path / "run"
     kp = str(tiny_kp_checkpoint(tmp_path))
-    Trainer(tiny_config("train.steps=1"), run, kp).train()
+    Trainer.from_config(tiny_config("train.steps=1"), run, kp).train()
     before = (run / "config.yaml").read_text()
     force_cpu(monkeypatch, AVX2)  # auto now means fp32: the run would mix precisions
     with pytest.raises(ConfigError, match=r"train\.precision: 'bf16' -> 'fp32'.*give its values"):
-        Trainer(tiny_config("train.steps=2"), run, kp, resume=True)
+        Trainer.from_config(tiny_config("train.steps=2"), run, kp, resume=True)
     assert (run / "config.yaml").read_text() == before
     # its own values, given explicitly, continue it
-    resumed = Trainer(tiny_config("train.steps=2", "train.precision=bf16"), run, kp, resume=True)
+    resumed = Trainer.from_config(
+        tiny_config("train.steps=2", "train.precision=bf16"), run, kp, resume=True
+    )
     assert resumed.train().steps == 2
 
 
@@ -172,8 +175,9 @@ def test_the_bench_trains_every_row_and_the_prior_at_the_resolved_precision(
     for entry in bench.entries:
         row = bench.entry_config(entry, None)
         assert (row.train.precision, row.train.channels_last) == (precision, True)
-        resolve_training_numerics(row, "cpu")  # the row's Trainer: the values stand, and the
-        assert row.train.precision == precision  # record still says they were auto's choice
+        planned = plan_experiment(row, device="cpu").config  # planned again, the values stand
+        assert planned.train.precision == precision  # and the record says auto chose them
+        assert planned.runtime["requested_precision"] == AUTO
         assert row.runtime["requested_precision"] == AUTO
     first, refine = bench.bench_prior_stages()
     assert first.train.precision == "fp32"  # the recipe it was validated with, never slower
@@ -234,13 +238,10 @@ def test_the_results_header_names_the_cpu_capability_and_bfloat16(monkeypatch):
 def test_rows_trained_at_two_precisions_are_never_reused_for_each_other(tmp_path, monkeypatch):
     force_cpu(monkeypatch, AVX512_BF16)
     run, kp = tmp_path / "row", str(tiny_kp_checkpoint(tmp_path))
-    Trainer(tiny_config("train.steps=1"), run, kp).train()
+    Trainer.from_config(tiny_config("train.steps=1"), run, kp).train()
 
     def row() -> ExperimentConfig:  # the row's config as the bench hands it to training
-        config = tiny_config("train.steps=1")
-        write_derived(config, kp)
-        resolve_training_numerics(config, "cpu")
-        return config
+        return plan_experiment(tiny_config("train.steps=1"), kp, device="cpu").config
 
     bf16 = row()
     check_same_config(run, bf16)  # the same row: reused

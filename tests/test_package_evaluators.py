@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kptoolkit.cli import main
+from kptoolkit.cli.main import main
 from kptoolkit.errors import ConfigError, KptoolkitError
 from kptoolkit.evaluators import package_models
 from kptoolkit.evaluators.package_models import (
@@ -32,10 +32,10 @@ from kptoolkit.evaluators.package_models import (
     inside_frame,
     to_rgb_uint8,
 )
-from kptoolkit.introspect import inspect_target
 from kptoolkit.metrics.base import FramePairs
 from kptoolkit.metrics.keypoint_metrics import AedMetric
-from kptoolkit.registry import EVALUATORS
+from kptoolkit.registry.introspect import inspect_target
+from kptoolkit.registry.registries import EVALUATORS
 
 NAMES = {
     "mediapipe_pose": MediaPipePoseEvaluator,
@@ -291,7 +291,7 @@ def test_scoring_folders_with_dlib_evaluators(
 ) -> None:
     from kptoolkit.data.video_io import write_png_frames
     from kptoolkit.engine.evaluate import evaluate_folders
-    from kptoolkit.registry import create_metric
+    from kptoolkit.registry.registries import create_metric
 
     small = F.interpolate(astronaut, size=(256, 256), mode="area")
     real = to_rgb_uint8(torch.cat([small, small.flip(-1)]))

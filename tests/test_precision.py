@@ -9,10 +9,10 @@ import torch
 from model_fixtures import micro_params, tiny_detector
 
 from kptoolkit import create_generator, inference_model
-from kptoolkit.engine.precision import PrecisionError, to_float32
 from kptoolkit.generators.motion import warp
 from kptoolkit.keypoints.functional import keypoints_from_heatmaps, spatial_softmax
 from kptoolkit.nn.video_kernels import to_memory_format
+from kptoolkit.runtime.precision import PrecisionError, to_float32
 from kptoolkit.structure import Structure
 
 GENERATORS = ["two_stage", "fomm", "x2face", "monkey_net"]

@@ -8,23 +8,24 @@ import warnings
 import pytest
 import yaml
 
-from kptoolkit.cli import main
-from kptoolkit.components import apply_with_presets, choose_components
-from kptoolkit.config import (
+from kptoolkit.cli.main import main
+from kptoolkit.config.legacy import LegacyLayoutWarning
+from kptoolkit.config.schema import (
     ExperimentConfig,
     ModelConfig,
     config_from_dict,
     dump_config,
     load_config,
 )
-from kptoolkit.config_legacy import LegacyLayoutWarning
 from kptoolkit.errors import ConfigError, KptoolkitError
+from kptoolkit.experiment.components import apply_with_presets, choose_components
+from kptoolkit.experiment.plan import plan_experiment
+from kptoolkit.experiment.resolve import resolve_experiment
 from kptoolkit.generators.fomm import FommGenerator
 from kptoolkit.generators.two_stage import TwoStageGenerator
 from kptoolkit.keypoints.detector import KeypointDetector
-from kptoolkit.presets import PRESET_NAMES
-from kptoolkit.registry import GENERATORS, MASKERS
-from kptoolkit.resolve import resolve_experiment, write_derived
+from kptoolkit.registry.presets import PRESET_NAMES
+from kptoolkit.registry.registries import GENERATORS, MASKERS
 
 BUILT_IN = {
     "generators": ("two_stage", "fomm", "x2face", "monkey_net"),
@@ -116,8 +117,8 @@ def test_an_unknown_preset_names_the_component_and_its_presets():
 
 
 def test_a_written_out_config_lists_what_is_built_and_reads_back_equal(tmp_path):
-    config = choose_components(ExperimentConfig(), "all_k", None)
-    resolved = write_derived(config)
+    plan = plan_experiment(choose_components(ExperimentConfig(), "all_k", None))
+    config, resolved = plan.config, plan.components
     text = dump_config(config)
     data = yaml.safe_load(text)
     assert data["generator"]["params"]["features"] == 64
@@ -231,13 +232,13 @@ def test_a_run_saved_in_the_layout_before_presets_loads_with_the_same_weights(tm
     import torch
 
     import kptoolkit
-    from kptoolkit.config import unstructure
+    from kptoolkit.config.schema import unstructure
     from kptoolkit.engine.checkpoints import latest_checkpoint
 
     config = ExperimentConfig(name="old", preset="micro")
     config.masker = ModelConfig("frame")
     config.generator = ModelConfig("x2face")
-    write_derived(config)
+    config = plan_experiment(config).config
     models = kptoolkit.build(config)
     with torch.no_grad():
         for parameter in models.generator.parameters():

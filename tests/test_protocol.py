@@ -13,11 +13,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from kptoolkit.cli import main
+from kptoolkit.cli.main import main
 from kptoolkit.engine.evaluate import EvaluationError, evaluate_tables
 from kptoolkit.errors import KptoolkitError
 from kptoolkit.metrics.tables import export_table, import_table
-from kptoolkit.registry import create_metric
+from kptoolkit.registry.registries import create_metric
 
 pytest.importorskip("pandas")
 

@@ -8,13 +8,13 @@ import pytest
 import torch
 from train_fixtures import tiny_config, tiny_kp_checkpoint
 
-from kptoolkit.cli import main
-from kptoolkit.components import choose_components
-from kptoolkit.config import ExperimentConfig, apply_overrides, load_config
-from kptoolkit.engine.experiment import build_models
+from kptoolkit.cli.main import main
+from kptoolkit.config.schema import ExperimentConfig, apply_overrides, load_config
 from kptoolkit.errors import CompatibilityError
-from kptoolkit.registry import MASKERS
-from kptoolkit.resolve import (
+from kptoolkit.experiment.build import build_models
+from kptoolkit.experiment.components import choose_components
+from kptoolkit.experiment.plan import plan_experiment
+from kptoolkit.experiment.resolve import (
     FROZEN_DETECTOR,
     NO_DETECTOR,
     TRAINED_DETECTOR,
@@ -22,6 +22,7 @@ from kptoolkit.resolve import (
     resolve_experiment,
     validate_components,
 )
+from kptoolkit.registry.registries import MASKERS
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -58,7 +59,7 @@ def test_fomm_takes_num_kp_and_jacobians_from_the_detector_it_trains():
 def test_fomm_with_five_keypoints_builds_and_runs():
     config = tiny_config("keypoints.num_kp=5")
     choose_components(config, None, "fomm")
-    models = build_models(config)
+    models = build_models(plan_experiment(config))
     frame = torch.rand(1, 3, 64, 64)
     structure = models.masker(frame)
     assert structure.keypoints.shape == (1, 5, 2)

@@ -11,20 +11,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from kptoolkit.data.puppet_model import (
+from kptoolkit.data.puppets.model import (
     JOINT_NAMES,
     PART_NAMES,
     Motion,
     PartStyle,
     fit_in_frame,
     forward_kinematics,
-    sample_identity,
-    sample_motion,
     visibility,
 )
-from kptoolkit.data.puppet_render import render_video, sample_background
-from kptoolkit.data.puppet_style import STYLES, motion_statistics
-from kptoolkit.data.synthetic import generate_dataset, load_groundtruth, read_manifest
+from kptoolkit.data.puppets.render import render_video, sample_background
+from kptoolkit.data.puppets.sampling import sample_identity, sample_motion
+from kptoolkit.data.puppets.style import STYLES, motion_statistics
+from kptoolkit.data.puppets.writer import generate_dataset, load_groundtruth, read_manifest
 from kptoolkit.errors import KptoolkitError
 
 NAME = re.compile(r"^(id\d{4})#clip\d{2}$")

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import read_reference_table
-from model_fixtures import TINY_TWO_STAGE, tiny_detector
+from model_fixtures import TINY_TWO_STAGE, read_reference_table, tiny_detector
+from train_fixtures import pair_plan, tiny_kp_checkpoint
 
 from kptoolkit import create_generator, create_masker
-from kptoolkit.checkpoint_io import CheckpointError, load_strict, model_state, read_checkpoint
 from kptoolkit.errors import CompatibilityError
-from kptoolkit.generators.base import check_compatible
 from kptoolkit.keypoints.detector import KeypointDetector
 from kptoolkit.keypoints.loading import load_detector
 from kptoolkit.structure import Structure
+from kptoolkit.utils.checkpoint_io import CheckpointError, load_strict, model_state, read_checkpoint
 
 REFERENCE = read_reference_table("keypoint-mask-generator-state-dict.tsv")["generator"]
 
@@ -41,6 +40,7 @@ def test_paper_widths_have_the_official_layout_without_dead_layers():
     assert sum(p.numel() for p in generator.parameters()) == 45_165_086
 
 
+@pytest.mark.slow
 def test_official_checkpoint_loads_into_detector_and_two_stage(tmp_path):
     torch.manual_seed(0)
     official = create_generator("two_stage").state_dict()
@@ -86,12 +86,13 @@ def test_k_channel_masks_and_mask_resizing():
 
 
 def test_compatibility_errors_name_both():
-    generator = create_generator("two_stage", **TINY_TWO_STAGE)
     with pytest.raises(CompatibilityError, match=r"masker 'frame'.*generator 'two_stage'"):
-        check_compatible(create_masker("frame"), generator, "frame", "two_stage")
-    with pytest.raises(CompatibilityError, match="mask_channels=10"):
-        check_compatible(create_masker("all_k", num_kp=10), generator, "all_k", "two_stage")
-    check_compatible(create_masker("heatmap_sum"), generator, "heatmap_sum", "two_stage")
+        pair_plan("frame", "two_stage")
+    with pytest.raises(CompatibilityError, match=r"mask_channels=1 but masker 'all_k' gives"):
+        pair_plan("all_k", "two_stage", generator_params={"mask_channels": 1})
+    plan = pair_plan("all_k", "two_stage")
+    assert plan.components.generator_params["mask_channels"] == plan.config.keypoints.num_kp
+    assert pair_plan("heatmap_sum", "two_stage").pair == "heatmap_sum+two_stage"
 
 
 def test_a_training_step_learns_and_leaves_the_detector_unchanged():
@@ -114,27 +115,24 @@ def test_a_training_step_learns_and_leaves_the_detector_unchanged():
     assert all(torch.equal(frozen_state[k], v) for k, v in detector.state_dict().items())
 
 
-def test_building_a_pair_checks_it_and_attaches_the_detector():
-    from kptoolkit.models import build_masker_and_generator
+def test_building_a_plan_attaches_the_detector_its_file_holds(tmp_path):
+    from kptoolkit.experiment.build import build_models
 
-    detector = tiny_detector()
-    masker, generator = build_masker_and_generator(
-        "all_k", "two_stage", {"num_kp": 5}, {"mask_channels": 5, **TINY_TWO_STAGE}, detector
-    )
-    assert masker.detector is detector
-    assert generator(
-        torch.rand(1, 3, 64, 64), masker(torch.rand(1, 3, 64, 64)), masker(torch.rand(1, 3, 64, 64))
-    )["prediction"].shape == (1, 3, 64, 64)
-    with pytest.raises(CompatibilityError, match=r"masker 'all_k'.*generator 'two_stage'"):
-        build_masker_and_generator("all_k", "two_stage", {"num_kp": 5}, TINY_TWO_STAGE, detector)
+    kp = str(tiny_kp_checkpoint(tmp_path))
+    models = build_models(pair_plan("all_k", "two_stage", kp_checkpoint=kp))
+    masker, generator = models.masker, models.generator
+    assert masker.detector is models.detector and masker.channels == 5
+    assert generator.mask_channels == 5  # derived from the file's detector (K = 5)
+    frames = torch.rand(1, 3, 64, 64)
+    assert generator(frames, masker(frames), masker(frames))["prediction"].shape == (1, 3, 64, 64)
     with pytest.raises(CompatibilityError, match="--kp-checkpoint"):
-        build_masker_and_generator("heatmap_sum", "two_stage", {}, TINY_TWO_STAGE)
-    masker, _ = build_masker_and_generator("perturbed_mask", "two_stage", {}, TINY_TWO_STAGE)
-    assert any(p.requires_grad for p in masker.parameters())
+        build_models(pair_plan("heatmap_sum", "two_stage"))
+    models = build_models(pair_plan("perturbed_mask", "two_stage"))
+    assert any(p.requires_grad for p in models.masker.parameters())
 
 
 def test_channels_last_inference_gives_the_same_prediction():
-    from kptoolkit.models import for_inference
+    from kptoolkit.engine.prediction import for_inference
 
     torch.manual_seed(0)
     generator = create_generator("two_stage", **TINY_TWO_STAGE).eval()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from kptoolkit.cli import main
+from kptoolkit.cli.main import main
 from kptoolkit.data.datasets import FramesDataset
-from kptoolkit.data.synthetic import generate_dataset, read_manifest
+from kptoolkit.data.puppets.writer import generate_dataset, read_manifest
 from kptoolkit.data.validation import CarveError, carve_validation
 
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import torch
 from model_fixtures import TINY_DETECTOR
 
-from kptoolkit.components import apply_with_presets
-from kptoolkit.config import ExperimentConfig
+from kptoolkit.config.schema import ExperimentConfig
+from kptoolkit.experiment.components import apply_with_presets
 from kptoolkit.keypoints.detector import KeypointDetector
 
 
@@ -39,3 +40,34 @@ def detector_file(path: Path, seed: int = 0, preset: str | None = None, **widths
     params = dict(KeypointDetector.presets[preset].params) if preset else {}
     torch.save({"kp_detector": KeypointDetector(**{**params, **widths}).state_dict()}, path)
     return path
+
+
+def pair_plan(
+    masker: str | None,
+    generator: str,
+    masker_params: dict | None = None,
+    generator_params: dict | None = None,
+    kp_checkpoint: str | None = None,
+):
+    """The plan of a masker x generator pair at the `micro` widths (explicit params over them)."""
+    from kptoolkit.config.schema import ModelConfig
+    from kptoolkit.experiment.plan import plan_experiment
+
+    config = tiny_config()
+    config.masker = ModelConfig(masker or "", params=dict(masker_params or {}))
+    config.generator = ModelConfig(generator, params=dict(generator_params or {}))
+    return plan_experiment(config, kp_checkpoint)
+
+
+def cli_env(tmp_path: Path) -> dict[str, str]:
+    """The environment of a `python -m kptoolkit` subprocess: its own cache, one thread."""
+    return {**os.environ, "KPTOOLKIT_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
+
+
+def tiny_cli_args(tmp_path: Path) -> list[str]:
+    """`--config` (the tiny config, saved) and `--kp-checkpoint` arguments of a tiny CLI run."""
+    from kptoolkit.config.schema import save_config
+
+    config = tmp_path / "tiny.yaml"
+    save_config(tiny_config(), config)
+    return ["--config", str(config), "--kp-checkpoint", str(tiny_kp_checkpoint(tmp_path))]

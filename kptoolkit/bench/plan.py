@@ -7,12 +7,13 @@ from pathlib import Path
 
 import attrs
 
-from kptoolkit.components import natural_masker
+from kptoolkit.bench.defaults import DEFAULT_BASELINES, ORACLE_GENERATOR, ORACLE_MASKER
 from kptoolkit.errors import ConfigError
-from kptoolkit.registry import GENERATORS, MASKERS
-
-DEFAULT_BASELINES = ("fomm", "x2face")
-ORACLE_MASKER, ORACLE_GENERATOR = "gt_circles", "two_stage"
+from kptoolkit.experiment.components import natural_masker
+from kptoolkit.generators.base import Generator
+from kptoolkit.maskers.base import Masker
+from kptoolkit.nn.component import hook
+from kptoolkit.registry.registries import GENERATORS, MASKERS
 
 
 @attrs.frozen
@@ -27,7 +28,9 @@ class Entry:
     def label(self) -> str:
         """The row's name in the tables."""
         if self.role == "baseline":
-            return getattr(GENERATORS.get(self.generator), "baseline_label", None) or self.generator
+            return (
+                hook(GENERATORS.get(self.generator), "baseline_label", Generator) or self.generator
+            )
         if self.role == "oracle":
             return f"Oracle: {self.masker} + {self.generator} (ground-truth joints)"
         return f"{self.masker} + {self.generator}"
@@ -111,9 +114,9 @@ def default_out_dir(profile: str) -> Path:
 
 def needs_groundtruth(masker: str) -> bool:
     """Whether the masker draws the dataset's ground-truth joints (the oracle's)."""
-    return bool(getattr(MASKERS.get(masker), "needs_groundtruth", False))
+    return bool(hook(MASKERS.get(masker), "needs_groundtruth", Masker))
 
 
 def needs_detector(masker: str) -> bool:
     """Whether the masker reads a pretrained keypoint detector."""
-    return bool(getattr(MASKERS.get(masker), "needs_detector", False))
+    return bool(hook(MASKERS.get(masker), "needs_detector", Masker))

@@ -10,7 +10,7 @@ masker and generator, so all rows share the budget.
   learning rates per generator (`QUICK_LEARNING_RATES`).
 
 Every profile trains at the precision and in the layout the machine resolves `auto` to
-(`kptoolkit.engine.precision`): bfloat16 autocast where the CPU runs it natively, float32
+(`kptoolkit.runtime.precision`): bfloat16 autocast where the CPU runs it natively, float32
 elsewhere, channels_last on both; `--set train.precision=...` still wins.
 - `full`: the base config's own widths and schedule (give a paper config, e.g.
   `configs/taichi-256.yaml`), meant for a GPU.
@@ -22,9 +22,10 @@ from collections.abc import Callable, Mapping
 
 import attrs
 
-from kptoolkit.config import ExperimentConfig
+from kptoolkit.bench.defaults import QUICK_LEARNING_RATES
+from kptoolkit.config.schema import ExperimentConfig
 from kptoolkit.errors import ConfigError
-from kptoolkit.presets import MICRO
+from kptoolkit.registry.presets import MICRO
 
 
 @attrs.frozen
@@ -62,13 +63,13 @@ def _micro(config: ExperimentConfig) -> None:
 
 
 # The quick profile's recipe, chosen on a validation split carved from the puppets' training
-# split (README, "How the default was chosen"): on a CPU with native bfloat16 its autocast
-# trains 1.4-1.7x faster with the same scores, and the time saved buys 1.5x the steps.
+# split (docs/benchmark-design.md, "How the default was chosen"): on a CPU with native
+# bfloat16 its autocast trains 1.4-1.7x faster with the same scores, and the time saved
+# buys 1.5x the steps.
 # Learning rate 1e-3 (five times the paper's) lowers the two-stage generator's and X2Face's L1
 # within the budget at the same AKD; FOMM keeps 2e-4, at which its AKD is better (at 1e-3 its
 # L1 falls but its AKD rises above the copy's).
 QUICK_REPEATS = 9
-QUICK_LEARNING_RATES: dict[str, float] = {"two_stage": 1e-3, "x2face": 1e-3}
 
 
 def _quick(config: ExperimentConfig) -> None:
@@ -98,7 +99,7 @@ PROFILES: dict[str, Profile] = {
         _quick,
         # the prior keeps the 1,500 float32 steps its recipe was validated with, then trains
         # as the FOMM row for 24 repeats (6,000 steps) at a constant learning rate, chosen on
-        # validation (README, "How the default was chosen")
+        # validation (docs/benchmark-design.md, "How the default was chosen")
         detector_budget=6 / QUICK_REPEATS,
         detector_refine_budget=24 / QUICK_REPEATS,
         learning_rates=QUICK_LEARNING_RATES,

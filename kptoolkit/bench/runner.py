@@ -13,11 +13,12 @@ Everything lands under one output folder:
     <out>/results.{md,csv,json,tex}      the measured table; published.{md,tex} apart
 
 Each stage records what it finished in `bench-state.json` next to the run, keyed by the checkpoint
-it used (`kptoolkit.bench.stage_cache`), so a second bench reuses every finished stage and an
+it used (`kptoolkit.bench.stages.stage_cache`), so a second bench reuses every finished stage and an
 interrupted one resumes (training continues from its last checkpoint). A run folder holding
 another config is never overwritten.
 
-`Bench` orchestrates; each stage's work lives in a module of its own: `plan` (the rows and
+`Bench` orchestrates; `row_runs` turns its rows into runs (plans, folders, training,
+reconstruction), and each stage's work lives in a module of its own: `plan` (the rows and
 options), `data`, `evaluation` (the evaluators), `detector_prior`, `training`, `reconstruction`
 and `reference` (the no-motion row), `scoring`, `rows` (table rows from the stored scores),
 `figures` and `report` (the results files and their header).
@@ -35,22 +36,6 @@ from typing import Any
 import attrs
 import torch
 
-from kptoolkit.atomic import remove_orphans
-from kptoolkit.bench import figures
-from kptoolkit.bench.data import prepare_data, synthetic_description
-from kptoolkit.bench.detector_prior import (
-    ensure_prior,
-    prior_diagnostics,
-    prior_stages,
-)
-from kptoolkit.bench.evaluation import Evaluation
-from kptoolkit.bench.parallel import (
-    Job,
-    choose_workers,
-    registrations_for_workers,
-    run_jobs,
-    train_row_in_worker,
-)
 from kptoolkit.bench.plan import (
     BenchOptions,
     Entry,
@@ -58,15 +43,12 @@ from kptoolkit.bench.plan import (
     check_seeds,
     default_out_dir,
     needs_detector,
-    needs_groundtruth,
     plan_entries,
 )
 from kptoolkit.bench.profiles import Profile, get_profile
-from kptoolkit.bench.reconstruction import controls, reconstruct_run
-from kptoolkit.bench.reference import REFERENCE_DIR, reconstruct_reference, score_reference
-from kptoolkit.bench.report import detector_text, machine_description, write_results
-from kptoolkit.bench.results import ResultRow
-from kptoolkit.bench.rows import (
+from kptoolkit.bench.report.header import detector_text, machine_description, write_results
+from kptoolkit.bench.report.results import ResultRow
+from kptoolkit.bench.report.rows import (
     REFERENCE_LABEL,
     control_row,
     floor_rows,
@@ -74,28 +56,29 @@ from kptoolkit.bench.rows import (
     untrained_row,
     video_names,
 )
-from kptoolkit.bench.scoring import cached_scores, measure_control, measure_run
-from kptoolkit.bench.stage_cache import read_state
-from kptoolkit.bench.training import check_same_config, run_is_trained, train_run
-from kptoolkit.components import apply_with_presets, natural_masker
-from kptoolkit.config import (
+from kptoolkit.bench.row_runs import RowRuns
+from kptoolkit.bench.stages import figures
+from kptoolkit.bench.stages.data import prepare_data, synthetic_description
+from kptoolkit.bench.stages.detector_prior import (
+    ensure_prior,
+    prior_diagnostics,
+    prior_stages,
+)
+from kptoolkit.bench.stages.evaluation import Evaluation
+from kptoolkit.bench.stages.reconstruction import controls
+from kptoolkit.bench.stages.reference import REFERENCE_DIR, reconstruct_reference, score_reference
+from kptoolkit.bench.stages.scoring import cached_scores, measure_control, measure_run
+from kptoolkit.bench.stages.stage_cache import read_state
+from kptoolkit.config.schema import (
     ExperimentConfig,
-    ModelConfig,
     load_config,
     split_override,
-    structure,
-    unstructure,
 )
-from kptoolkit.engine.experiment import build_dataset
-from kptoolkit.engine.precision import resolve_training_numerics, scoring_precision
 from kptoolkit.errors import ConfigError
-from kptoolkit.folder_lock import folder_lock
-from kptoolkit.resolve import (
-    FROZEN_DETECTOR,
-    TRAINED_DETECTOR,
-    record_detector_file,
-    write_derived,
-)
+from kptoolkit.experiment.components import apply_with_presets, natural_masker
+from kptoolkit.runtime.precision import resolve_numerics, scoring_precision, write_numerics
+from kptoolkit.utils.atomic import remove_orphans
+from kptoolkit.utils.locks import folder_lock
 
 # scripts outside the package import these from here, the plan's two included
 __all__ = ["Bench", "BenchOptions", "BenchOutcome", "Entry"]
@@ -114,7 +97,7 @@ class BenchOutcome:
     report: str  # the measured table in Markdown, with how it was measured
 
 
-class Bench:
+class Bench(RowRuns):
     """Runs the bench's stages in order; see the module docstring."""
 
     def __init__(self, options: BenchOptions) -> None:
@@ -146,7 +129,9 @@ class Bench:
         )
         # the training precision and layout, decided once for every run the bench trains (the
         # detector prior's stages and every row): `auto` by this machine, explicit values kept
-        self.numerics = resolve_training_numerics(self.base, self.device)
+        train = self.base.train
+        self.numerics = resolve_numerics(train.precision, train.channels_last, self.device)
+        write_numerics(self.base, self.numerics)
         self.base.eval.precision = scoring_precision(self.base.eval.precision, self.device)
         if options.kp_checkpoint and not Path(options.kp_checkpoint).is_file():
             raise ConfigError(f"--kp-checkpoint: no such file: {options.kp_checkpoint}")
@@ -185,7 +170,8 @@ class Bench:
 
     def _run(self) -> BenchOutcome:
         started = time.perf_counter()
-        remove_orphans(self.out)  # what a killed write left (the folder is locked now)
+        # what killed writes left anywhere in the bench's folder (it is locked now: no row writes)
+        remove_orphans(self.out, recursive=True)
         self.enter("data")
         self.prepare_data()
         self.enter("evaluators")
@@ -246,7 +232,7 @@ class Bench:
         if self.options.kp_checkpoint or not any(map(self.reads_detector, self.entries)):
             return None
         fomm = Entry(natural_masker("fomm"), "fomm", "baseline")
-        fomm_config = self.entry_config(fomm, None, self.base.seed)
+        fomm_config = self.entry_plan(fomm, None, self.base.seed).config
         profile = self.profile
         return prior_stages(fomm_config, profile.detector_budget, profile.detector_refine_budget)
 
@@ -278,159 +264,6 @@ class Bench:
         if "probe_r2" in self.detector_info:
             self.say(detector_text(self.detector_info))
         self.detector = str(path)
-
-    # -- how many runs train at once -----------------------------------------------------------
-    def untrained(self) -> list[tuple[Entry, int]]:
-        """The (row, seed) runs with no finished training on record."""
-        return [
-            (entry, seed)
-            for seed in self.seeds
-            for entry in self.entries
-            if not run_is_trained(self.run_dir(entry, seed))
-        ]
-
-    def parallelism(self) -> tuple[int, int]:
-        """(runs trained at once, threads each) for the rows still to train (the evaluators and
-        the detector prior train before them, with every thread), decided once; one at a time
-        when in-process components cannot reach workers."""
-        if self._parallelism is None and self.options.jobs == 1:
-            self._parallelism = (1, torch.get_num_threads())
-        if self._parallelism is None:
-            workers, threads = choose_workers(self.options.jobs, len(self.untrained()), self.device)
-            self.worker_registrations = registrations_for_workers() if workers > 1 else None
-            if workers > 1 and self.worker_registrations is None:
-                self.say(
-                    "components registered in this process cannot be sent to worker "
-                    "processes (not picklable): training one run at a time"
-                )
-                workers, threads = 1, torch.get_num_threads()
-            self._parallelism = (workers, threads)
-        return self._parallelism
-
-    # -- configs and folders -------------------------------------------------------------------
-    def run_dir(self, entry: Entry, seed: int) -> Path:
-        """The run folder of one row trained with one seed."""
-        return self.out / "runs" / f"{entry.slug}-seed{seed}"
-
-    def run_label(self, entry: Entry, seed: int) -> str:
-        """The row's name in progress lines (with its seed when there are several)."""
-        return f"{entry.label} (seed {seed})" if len(self.seeds) > 1 else entry.label
-
-    def control_label(self, entry: Entry, seed: int, control: str | None) -> str:
-        """`run_label`, marked with the control's name for a control's reconstruction."""
-        return self.run_label(entry, seed) + (f" [{control}]" if control else "")
-
-    def learning_rate(self, entry: Entry) -> float:
-        """The row's learning rate: the profile's for its generator, unless a config file or
-        `--set train.lr` gives one."""
-        if self._lr_given:
-            return self.base.train.lr
-        return self.profile.learning_rates.get(entry.generator, self.base.train.lr)
-
-    def entry_config(self, entry: Entry, detector: str | None, seed: int = 0) -> ExperimentConfig:
-        """The base config with this row's masker, generator and seed (same budget for every
-        row)."""
-        config = structure(ExperimentConfig, unstructure(self.base))
-        config.name = f"bench-{entry.slug}"
-        config.seed = seed
-        # a component the row changes starts from its preset, without the base one's values
-        if config.masker.name != entry.masker:
-            config.masker = ModelConfig(entry.masker)
-        if config.generator.name != entry.generator:
-            config.generator = ModelConfig(entry.generator)
-        config.train.lr = self.learning_rate(entry)
-        # derived from keypoints.* as the bench always has (a given detector with another K
-        # is then reported by the row's training, naming the key)
-        rule = write_derived(config).detector
-        if rule == TRAINED_DETECTOR:
-            config.keypoints.checkpoint = self.options.kp_checkpoint
-        elif rule == FROZEN_DETECTOR:
-            config.keypoints.checkpoint = detector
-        if config.keypoints.checkpoint:  # the row's run records it so: compared by its sha256
-            record_detector_file(config, config.keypoints.checkpoint)
-        return config
-
-    def test_dataset_for(self, entry: Entry) -> Any:
-        """The test split as the row's masker reads it (with ground-truth joints for the
-        oracle), built once."""
-        if not needs_groundtruth(entry.masker):
-            return self.test_dataset
-        if self._groundtruth_test is None:
-            self._groundtruth_test = build_dataset(self.entry_config(entry, None), "test")
-        return self._groundtruth_test
-
-    def _checkpoint(self, entry: Entry, seed: int) -> Path:
-        """The final checkpoint of a trained run."""
-        state = read_state(self.run_dir(entry, seed))
-        return self.run_dir(entry, seed) / "checkpoints" / state["train"]["checkpoint"]
-
-    # -- training and reconstruction -----------------------------------------------------------
-    def train_all(self) -> None:
-        """Train every row with every seed: one run at a time with every thread, or side by side
-        in worker processes (`kptoolkit.bench.parallel`), each row then reconstructing its test
-        videos."""
-        workers, threads = self.parallelism()
-        if workers == 1:
-            for seed in self.seeds:
-                for entry in self.entries:
-                    self.train(entry, seed, self.entry_config(entry, self.detector, seed))
-            return
-        self.say(f"training {workers} runs at a time, {threads} thread(s) each")
-        prefix = self.stage_prefix()
-        device = str(self.device)
-        jobs: list[Job] = []
-        untrained = self.untrained()
-        for seed in self.seeds:
-            for entry in self.entries:
-                if (entry, seed) not in untrained:  # reused as a sequential bench reuses it
-                    self.train(entry, seed, self.entry_config(entry, self.detector, seed))
-                    continue
-                jobs.append(
-                    Job(
-                        f"{entry.slug}-seed{seed}",
-                        self.run_label(entry, seed),
-                        train_row_in_worker,
-                        functools.partial(self._row_arguments, entry, seed, device, prefix),
-                        log_dir=self.run_dir(entry, seed),
-                    )
-                )
-        run_jobs(jobs, workers, threads, self.say, self.options.progress, self.worker_registrations)
-
-    def _row_arguments(self, entry: Entry, seed: int, device: str, prefix: str) -> tuple[Any, ...]:
-        """`train_row_in_worker`'s arguments for one run (its config checked against the
-        folder's first, here), with the row's controls to reconstruct after training."""
-        config = self.entry_config(entry, self.detector, seed)
-        # batches loaded in the worker itself: loader processes would compete with the other
-        # workers for the same cores (the batches are the same: `LOADING_KEYS`)
-        config.data.num_workers = 0
-        run_dir = self.run_dir(entry, seed)
-        check_same_config(run_dir, config)
-        label = self.run_label(entry, seed)
-        reconstructions = controls(entry.generator)
-        return (str(run_dir), unstructure(config), label, device, prefix, reconstructions)
-
-    def train(self, entry: Entry, seed: int, config: ExperimentConfig) -> dict[str, Any]:
-        """Train one row with one seed (or reuse / resume its run); returns its training
-        record."""
-        label = self.run_label(entry, seed)
-        run_dir = self.run_dir(entry, seed)
-        return train_run(run_dir, config, label, self.device, self.options.progress, self.say)
-
-    def reconstruct(self, entry: Entry, seed: int, control: str | None = None) -> None:
-        """Reconstruct the test videos with a run's final checkpoint (PNG for the metrics), by
-        the protocol or as one of the row's controls."""
-        reconstruct_run(
-            self.run_dir(entry, seed),
-            self._checkpoint(entry, seed),
-            functools.partial(self.test_dataset_for, entry),
-            control,
-            controls(entry.generator)[control] if control else None,
-            precision=self.base.eval.precision,
-            device=self.device,
-            progress=self.options.progress,
-            label=self.control_label(entry, seed, control),
-            say=self.say,
-        )
 
     # -- metrics -------------------------------------------------------------------------------
     def score_reference(self) -> ResultRow:

@@ -129,9 +129,9 @@ def augmentation_from_dict(
     params: Mapping[str, Any] | None, path: str = "data.augmentation"
 ) -> AugmentationConfig:
     """Build the config from the experiment's `data.augmentation` mapping (errors name the key)."""
-    # checks keys (with a difflib hint) and value types; imported here so that kptoolkit.config
-    # may itself import this module
-    from kptoolkit.config import structure
+    # checks keys (with a difflib hint) and value types; imported here so that
+    # kptoolkit.config.schema may itself import this module
+    from kptoolkit.config.schema import structure
 
     return structure(AugmentationConfig, params, path)
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from kptoolkit.data.layout import VideoEntry, discover_videos
-from kptoolkit.data.synthetic import MANIFEST_NAME, read_manifest
+from kptoolkit.data.puppets.writer import MANIFEST_NAME, read_manifest
 from kptoolkit.errors import KptoolkitError
 
 CARVED_MARKER = ".kptoolkit-validation"

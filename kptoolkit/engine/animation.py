@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from kptoolkit.atomic import atomic_path
 from kptoolkit.data.datasets import frames_to_tensor, resize_frames
 from kptoolkit.data.video_io import (
     Mp4Writer,
@@ -31,7 +30,6 @@ from kptoolkit.data.video_io import (
     video_fps,
     video_kind,
 )
-from kptoolkit.engine.precision import Numerics
 from kptoolkit.engine.prediction import (
     InferenceError,
     RelativeMotion,
@@ -46,9 +44,11 @@ from kptoolkit.engine.prediction import (
     quantize,
     to_model_input,
 )
+from kptoolkit.runtime.precision import Numerics
+from kptoolkit.utils.atomic import atomic_path
 
 if TYPE_CHECKING:
-    from kptoolkit.engine.experiment import Models
+    from kptoolkit.experiment.build import Models
 
 DEFAULT_FPS = 25.0
 

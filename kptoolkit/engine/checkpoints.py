@@ -19,14 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from kptoolkit.checkpoint_io import (
-    KPTOOLKIT_FORMAT,
-    CheckpointError,
-    atomic_save,
-    read_checkpoint,
-)
-from kptoolkit.components import PRESET_KEYS
-from kptoolkit.config import (
+from kptoolkit.config.schema import (
     LOADING_KEYS,
     ExperimentConfig,
     config_differences,
@@ -36,7 +29,14 @@ from kptoolkit.config import (
     unstructure,
 )
 from kptoolkit.errors import ConfigError, KptoolkitError
-from kptoolkit.resolve import RECORDED_SHAPE
+from kptoolkit.experiment.components import PRESET_KEYS
+from kptoolkit.experiment.resolve import RECORDED_SHAPE
+from kptoolkit.utils.checkpoint_io import (
+    KPTOOLKIT_FORMAT,
+    CheckpointError,
+    atomic_save,
+    read_checkpoint,
+)
 
 CHECKPOINT_VERSION = 1
 NAME_PATTERN = re.compile(r"^step-(\d{8})\.pth$")
@@ -177,13 +177,14 @@ def load_run(path: str | Path) -> tuple[ExperimentConfig, Any]:
 
     The checkpoint is self-contained: the keypoint detector's weights are stored in it.
     """
-    from kptoolkit.engine.experiment import build_models
+    from kptoolkit.experiment.build import build_models
+    from kptoolkit.experiment.plan import plan_experiment
 
     path = Path(path)
     checkpoint = read_checkpoint(path)
     config = config_of(checkpoint, str(path))
     has_detector = "detector" in checkpoint.get("models", {})
-    models = build_models(config, kp_checkpoint=str(path) if has_detector else None)
+    models = build_models(plan_experiment(config, str(path) if has_detector else None))
     models.load_state_dicts(checkpoint["models"], str(path))
     return config, models
 

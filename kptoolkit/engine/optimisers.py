@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from kptoolkit.config import TrainConfig
+from kptoolkit.config.schema import TrainConfig
 
 
 def build_optimisers(

@@ -38,10 +38,8 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from kptoolkit.atomic import atomic_path
 from kptoolkit.data.datasets import SkippedVideoWarning
 from kptoolkit.data.video_io import Mp4Writer, VideoReadError
-from kptoolkit.engine.precision import Numerics
 from kptoolkit.engine.prediction import (
     InferenceError,
     chunks,
@@ -57,11 +55,13 @@ from kptoolkit.engine.prediction import (
     quantize,
     to_model_input,
 )
+from kptoolkit.runtime.precision import Numerics
 from kptoolkit.structure import Structure
+from kptoolkit.utils.atomic import atomic_path
 
 if TYPE_CHECKING:
-    from kptoolkit.config import ExperimentConfig
-    from kptoolkit.engine.experiment import Models
+    from kptoolkit.config.schema import ExperimentConfig
+    from kptoolkit.experiment.build import Models
 
 CSV_NAME = "reconstruction.csv"
 
@@ -128,7 +128,7 @@ def reconstruct(
     cannot be read is skipped with a warning and listed in `result.skipped`. `mode` selects a
     control instead of the protocol (driving by frame 0, another generator output).
     `precision`: auto (resolved for the device), fp32 (exact), bf16 or fp16 autocast
-    (`kptoolkit.engine.precision`);
+    (`kptoolkit.runtime.precision`);
     `compile`: call the networks through `torch.compile` (see `inference_models`).
     """
     if not hasattr(dataset, "videos") or not hasattr(dataset, "iter_video"):
@@ -307,7 +307,7 @@ def read_reconstruction_csv(path: str | Path) -> list[VideoScore]:
 
 def build_test_dataset(config: ExperimentConfig, root: str | Path | None = None) -> Any:
     """The experiment's test split at the model's frame size (`root`: any FOMM-layout folder)."""
-    from kptoolkit.engine.experiment import build_dataset
+    from kptoolkit.experiment.build import build_dataset
 
     return build_dataset(config, "test", root)
 

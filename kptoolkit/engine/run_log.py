@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from kptoolkit.atomic import atomic_path
+from kptoolkit.utils.atomic import atomic_path
 
 # columns that count: integers in the file, whatever rewrote it
 COUNTERS = ("step", "epoch")

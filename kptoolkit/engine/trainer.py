@@ -9,9 +9,8 @@ as one process with batch B (with `sync_batchnorm`, their BatchNorm statistics m
 
 from __future__ import annotations
 
-import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,19 +21,14 @@ from torch.autograd.profiler import record_function
 from torch.utils.data import BatchSampler, DataLoader
 from tqdm import tqdm
 
-from kptoolkit.atomic import remove_orphans
-from kptoolkit.checkpoint_io import KPTOOLKIT_FORMAT, atomic_save, read_checkpoint
-from kptoolkit.config import (
+from kptoolkit.config.schema import (
     ExperimentConfig,
     LossConfig,
     save_config,
 )
 from kptoolkit.data.augment import (
     PairAugmentation,
-    apply_params,
-    augment_joints,
     augmentation_from_dict,
-    sample_params,
 )
 from kptoolkit.engine.checkpoints import (
     as_stored_in,
@@ -44,86 +38,60 @@ from kptoolkit.engine.checkpoints import (
     latest_checkpoint,
     list_checkpoints,
     prune_checkpoints,
-    restore_rng_state,
     rng_state,
     run_payload,
 )
 from kptoolkit.engine.distributed import DistContext, barrier, mean_across_ranks, wrap_for_ddp
-from kptoolkit.engine.experiment import Models, build_dataset, build_losses, build_models
 from kptoolkit.engine.optimisers import build_optimisers
-from kptoolkit.engine.precision import resolve_training_numerics
 from kptoolkit.engine.prediction import needs_groundtruth
 from kptoolkit.engine.run_log import RunLog
+from kptoolkit.engine.run_parts import (
+    LOSS_STREAM,
+    MASKER_STREAM,
+    TrainResult,
+    augment_pair,
+    loss_terms,
+    loss_values,
+    restore_training,
+    short_losses,
+    step_generator,
+    tell_training_progress,
+    training_numerics,
+)
+from kptoolkit.engine.run_parts import TrainingDiverged as TrainingDiverged
 from kptoolkit.engine.sampler import ResumableSampler
 from kptoolkit.engine.sync_batchnorm import convert_to_global_batchnorm
 from kptoolkit.engine.visualize import save_sample_grid
-from kptoolkit.errors import ConfigError, KptoolkitError
-from kptoolkit.folder_lock import folder_lock
+from kptoolkit.errors import ConfigError
+from kptoolkit.experiment.build import build_dataset, build_losses, build_models
+from kptoolkit.experiment.plan import Plan, plan_experiment
 from kptoolkit.losses.base import LossInputs
 from kptoolkit.nn.video_kernels import to_memory_format
-from kptoolkit.resolve import write_derived
+from kptoolkit.utils.atomic import remove_orphans
+from kptoolkit.utils.checkpoint_io import atomic_save
+from kptoolkit.utils.locks import folder_lock
 
 ConfiguredLoss = tuple[LossConfig, nn.Module]
-# Distinct streams of per-step randomness.
-AUGMENT_STREAM, MASKER_STREAM, LOSS_STREAM = 1, 2, 3
-
-
-class TrainingDiverged(KptoolkitError):
-    """A loss term became NaN or infinite; training stopped before saving anything after it."""
-
-
-@attrs.define
-class TrainResult:
-    """What a finished `train` call reports."""
-
-    out_dir: Path
-    steps: int
-    last_losses: dict[str, float]
-    checkpoint: Path | None
-    seconds: float
-
-
-def tell_training_progress(models: Models, step: int, epoch: int) -> None:
-    """Call `set_training_progress(step=, epoch=)` on each model that defines it, before each
-    training step (for schedules inside a model, e.g. TPSMM's keypoint dropout)."""
-    for module in models.modules().values():
-        hook = getattr(module, "set_training_progress", None)
-        if callable(hook):
-            hook(step=step, epoch=epoch)
-
-
-def step_generator(seed: int, step: int, stream: int, rank: int = 0) -> torch.Generator:
-    """A torch.Generator that depends only on (seed, step, stream, rank)."""
-    value = ((seed * 1_000_003 + step) * 97 + stream) * 65_537 + rank
-    return torch.Generator().manual_seed(value % (2**63 - 1))
-
-
-def map_tensors(record: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
-    """The same (nested) attrs record with `fn` applied to every tensor in it."""
-    if isinstance(record, torch.Tensor):
-        return fn(record)
-    fields = attrs.fields(type(record))
-    return type(record)(**{f.name: map_tensors(getattr(record, f.name), fn) for f in fields})
 
 
 class Trainer:
-    """Builds an experiment from its config and trains it; see the module docstring."""
+    """Trains the models of one plan (`Trainer.from_config` plans a config first); see the
+    module docstring."""
 
     def __init__(
         self,
-        config: ExperimentConfig,
+        plan: Plan,
         out_dir: str | Path,
-        kp_checkpoint: str | None = None,
         resume: bool = False,
         context: DistContext | None = None,
         progress: bool = True,
     ) -> None:
-        write_derived(config, kp_checkpoint)
-        self.config = config
+        self.plan = plan
+        config = self.config = plan.config
         self.out_dir = Path(out_dir)
         self.context = context or DistContext()
-        # `auto` precision and layout decided here, once, and written into the run's config
-        self.numerics = resolve_training_numerics(config, self.context.device)
+        # precision and layout were resolved with the plan, once, for this kind of device
+        self.numerics = training_numerics(plan, self.context.device)
         warning = self.numerics.warning()
         if warning and self.context.is_main:
             print(f"kptoolkit: {warning}")
@@ -146,12 +114,12 @@ class Trainer:
         self.local_batch = train.batch_size // world
         self.device = self.context.device
 
-        self.models = build_models(config, kp_checkpoint)
+        self.models = build_models(plan)
         if train.sync_batchnorm and self.context.distributed:
             for module in self.models.trainable().values():
                 convert_to_global_batchnorm(module)
         self.models.to(self.device)
-        self.losses = build_losses(config)
+        self.losses = build_losses(plan)
         for _, loss in self.losses:
             loss.to(self.device)
         self.memory_format = self.numerics.memory_format
@@ -187,6 +155,22 @@ class Trainer:
         self.step = 0
         self.epoch = 0
 
+    @classmethod
+    def from_config(
+        cls,
+        config: ExperimentConfig,
+        out_dir: str | Path,
+        kp_checkpoint: str | None = None,
+        resume: bool = False,
+        context: DistContext | None = None,
+        progress: bool = True,
+    ) -> Trainer:
+        """Plan `config` (unchanged) for the context's device, then a Trainer of that plan: the
+        short form for scripts and notebooks."""
+        context = context or DistContext()
+        plan = plan_experiment(config, kp_checkpoint, device=context.device)
+        return cls(plan, out_dir, resume=resume, context=context, progress=progress)
+
     # -- setup ---------------------------------------------------------------------------------
     def _check_out_dir(self, resume: bool) -> None:
         # a checkpoint, not the partial file of a save killed before the first one finished
@@ -197,21 +181,9 @@ class Trainer:
             )
 
     def _restore(self, path: Path) -> None:
-        checkpoint = read_checkpoint(path)
-        if checkpoint.get("format") != KPTOOLKIT_FORMAT:
-            raise ConfigError(f"{path} is not a kptoolkit run checkpoint")
-        self.models.load_state_dicts(checkpoint["models"], str(path))
-        for name, optimizer in self.optimizers.items():
-            if name in checkpoint["optimizers"]:
-                optimizer.load_state_dict(checkpoint["optimizers"][name])
-        for name, scheduler in self.schedulers.items():
-            if name in checkpoint["schedulers"]:
-                scheduler.load_state_dict(checkpoint["schedulers"][name])
-        if "scaler" in checkpoint:
-            self.scaler.load_state_dict(checkpoint["scaler"])
-        self.step = int(checkpoint["step"])
-        self.epoch = int(checkpoint["epoch"])
-        restore_rng_state(checkpoint["rng"], None)
+        self.step, self.epoch = restore_training(
+            path, self.models, self.optimizers, self.schedulers, self.scaler
+        )
 
     # -- data ----------------------------------------------------------------------------------
     def _batches(self) -> Iterator[dict[str, Any]]:
@@ -231,25 +203,6 @@ class Trainer:
             for scheduler in self.schedulers.values():
                 scheduler.step()
 
-    def _augment(
-        self, source: torch.Tensor, driving: torch.Tensor, joints: tuple | None = None
-    ) -> tuple[torch.Tensor, ...]:
-        """The augmented pair, then (with `joints`, the pair's ground-truth joints) the joints
-        moved alike."""
-        if self.augment.config.is_identity:
-            return (source, driving, *joints) if joints else (source, driving)
-        # parameters for the whole global batch, then this rank's rows: the same pair gets the
-        # same augmentation whatever the number of processes
-        global_batch = self.config.train.batch_size
-        generator = step_generator(self.config.seed, self.step, AUGMENT_STREAM)
-        params = sample_params(self.augment.config, global_batch, generator)
-        rows = torch.arange(self.context.rank, global_batch, self.context.world_size)
-        mine = map_tensors(params, lambda t: t[rows].to(source.device))
-        pair = apply_params(source, driving, mine, self.augment.config)
-        if joints:
-            pair = (*pair, *augment_joints(*joints, mine, self.augment.config))
-        return pair
-
     # -- one step ------------------------------------------------------------------------------
     def _active_losses(self) -> list[tuple[LossConfig, nn.Module]]:
         return [(c, loss) for c, loss in self.losses if self.epoch >= loss.start_epoch]
@@ -263,10 +216,14 @@ class Trainer:
         if self.needs_groundtruth:
             joints = (batch["source_joints"], batch["driving_joints"])
             joints = tuple(j.to(self.device, non_blocking=True) for j in joints)
-            source, driving, *moved = self._augment(source, driving, joints)
+            source, driving, *moved = augment_pair(
+                self.augment, (source, driving), joints, self.step, self.context, self.config
+            )
             truth = {"source": {"joints": moved[0]}, "driving": {"joints": moved[1]}}
         else:
-            source, driving = self._augment(source, driving)
+            source, driving = augment_pair(
+                self.augment, (source, driving), None, self.step, self.context, self.config
+            )
         source = source.contiguous(memory_format=self.memory_format)
         driving = driving.contiguous(memory_format=self.memory_format)
         masker = self.wrapped.get("masker", self.models.masker)
@@ -300,33 +257,6 @@ class Trainer:
             autocast_dtype=self.amp_dtype,
         )
         return inputs, active
-
-    def _loss_terms(
-        self, inputs: LossInputs, active: list[ConfiguredLoss]
-    ) -> dict[str, torch.Tensor]:
-        terms: dict[str, torch.Tensor] = {}
-        for config, loss in active:
-            for output in config.outputs or [""]:
-                key = f"{config.name}/{output}" if output else config.name
-                value = config.weight * loss(inputs, output)
-                terms[key] = terms[key] + value if key in terms else value
-        return terms
-
-    def _loss_values(self, terms: dict[str, torch.Tensor], total: torch.Tensor) -> dict[str, float]:
-        """Every term's value and the `total` as floats, in one device transfer; a non-finite
-        term stops training, naming it."""
-        stacked = torch.stack([value.detach().float() for value in (*terms.values(), total)])
-        *floats, total_value = stacked.tolist()  # one device sync per step, not one per term
-        values = dict(zip(terms, floats, strict=True))
-        for key, value in values.items():
-            if not math.isfinite(value):
-                last = latest_checkpoint(self.checkpoint_dir)
-                kept = f"the last good checkpoint is {last}" if last else "no checkpoint was saved"
-                raise TrainingDiverged(
-                    f"loss term '{key}' is {value} at step {self.step + 1}; training "
-                    f"stopped and {kept} (lower train.lr, or set train.grad_clip)"
-                )
-        return {**values, "total": total_value}
 
     def _optimise(self, total: torch.Tensor) -> None:
         generator_side = [n for n in self.optimizers if n != "discriminator"]
@@ -429,11 +359,11 @@ class Trainer:
                 with record_function("forward"):
                     inputs, active = self._forward(batch)
                 with record_function("losses"):
-                    terms = self._loss_terms(inputs, active)
+                    terms = loss_terms(inputs, active)
                     if not terms:
                         raise ConfigError("no loss term is active: configure `losses`")
                     total = sum(terms.values())
-                    values = self._loss_values(terms, total)
+                    values = loss_values(terms, total, self.step, self.checkpoint_dir)
                 self._optimise(total)
                 with record_function("discriminator"):
                     discriminator_logs = self._discriminator_step(inputs)
@@ -446,7 +376,7 @@ class Trainer:
                 else:
                     last = values  # this rank's, for the progress bar
                 bar.update(1)
-                bar.set_postfix(_short(last), refresh=False)
+                bar.set_postfix(short_losses(last), refresh=False)
                 if self.context.is_main:
                     if log is not None and logged:
                         lr = self.optimizers["generator"].param_groups[0]["lr"]
@@ -463,9 +393,3 @@ class Trainer:
         if checkpoint is None and self.context.is_main:
             checkpoint = latest_checkpoint(self.checkpoint_dir)
         return TrainResult(self.out_dir, self.step, last, checkpoint, time.perf_counter() - started)
-
-
-def _short(values: dict[str, float]) -> dict[str, str]:
-    shown = {"total": values.get("total", math.nan)}
-    shown.update({k.split("/")[0]: v for k, v in values.items() if k != "total"})
-    return {k: f"{v:.4f}" for k, v in list(shown.items())[:4]}

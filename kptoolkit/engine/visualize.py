@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from kptoolkit.atomic import atomic_path
 from kptoolkit.structure import Structure
+from kptoolkit.utils.atomic import atomic_path
 
 KEYPOINT_COLOUR = torch.tensor([1.0, 0.1, 0.1])
 

@@ -8,7 +8,8 @@ frames to embeddings (B, D). Both run in eval mode under `torch.inference_mode`.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -19,7 +20,16 @@ MISSING = -1.0
 class Evaluator(nn.Module):
     """Base class of evaluators; subclasses implement `_keypoints` or `_embeddings`."""
 
+    HOOKS: ClassVar[tuple[str, ...]] = ("metadata", "floor", "cache_path")
+
     kind: ClassVar[str] = ""
+    #: what the bench records of the evaluator next to its scores (versions, training steps)
+    metadata: ClassVar[dict] = {}
+    #: a method giving the evaluator's own error on real frames against the ground truth
+    #: ({metric: value}); None where the evaluator cannot measure one
+    floor: ClassVar[Callable[[], dict[str, Any]] | None] = None
+    #: the file its weights are cached in (None: shipped with a package, or none)
+    cache_path: ClassVar[Any] = None
     # Pose evaluators that find all joints or none (a face or no face): a frame with no joint
     # is exported to pose-evaluation tables as None, which the face script `cmp_kp.py` skips.
     missing_as_none: ClassVar[bool] = False

@@ -1,17 +1,17 @@
-"""The `Generator` interface and the masker/generator compatibility check."""
+"""The `Generator` interface and its hooks (the resolver checks a pair before building it)."""
 
 from __future__ import annotations
 
-from typing import ClassVar
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import torch
-from torch import nn
 
-from kptoolkit.errors import CompatibilityError
+from kptoolkit.nn.component import Component
 from kptoolkit.structure import Structure
 
 
-class Generator(nn.Module):
+class Generator(Component):
     """Base class: `forward(source, source_structure, driving_structure) -> dict`.
 
     The dict holds at least `prediction` (B,3,H,W) in [0, 1], plus named intermediates.
@@ -19,6 +19,16 @@ class Generator(nn.Module):
     channel count it was built for (None when it reads no mask).
     """
 
+    HOOKS: ClassVar[tuple[str, ...]] = (
+        *Component.HOOKS,
+        "requires",
+        "requires_for",
+        "natural_masker",
+        "warped_output",
+        "baseline_label",
+    )
+
+    #: the Structure fields the generator reads (a masker must provide them)
     requires: ClassVar[frozenset[str]] = frozenset({"mask"})
     #: the masker used when an experiment names none
     natural_masker: ClassVar[str] = "heatmap_sum"
@@ -32,27 +42,13 @@ class Generator(nn.Module):
         super().__init__()
         self.mask_channels: int | None = None
 
+    @classmethod
+    def requires_for(cls, params: Mapping[str, Any]) -> frozenset[str]:
+        """What a generator built with `params` reads, known before it is built (default:
+        `requires`); override when it depends on the parameters."""
+        return cls.requires
+
     def forward(
         self, source: torch.Tensor, source_structure: Structure, driving_structure: Structure
     ) -> dict[str, torch.Tensor]:  # pragma: no cover - interface
         raise NotImplementedError
-
-
-def check_compatible(
-    masker: nn.Module, generator: Generator, masker_name: str, generator_name: str
-) -> None:
-    """Raise one clear `CompatibilityError` naming both when they cannot work together."""
-    provides = frozenset(getattr(masker, "provides", frozenset()))
-    missing = generator.requires - provides
-    if missing:
-        raise CompatibilityError(
-            f"masker '{masker_name}' provides {sorted(provides)} but generator '{generator_name}' "
-            f"requires {sorted(generator.requires)} (missing: {', '.join(sorted(missing))})"
-        )
-    channels = getattr(masker, "channels", None)
-    if "mask" in generator.requires and generator.mask_channels != channels:
-        raise CompatibilityError(
-            f"masker '{masker_name}' gives {channels}-channel masks but generator "
-            f"'{generator_name}' was built for {generator.mask_channels}; set "
-            f"generator.params.mask_channels={channels}"
-        )

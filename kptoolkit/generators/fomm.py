@@ -12,7 +12,7 @@ checkpoints (`generator` entry of `taichi-cpk.pth.tar`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +25,7 @@ from kptoolkit.nn.blocks import DownBlock2d, SameBlock2d, UpBlock2d, residual_st
 from kptoolkit.nn.float32 import float32_call
 from kptoolkit.nn.hourglass import Hourglass, level_width
 from kptoolkit.nn.layout import in_layout_of
-from kptoolkit.presets import CPU64, MICRO, PAPER, Preset, loss_term
+from kptoolkit.registry.presets import CPU64, MICRO, PAPER, Preset, loss_term
 from kptoolkit.structure import Structure
 
 
@@ -116,6 +116,13 @@ class FommGenerator(Generator):
         ),
     }
 
+    @classmethod
+    def requires_for(cls, params: Mapping[str, Any]) -> frozenset[str]:
+        """Keypoints, and jacobians unless the detector estimates none (`estimate_jacobian`)."""
+        if params.get("estimate_jacobian", True):
+            return cls.requires
+        return frozenset({"keypoints"})
+
     def __init__(
         self,
         num_kp: int = 10,
@@ -133,8 +140,7 @@ class FommGenerator(Generator):
         kp_variance: float = 0.01,
     ) -> None:
         super().__init__()
-        if not estimate_jacobian:
-            self.requires = frozenset({"keypoints"})
+        self.requires = self.requires_for({"estimate_jacobian": estimate_jacobian})
         self.num_kp = num_kp
         self.dense_motion_network = DenseMotionNetwork(
             num_kp,

@@ -32,7 +32,7 @@ from kptoolkit.nn.float32 import float32_op
 from kptoolkit.nn.grid import make_coordinate_grid
 from kptoolkit.nn.hourglass import HeadHourglass, HourglassEncoder, level_width
 from kptoolkit.nn.video_kernels import with_frame_kernels
-from kptoolkit.presets import CPU64, MICRO, PAPER, Preset
+from kptoolkit.registry.presets import CPU64, MICRO, PAPER, Preset
 from kptoolkit.structure import Structure
 
 INTERPOLATION_MODES = ("nearest", "bilinear", "trilinear")

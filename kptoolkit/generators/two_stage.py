@@ -23,7 +23,7 @@ from kptoolkit.nn.anti_alias import AntiAliasDownscale, inverse_scale
 from kptoolkit.nn.blocks import SameBlock2d, UpBlock2d, residual_stack
 from kptoolkit.nn.hourglass import Hourglass
 from kptoolkit.nn.layout import in_layout_of
-from kptoolkit.presets import CPU64, MICRO, PAPER, Preset, loss_term
+from kptoolkit.registry.presets import CPU64, MICRO, PAPER, Preset, loss_term
 from kptoolkit.structure import Structure
 
 UNUSED_OFFICIAL_PREFIXES = ("down_blocks.",)  # in official files, never used by forward

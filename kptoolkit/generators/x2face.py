@@ -46,7 +46,7 @@ from kptoolkit.nn.blocks import DownBlock2d, UpBlock2d
 from kptoolkit.nn.float32 import float32_call
 from kptoolkit.nn.grid import make_coordinate_grid
 from kptoolkit.nn.hourglass import Hourglass, level_width
-from kptoolkit.presets import CPU64, MICRO, PAPER, Preset
+from kptoolkit.registry.presets import CPU64, MICRO, PAPER, Preset
 from kptoolkit.structure import Structure
 
 GRID_MODES = ("absolute", "residual")

@@ -15,9 +15,10 @@ from kptoolkit.keypoints.functional import (
     spatial_softmax,
 )
 from kptoolkit.nn.anti_alias import AntiAliasDownscale
+from kptoolkit.nn.component import Component
 from kptoolkit.nn.float32 import float32_call
 from kptoolkit.nn.hourglass import Hourglass
-from kptoolkit.presets import CPU64, MICRO, PAPER, Preset
+from kptoolkit.registry.presets import CPU64, MICRO, PAPER, Preset
 
 KP_KERNEL = 7
 
@@ -32,7 +33,7 @@ class DetectorOutput:
     jacobians: torch.Tensor | None = None
 
 
-class KeypointDetector(nn.Module):
+class KeypointDetector(Component):
     """FOMM keypoint detector; parameter names match official `kp_detector` state dicts.
 
     The frame is downscaled by `scale_factor` with an anti-aliasing blur, an hourglass predicts

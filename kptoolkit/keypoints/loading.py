@@ -9,8 +9,8 @@ from typing import Any
 
 import torch
 
-from kptoolkit.checkpoint_io import CheckpointError, load_strict, model_state, read_checkpoint
 from kptoolkit.keypoints.detector import FrozenDetector, KeypointDetector
+from kptoolkit.utils.checkpoint_io import CheckpointError, load_strict, model_state, read_checkpoint
 
 
 def infer_detector_params(state: Mapping[str, torch.Tensor]) -> dict[str, Any]:

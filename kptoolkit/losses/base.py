@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import attrs
 import torch
 from torch import nn
@@ -51,6 +53,14 @@ class Loss(nn.Module):
     `low_res_prediction`), multiplies by the configured weight and sums. Losses that do not
     compare an output with the target (equivariance, mask correction) ignore `output`.
     """
+
+    HOOKS: ClassVar[tuple[str, ...]] = (
+        "adversarial",
+        "needs_discriminator",
+        "reads_extras",
+        "start_epoch",
+        "discriminator_loss",
+    )
 
     #: whether the term needs a discriminator step of its own (GAN losses)
     adversarial: bool = False

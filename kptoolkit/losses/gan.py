@@ -2,7 +2,8 @@
 
 Both terms read `inputs.discriminator`, a module called as `discriminator(frames, keypoints=...)`
 that returns {scale name: output with `feature_maps` (list) and `prediction_map`}, such as
-`kptoolkit.discriminator.MultiScaleDiscriminator` (which builds the image pyramid itself). The
+`kptoolkit.generators.discriminator.MultiScaleDiscriminator` (which builds the image pyramid
+itself). The
 generated frame is `inputs.outputs[output]`; the real one is `inputs.target` (the driving frame),
 downscaled with the anti-aliased filter when the output is smaller (e.g. `low_res_prediction`).
 The driving keypoints, detached, are passed for discriminators with `use_kp` (as FOMM does).
@@ -76,7 +77,7 @@ def _require_discriminator(inputs: LossInputs, loss_name: str) -> nn.Module:
     if inputs.discriminator is None:
         raise ConfigError(
             f"loss '{loss_name}' needs a discriminator, but none is configured; add one (e.g. "
-            f"the multi-scale PatchGAN of kptoolkit.discriminator) or remove the loss"
+            f"the multi-scale PatchGAN of kptoolkit.generators.discriminator) or remove the loss"
         )
     return inputs.discriminator
 

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from kptoolkit.checkpoint_io import CheckpointError, read_checkpoint
 from kptoolkit.errors import ConfigError
+from kptoolkit.utils.checkpoint_io import CheckpointError, read_checkpoint
 
 RANDOM = "random"
 VGG19_LAYERS = 30  # torchvision vgg19.features[0:30] reaches relu5_1

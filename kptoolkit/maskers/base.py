@@ -9,12 +9,13 @@ import torch
 from torch import nn
 
 from kptoolkit.errors import CompatibilityError
+from kptoolkit.nn.component import Component
 from kptoolkit.structure import Structure
 
 INFERENCE_TASKS = ("reconstruction", "animation")
 
 
-class Masker(nn.Module):
+class Masker(Component):
     """Base class: `forward(frame (B,3,H,W) in [0,1]) -> Structure`.
 
     Subclasses declare what they `provide` ({"mask"}, {"keypoints", "jacobians"}, {"frame"}),
@@ -23,8 +24,23 @@ class Masker(nn.Module):
     gradients trains with the generator, with an optimiser of its own.
     """
 
+    HOOKS: ClassVar[tuple[str, ...]] = (
+        *Component.HOOKS,
+        "provides",
+        "supports_relative",
+        "needs_detector",
+        "needs_groundtruth",
+        "mask_channels_for",
+        "from_keypoints",
+        "driving_for_training",
+        "driving_for_inference",
+    )
+
+    #: the Structure fields the masker fills ({"mask"}, {"keypoints", "jacobians"}, ...)
     provides: ClassVar[frozenset[str]] = frozenset({"mask"})
+    #: whether `from_keypoints` works, so that animation can use FOMM's relative motion
     supports_relative: ClassVar[bool] = False
+    #: whether the masker reads the shared frozen keypoint detector (`attach_detector`)
     needs_detector: ClassVar[bool] = False
     #: True for maskers drawn from ground-truth joints: the engine passes `joints=` (B, J, 2)
     needs_groundtruth: ClassVar[bool] = False

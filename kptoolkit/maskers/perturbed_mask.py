@@ -39,7 +39,7 @@ from kptoolkit.maskers.mask_perturbation import (
     prepare_inference_mask,
 )
 from kptoolkit.nn.anti_alias import AntiAliasDownscale, inverse_scale
-from kptoolkit.presets import CPU64, MICRO, PAPER, Preset, loss_term
+from kptoolkit.registry.presets import CPU64, MICRO, PAPER, Preset, loss_term
 from kptoolkit.structure import Structure
 
 INFERENCE_MASKS = ("auto", "refined", "clean")

@@ -25,7 +25,8 @@ import warnings
 import attrs
 import numpy as np
 
-AVERAGES = ("frames", "videos")
+from kptoolkit.config.schema import AVERAGES
+
 DEFAULT_RESAMPLES = 1000
 DEFAULT_SEED = 0
 DEFAULT_CONFIDENCE = 0.95

@@ -130,7 +130,11 @@ class Metric(nn.Module):
     beyond the frames) and `higher_is_better`.
     """
 
+    HOOKS: ClassVar[tuple[str, ...]] = ("requires", "higher_is_better")
+
+    #: what `FramePairs` must carry beyond the frames (a subset of {"pose", "identity"})
     requires: ClassVar[frozenset[str]] = frozenset()
+    #: the direction of the metric in tables and intervals
     higher_is_better: ClassVar[bool] = False
 
     def __init__(self) -> None:

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from kptoolkit.atomic import atomic_path
 from kptoolkit.errors import KptoolkitError
+from kptoolkit.utils.atomic import atomic_path
 
 COLUMNS = ("file_name", "frame_number", "value")
 MISSING = -1.0

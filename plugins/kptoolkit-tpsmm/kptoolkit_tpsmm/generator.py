@@ -20,7 +20,7 @@ from typing import ClassVar
 import torch
 
 from kptoolkit.generators.base import Generator
-from kptoolkit.presets import CPU64, MICRO, PAPER, Preset, loss_term
+from kptoolkit.registry.presets import CPU64, MICRO, PAPER, Preset, loss_term
 from kptoolkit.structure import Structure
 from kptoolkit_tpsmm.dense_motion import POINTS_PER_TPS, DenseMotionNetwork
 from kptoolkit_tpsmm.inpainting import InpaintingNetwork

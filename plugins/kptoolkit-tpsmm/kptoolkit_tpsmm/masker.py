@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from kptoolkit.maskers.base import Masker
-from kptoolkit.presets import CPU64, MICRO, PAPER, Preset, loss_term
+from kptoolkit.registry.presets import CPU64, MICRO, PAPER, Preset, loss_term
 from kptoolkit.structure import Structure
 from kptoolkit_tpsmm.avd import AVDNetwork, random_scale
 from kptoolkit_tpsmm.resnets import keypoint_trunk, to_keypoints

@@ -1,0 +1,213 @@
+"""The bench's rows as runs: each row x seed is a plan (resolved once) plus its run folder,
+trained one at a time or side by side in worker processes, then reconstructed."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kptoolkit.bench.plan import BenchOptions, Entry, needs_groundtruth
+from kptoolkit.bench.profiles import Profile
+from kptoolkit.bench.stages.parallel import (
+    Job,
+    choose_workers,
+    registrations_for_workers,
+    run_jobs,
+    train_row_in_worker,
+)
+from kptoolkit.bench.stages.reconstruction import controls, reconstruct_run
+from kptoolkit.bench.stages.stage_cache import read_state
+from kptoolkit.bench.stages.training import check_same_config, run_is_trained, train_run
+from kptoolkit.config.schema import ExperimentConfig, ModelConfig
+from kptoolkit.experiment.build import build_dataset
+from kptoolkit.experiment.plan import Plan, copy_config, plan_experiment
+from kptoolkit.experiment.resolve import FROZEN_DETECTOR, TRAINED_DETECTOR, detector_rule
+from kptoolkit.runtime.precision import Numerics
+
+
+class RowRuns:
+    """The part of `Bench` that turns rows into runs: folders, labels, plans, training and
+    reconstruction. `Bench` sets the attributes below before any of these run."""
+
+    options: BenchOptions
+    profile: Profile
+    base: ExperimentConfig
+    numerics: Numerics
+    out: Path
+    seeds: list[int]
+    entries: list[Entry]
+    device: torch.device
+    detector: str | None  # the keypoint maskers' detector file
+    test_dataset: Any
+    _lr_given: bool
+    _groundtruth_test: Any
+    _parallelism: tuple[int, int] | None
+    worker_registrations: dict[str, dict[str, Any]] | None
+
+    def say(self, text: str) -> None:  # pragma: no cover - Bench's
+        raise NotImplementedError
+
+    def stage_prefix(self) -> str:  # pragma: no cover - Bench's
+        raise NotImplementedError
+
+    # -- how many runs train at once -----------------------------------------------------------
+    def untrained(self) -> list[tuple[Entry, int]]:
+        """The (row, seed) runs with no finished training on record."""
+        return [
+            (entry, seed)
+            for seed in self.seeds
+            for entry in self.entries
+            if not run_is_trained(self.run_dir(entry, seed))
+        ]
+
+    def parallelism(self) -> tuple[int, int]:
+        """(runs trained at once, threads each) for the rows still to train (the evaluators and
+        the detector prior train before them, with every thread), decided once; one at a time
+        when in-process components cannot reach workers."""
+        if self._parallelism is None and self.options.jobs == 1:
+            self._parallelism = (1, torch.get_num_threads())
+        if self._parallelism is None:
+            workers, threads = choose_workers(self.options.jobs, len(self.untrained()), self.device)
+            self.worker_registrations = registrations_for_workers() if workers > 1 else None
+            if workers > 1 and self.worker_registrations is None:
+                self.say(
+                    "components registered in this process cannot be sent to worker "
+                    "processes (not picklable): training one run at a time"
+                )
+                workers, threads = 1, torch.get_num_threads()
+            self._parallelism = (workers, threads)
+        return self._parallelism
+
+    # -- configs and folders -------------------------------------------------------------------
+    def run_dir(self, entry: Entry, seed: int) -> Path:
+        """The run folder of one row trained with one seed."""
+        return self.out / "runs" / f"{entry.slug}-seed{seed}"
+
+    def run_label(self, entry: Entry, seed: int) -> str:
+        """The row's name in progress lines (with its seed when there are several)."""
+        return f"{entry.label} (seed {seed})" if len(self.seeds) > 1 else entry.label
+
+    def control_label(self, entry: Entry, seed: int, control: str | None) -> str:
+        """`run_label`, marked with the control's name for a control's reconstruction."""
+        return self.run_label(entry, seed) + (f" [{control}]" if control else "")
+
+    def learning_rate(self, entry: Entry) -> float:
+        """The row's learning rate: the profile's for its generator, unless a config file or
+        `--set train.lr` gives one."""
+        if self._lr_given:
+            return self.base.train.lr
+        return self.profile.learning_rates.get(entry.generator, self.base.train.lr)
+
+    def row_config(self, entry: Entry, seed: int = 0) -> ExperimentConfig:
+        """The base config with this row's masker, generator, seed and learning rate (same
+        budget for every row), not yet planned."""
+        config = copy_config(self.base)
+        config.name = f"bench-{entry.slug}"
+        config.seed = seed
+        # a component the row changes starts from its preset, without the base one's values
+        if config.masker.name != entry.masker:
+            config.masker = ModelConfig(entry.masker)
+        if config.generator.name != entry.generator:
+            config.generator = ModelConfig(entry.generator)
+        config.train.lr = self.learning_rate(entry)
+        return config
+
+    def entry_plan(self, entry: Entry, detector: str | None, seed: int = 0) -> Plan:
+        """The row's plan, resolved once: its config (`row_config`) reading `detector` when its
+        masker reads the frozen detector, or the given --kp-checkpoint when its detector
+        trains, at the precision the bench resolved for every run."""
+        config = self.row_config(entry, seed)
+        rule = detector_rule(config)
+        if rule == TRAINED_DETECTOR:
+            config.keypoints.checkpoint = self.options.kp_checkpoint
+        elif rule == FROZEN_DETECTOR:
+            config.keypoints.checkpoint = detector
+        return plan_experiment(config, numerics=self.numerics)
+
+    def entry_config(self, entry: Entry, detector: str | None, seed: int = 0) -> ExperimentConfig:
+        """The row's config as its run saves it (`entry_plan`'s)."""
+        return self.entry_plan(entry, detector, seed).config_copy()
+
+    def test_dataset_for(self, entry: Entry) -> Any:
+        """The test split as the row's masker reads it (with ground-truth joints for the
+        oracle), built once."""
+        if not needs_groundtruth(entry.masker):
+            return self.test_dataset
+        if self._groundtruth_test is None:
+            self._groundtruth_test = build_dataset(self.row_config(entry), "test")
+        return self._groundtruth_test
+
+    def _checkpoint(self, entry: Entry, seed: int) -> Path:
+        """The final checkpoint of a trained run."""
+        state = read_state(self.run_dir(entry, seed))
+        return self.run_dir(entry, seed) / "checkpoints" / state["train"]["checkpoint"]
+
+    # -- training and reconstruction -----------------------------------------------------------
+    def train_all(self) -> None:
+        """Train every row with every seed: one run at a time with every thread, or side by side
+        in worker processes (`kptoolkit.bench.stages.parallel`), each row then reconstructing
+        its test videos."""
+        workers, threads = self.parallelism()
+        if workers == 1:
+            for seed in self.seeds:
+                for entry in self.entries:
+                    self.train(entry, seed, self.entry_plan(entry, self.detector, seed))
+            return
+        self.say(f"training {workers} runs at a time, {threads} thread(s) each")
+        prefix = self.stage_prefix()
+        device = str(self.device)
+        jobs: list[Job] = []
+        untrained = self.untrained()
+        for seed in self.seeds:
+            for entry in self.entries:
+                if (entry, seed) not in untrained:  # reused as a sequential bench reuses it
+                    self.train(entry, seed, self.entry_plan(entry, self.detector, seed))
+                    continue
+                jobs.append(
+                    Job(
+                        f"{entry.slug}-seed{seed}",
+                        self.run_label(entry, seed),
+                        train_row_in_worker,
+                        functools.partial(self._row_arguments, entry, seed, device, prefix),
+                        log_dir=self.run_dir(entry, seed),
+                    )
+                )
+        run_jobs(jobs, workers, threads, self.say, self.options.progress, self.worker_registrations)
+
+    def _row_arguments(self, entry: Entry, seed: int, device: str, prefix: str) -> tuple[Any, ...]:
+        """`train_row_in_worker`'s arguments for one run (its config checked against the
+        folder's first, here), with the row's controls to reconstruct after training."""
+        # batches loaded in the worker itself: loader processes would compete with the other
+        # workers for the same cores (the batches are the same: `LOADING_KEYS`)
+        plan = self.entry_plan(entry, self.detector, seed).loading_in_process()
+        run_dir = self.run_dir(entry, seed)
+        check_same_config(run_dir, plan.config)
+        label = self.run_label(entry, seed)
+        reconstructions = controls(entry.generator)
+        return (str(run_dir), plan, label, device, prefix, reconstructions)
+
+    def train(self, entry: Entry, seed: int, plan: Plan) -> dict[str, Any]:
+        """Train one row with one seed (or reuse / resume its run); returns its training
+        record."""
+        label = self.run_label(entry, seed)
+        run_dir = self.run_dir(entry, seed)
+        return train_run(run_dir, plan, label, self.device, self.options.progress, self.say)
+
+    def reconstruct(self, entry: Entry, seed: int, control: str | None = None) -> None:
+        """Reconstruct the test videos with a run's final checkpoint (PNG for the metrics), by
+        the protocol or as one of the row's controls."""
+        reconstruct_run(
+            self.run_dir(entry, seed),
+            self._checkpoint(entry, seed),
+            functools.partial(self.test_dataset_for, entry),
+            control,
+            controls(entry.generator)[control] if control else None,
+            precision=self.base.eval.precision,
+            device=self.device,
+            progress=self.options.progress,
+            label=self.control_label(entry, seed, control),
+            say=self.say,
+        )

@@ -1,1 +1,0 @@
-"""Subcommands of the `kptoolkit` command line, one module each."""

@@ -1,0 +1,1 @@
+"""The official FOMM-family files: their YAML configs, data layouts and training logs."""

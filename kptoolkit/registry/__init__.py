@@ -1,0 +1,43 @@
+"""Finding components: the registries (entry points), their introspection and the presets type."""
+
+from kptoolkit.registry.registries import (
+    DATASETS,
+    EVALUATORS,
+    GENERATORS,
+    KINDS,
+    LOSSES,
+    MASKERS,
+    METRICS,
+    REGISTRIES,
+    ComponentInfo,
+    Registry,
+    create_dataset,
+    create_evaluator,
+    create_generator,
+    create_loss,
+    create_masker,
+    create_metric,
+    get_registry,
+    list_components,
+)
+
+__all__ = [
+    "DATASETS",
+    "EVALUATORS",
+    "GENERATORS",
+    "KINDS",
+    "LOSSES",
+    "MASKERS",
+    "METRICS",
+    "REGISTRIES",
+    "ComponentInfo",
+    "Registry",
+    "create_dataset",
+    "create_evaluator",
+    "create_generator",
+    "create_loss",
+    "create_masker",
+    "create_metric",
+    "get_registry",
+    "list_components",
+]

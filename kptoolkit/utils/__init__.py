@@ -1,0 +1,1 @@
+"""Small services every layer uses: atomic writes, folder locks, cache paths, checkpoint IO."""
