@@ -87,7 +87,7 @@ def autocast(precision: str, device: torch.device | str = "cpu") -> Iterator[Non
 
 # `auto`'s layout by (device type, precision). CPU: channels_last, measured faster than the
 # contiguous layout for every default row, training and inference, in fp32 and bf16, with and
-# without native bfloat16 (`benchmarks/bench_numerics.py`, docs/performance.md). CUDA: not
+# without native bfloat16 (`benchmarks/scripts/bench_numerics.py`, docs/performance.md). CUDA: not
 # measured yet; channels_last, the layout the code used on every device before `auto`.
 # Anything not listed runs contiguous.
 CHANNELS_LAST_MEASURED: dict[tuple[str, str], bool] = {

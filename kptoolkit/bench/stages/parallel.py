@@ -5,8 +5,8 @@ Why: the quick profile's 64 px networks use a second thread poorly. On 2 cores a
 with 2 threads takes 0.63x (two_stage) and 0.71x (FOMM) of its time with 1, while two runs
 with 1 thread each, trained at the same time, keep nearly their 1-thread speed; two at a time
 then finish in about 0.82x of the time one after the other takes
-(`benchmarks/bench_side_by_side.py`; inside a whole bench, where the loader processes compete
-too, less: see benchmarks/README.md).
+(`benchmarks/scripts/bench_side_by_side.py`; inside a whole bench, where the loader processes
+compete too, less: see benchmarks/README.md).
 
 How: each job runs in a spawned worker process through the same functions as a sequential bench
 (`train_run`, `reconstruct_run`): the same folders, locks, checkpoints and resume, so a bench
