@@ -14,22 +14,15 @@ from pathlib import Path
 import pytest
 import torch
 from model_fixtures import TINY_DETECTOR
-from plugin_fixtures import write_distribution
+from plugin_fixtures import (
+    isolated_cache,  # noqa: F401 (autouse: every test's cache apart)
+    write_distribution,
+)
 from run_fixtures import FRAMES, SIZE, write_run
 
 from kptoolkit.data.puppets.writer import generate_dataset
 from kptoolkit.data.video_io import iter_frames, write_mp4
 from kptoolkit.keypoints.detector import KeypointDetector
-
-
-@pytest.fixture(autouse=True)
-def isolated_cache(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> Path:
-    """Keep generated datasets and models of a test out of the user's real cache."""
-    cache = tmp_path_factory.mktemp("kptoolkit-cache")
-    monkeypatch.setenv("KPTOOLKIT_CACHE", str(cache))
-    return cache
 
 
 @pytest.fixture

@@ -48,3 +48,13 @@ def needs_plugin(module: str, folder: str) -> pytest.MarkDecorator:
 needs_learned_mask = needs_plugin("kptoolkit_learned_mask", "kptoolkit-learned-mask")
 # the TPSMM generator `tpsmm`, its masker `tpsmm_keypoints` and losses (plugins/kptoolkit-tpsmm)
 needs_tpsmm = needs_plugin("kptoolkit_tpsmm", "kptoolkit-tpsmm")
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Keep generated datasets and models of a test out of the user's real cache."""
+    cache = tmp_path_factory.mktemp("kptoolkit-cache")
+    monkeypatch.setenv("KPTOOLKIT_CACHE", str(cache))
+    return cache

@@ -76,7 +76,7 @@ from kptoolkit.config.schema import (
 )
 from kptoolkit.errors import ConfigError
 from kptoolkit.experiment.components import apply_with_presets, natural_masker
-from kptoolkit.runtime.precision import resolve_numerics, scoring_precision, write_numerics
+from kptoolkit.runtime.precision import resolve_training_numerics, scoring_precision
 from kptoolkit.utils.atomic import remove_orphans
 from kptoolkit.utils.locks import folder_lock
 
@@ -129,9 +129,7 @@ class Bench(RowRuns):
         )
         # the training precision and layout, decided once for every run the bench trains (the
         # detector prior's stages and every row): `auto` by this machine, explicit values kept
-        train = self.base.train
-        self.numerics = resolve_numerics(train.precision, train.channels_last, self.device)
-        write_numerics(self.base, self.numerics)
+        self.numerics = resolve_training_numerics(self.base, self.device)
         self.base.eval.precision = scoring_precision(self.base.eval.precision, self.device)
         if options.kp_checkpoint and not Path(options.kp_checkpoint).is_file():
             raise ConfigError(f"--kp-checkpoint: no such file: {options.kp_checkpoint}")

@@ -34,7 +34,7 @@ from kptoolkit.experiment.resolve import (
     record_detector_file,
     resolve_experiment,
 )
-from kptoolkit.runtime.precision import Numerics, resolve_numerics, write_numerics
+from kptoolkit.runtime.precision import Numerics, resolve_training_numerics, write_numerics
 
 # derived values a saved config states explicitly (what the bench has always written into its
 # rows' configs, so that cached rows keep matching); the rest is read off the plan
@@ -98,11 +98,10 @@ def plan_experiment(
     checkpoint = kp_checkpoint or planned.keypoints.checkpoint or None
     components = resolve_experiment(planned, checkpoint)
     _write_derived(planned, components, checkpoint)
-    if numerics is None and device is not None:
-        train = planned.train
-        numerics = resolve_numerics(train.precision, train.channels_last, device)
     if numerics is not None:
         write_numerics(planned, numerics)
+    elif device is not None:
+        numerics = resolve_training_numerics(planned, device)
     detector_file = checkpoint if components.detector != NO_DETECTOR else None
     return Plan(planned, components, detector_file, numerics)
 

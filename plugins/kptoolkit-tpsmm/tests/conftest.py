@@ -6,16 +6,6 @@ helper modules (train_fixtures.py, ...). The tests skip when the plugin is not i
 
 from __future__ import annotations
 
-from pathlib import Path
+from plugin_fixtures import isolated_cache
 
-import pytest
-
-
-@pytest.fixture(autouse=True)
-def isolated_cache(
-    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
-) -> Path:
-    """Keep generated datasets and models of a test out of the user's real cache."""
-    cache = tmp_path_factory.mktemp("kptoolkit-cache")
-    monkeypatch.setenv("KPTOOLKIT_CACHE", str(cache))
-    return cache
+__all__ = ["isolated_cache"]  # the shared autouse fixture, registered for these tests
