@@ -1,24 +1,31 @@
 """Evaluators on models shipped in pip packages: MediaPipe pose, dlib face landmarks and ids.
 
-Tests that run a model skip when its package is missing; the error-path and listing tests run
-without any of the optional packages.
+Tests that run a model skip when its package is missing, except under CI (`CI` set), which
+installs the eval extra as the README's Quick start says: there a missing package fails. The
+error-path and listing tests run without any of the optional packages.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib
+import importlib.metadata
 import importlib.util
 import inspect
+import os
+import socket
 import sys
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
+import kptoolkit
 from kptoolkit.cli.main import main
 from kptoolkit.errors import ConfigError, KptoolkitError
 from kptoolkit.evaluators import package_models
@@ -43,14 +50,31 @@ NAMES = {
     "dlib_face_id": DlibFaceIdEvaluator,
 }
 POSE = {name: i for i, name in enumerate(package_models.POSE_LANDMARK_NAMES)}
+# CI installs the eval extra and scikit-image (.ci/run): there these tests must run, not skip
+IN_CI = bool(os.environ.get("CI"))
 
 
-def need_dlib() -> None:
-    """Skip unless dlib and the face_recognition_models files are installed."""
-    pytest.importorskip("dlib")
-    # not importorskip: importing face_recognition_models fails without pkg_resources
-    if importlib.util.find_spec("face_recognition_models") is None:
+def need(module: str) -> ModuleType:
+    """Import `module`; when it is missing, skip (fail under CI)."""
+    return importlib.import_module(module) if IN_CI else pytest.importorskip(module)
+
+
+def models_folder() -> Path:
+    """The face_recognition_models package's models/ folder (found without importing it)."""
+    # not imported: importing face_recognition_models fails without pkg_resources
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        if IN_CI:
+            pytest.fail("face_recognition_models is not installed (CI installs the eval extra)")
         pytest.skip("face_recognition_models is not installed")
+    return Path(next(iter(spec.submodule_search_locations))) / "models"
+
+
+def need_dlib() -> ModuleType:
+    """dlib, once dlib and the face_recognition_models files are known to be installed."""
+    dlib = need("dlib")
+    models_folder()
+    return dlib
 
 
 def as_frames(image: np.ndarray) -> torch.Tensor:
@@ -60,8 +84,9 @@ def as_frames(image: np.ndarray) -> torch.Tensor:
 
 @pytest.fixture(scope="module")
 def astronaut() -> torch.Tensor:
-    data = pytest.importorskip("skimage.data")
-    return as_frames(data.astronaut())  # 512 x 512, face box about x 175-265, y 76-170
+    return as_frames(
+        need("skimage.data").astronaut()
+    )  # 512 x 512, face box about x 175-265, y 76-170
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +103,7 @@ def face_id() -> DlibFaceIdEvaluator:
 
 @pytest.fixture(scope="module")
 def pose() -> Iterator[MediaPipePoseEvaluator]:
-    pytest.importorskip("mediapipe")
+    need("mediapipe")
     evaluator = EVALUATORS.create("mediapipe_pose")
     yield evaluator
     evaluator.close()
@@ -255,8 +280,9 @@ def test_dlib_embeddings_distances(face_id: DlibFaceIdEvaluator, astronaut: torc
 
 def test_dlib_no_face_falls_back_to_the_whole_frame(astronaut: torch.Tensor) -> None:
     need_dlib()
-    data = pytest.importorskip("skimage.data")
-    cat = as_frames(data.chelsea())  # 300 x 451: a cat's face, which the detector ignores
+    cat = as_frames(
+        need("skimage.data").chelsea()
+    )  # 300 x 451: a cat's face, which the detector ignores
     noise = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
     evaluator = DlibFaceIdEvaluator(upsample=0)
     with warnings.catch_warnings(record=True) as caught:
@@ -301,15 +327,15 @@ def test_scoring_folders_with_dlib_evaluators(
     write_png_frames(real, tmp_path / "real" / "a#1")
     write_png_frames(fake, tmp_path / "fake" / "a#1")
     metrics = {name: create_metric(name) for name in ("akd", "mkr")}
-    scores, _ = evaluate_folders(
+    scores = evaluate_folders(
         tmp_path / "real", tmp_path / "fake", metrics, [landmarks], progress=False
-    )
+    ).values()
     assert scores["akd"] < 3.0 and scores["mkr"] == 0.0  # ~1: (2 px in x + 0 in y) / 2
     # the command line builds its evaluator by name (the image metrics' imports take seconds)
     args = ["metrics", "--real", str(tmp_path / "real"), "--fake", str(tmp_path / "fake")]
     assert main([*args, "--evaluator", "dlib_face_id", "--metrics", "aed"]) == 0
-    scores = dict(line.split() for line in capsys.readouterr().out.splitlines())
-    assert float(scores["aed"]) < 0.1
+    first = capsys.readouterr().out.splitlines()[0].split()  # "aed <score>", then a summary
+    assert first[0] == "aed" and float(first[1]) < 0.1
 
 
 # -- MediaPipe pose -----------------------------------------------------------------------------
@@ -344,7 +370,7 @@ def test_mediapipe_batch_and_blank(pose: MediaPipePoseEvaluator, astronaut: torc
 
 
 def test_mediapipe_visibility_threshold(astronaut: torch.Tensor) -> None:
-    pytest.importorskip("mediapipe")
+    need("mediapipe")
     strict, lenient = MediaPipePoseEvaluator(visibility=0.99), MediaPipePoseEvaluator(0.0)
     try:
         few, many = [(e.keypoints(astronaut)[0] != -1).all(-1) for e in (strict, lenient)]
@@ -352,3 +378,100 @@ def test_mediapipe_visibility_threshold(astronaut: torch.Tensor) -> None:
         strict.close()
         lenient.close()
     assert few.sum() < many.sum() and not (few & ~many).any()
+
+
+# -- offline, from the installed packages, the same numbers as the packages -------------------
+
+
+@pytest.fixture
+def offline(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """No network and nothing written into the model packages: a download attempt fails."""
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError(f"network access attempted: {args} {kwargs}")
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    folders = [package_folder("mediapipe"), models_folder()]
+    before = [sorted(folder.rglob("*")) for folder in folders]
+    yield
+    assert [sorted(folder.rglob("*")) for folder in folders] == before, "a model was written"
+
+
+def package_folder(module: str) -> Path:
+    """The folder of an installed top-level package."""
+    return Path(need(module).__file__).parent
+
+
+def test_evaluators_load_from_their_entry_points_and_packages_offline(
+    offline: None, astronaut: torch.Tensor
+) -> None:
+    points = importlib.metadata.entry_points(group="kptoolkit.evaluators")
+    for name, cls in NAMES.items():
+        (entry,) = [p for p in points if p.name == name]
+        assert entry.value == f"{package_models.__name__}:{cls.__name__}"
+        assert entry.dist is not None and entry.dist.name == "kptoolkit"
+    pose = kptoolkit.create_evaluator("mediapipe_pose")
+    try:
+        assert (pose.keypoints(astronaut)[0, POSE["nose"]] != -1).all()
+    finally:
+        pose.close()
+    # the BlazePose "full" model ships in the wheel; the lite and heavy ones would be downloaded
+    full = package_folder("mediapipe") / "modules" / "pose_landmark" / "pose_landmark_full.tflite"
+    assert full.is_file()
+    landmarks = kptoolkit.create_evaluator("dlib_face_landmarks")
+    face_id = kptoolkit.create_evaluator("dlib_face_id", upsample=0)
+    for path in (landmarks.landmark_model, face_id.landmark_model, face_id.recognition_model):
+        assert Path(path).parent == models_folder()  # the packaged files, not a download
+    assert (landmarks.keypoints(astronaut) != -1).all()
+    assert torch.isfinite(face_id.embeddings(astronaut)).all()
+
+
+def test_mediapipe_pose_equals_calling_mediapipe(
+    offline: None, pose: MediaPipePoseEvaluator, astronaut: torch.Tensor
+) -> None:
+    mediapipe = need("mediapipe")
+    image = to_rgb_uint8(astronaut)[0]
+    height, width = image.shape[:2]
+    with mediapipe.solutions.pose.Pose(
+        static_image_mode=True, model_complexity=1, min_detection_confidence=0.5
+    ) as direct:
+        marks = direct.process(image).pose_landmarks.landmark
+    expected = np.array([(m.x * width - 0.5, m.y * height - 0.5) for m in marks], np.float32)
+    visible = np.array([m.visibility for m in marks]) >= pose.visibility
+    ours = pose.keypoints(astronaut)[0].numpy()
+    assert visible.sum() >= 10  # the face and the shoulders at least
+    assert np.array_equal(ours[visible], expected[visible])
+    assert (ours[~visible] == -1).all()
+
+
+def dlib_directly(image: np.ndarray, upsample: int) -> tuple[ModuleType, object]:
+    """dlib and the best-scoring box that its HOG detector finds on `image`, called directly."""
+    dlib = need_dlib()
+    boxes, scores, _ = dlib.get_frontal_face_detector().run(image, upsample, 0.0)
+    return dlib, boxes[int(np.argmax(scores))]
+
+
+def test_dlib_landmarks_equal_calling_dlib(
+    offline: None, landmarks: DlibFaceLandmarksEvaluator, astronaut: torch.Tensor
+) -> None:
+    image = to_rgb_uint8(astronaut)[0]
+    dlib, face = dlib_directly(image, landmarks.upsample)
+    predictor = dlib.shape_predictor(str(models_folder() / "shape_predictor_68_face_landmarks.dat"))
+    expected = np.array([(p.x, p.y) for p in predictor(image, face).parts()], np.float32)
+    assert np.array_equal(landmarks.keypoints(astronaut)[0].numpy(), expected)
+
+
+def test_dlib_face_id_equals_calling_dlib(
+    offline: None, face_id: DlibFaceIdEvaluator, astronaut: torch.Tensor
+) -> None:
+    image = to_rgb_uint8(astronaut)[0]
+    dlib, face = dlib_directly(image, face_id.upsample)
+    models = models_folder()
+    shape = dlib.shape_predictor(str(models / "shape_predictor_5_face_landmarks.dat"))(image, face)
+    recogniser = dlib.face_recognition_model_v1(
+        str(models / "dlib_face_recognition_resnet_model_v1.dat")
+    )
+    expected = np.array(recogniser.compute_face_descriptor(image, shape), np.float32)
+    assert np.array_equal(face_id.embeddings(astronaut)[0].numpy(), expected)
