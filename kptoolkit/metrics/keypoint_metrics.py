@@ -2,7 +2,8 @@
 
 Keypoints are (B, J, 2) in pixels, (x, y), with -1 for a missing joint; as in the public
 pose-evaluation scripts (`cmp_with_missing.py`), a joint counts as missing when its x coordinate
-is -1, whatever its y. Definitions follow FACTS section 7 and those scripts:
+is -1, whatever its y. A joint with a NaN or infinite coordinate counts as missing too (rather
+than making its frame's value NaN). Definitions follow FACTS section 7 and those scripts:
 
 - AKD: per frame, the mean absolute coordinate difference |real - fake| over the coordinates of
   the joints present in both frames (pixels, no square root, no normalisation). A frame with no
@@ -39,8 +40,9 @@ def _keypoint_pair(pairs: FramePairs, metric: str) -> tuple[torch.Tensor, torch.
 
 
 def present(keypoints: torch.Tensor) -> torch.Tensor:
-    """(B, J) True where a joint is detected (its x coordinate is not -1)."""
-    return keypoints[..., 0] != MISSING
+    """(B, J) True where a joint is detected: its x coordinate is not -1 and neither coordinate
+    is NaN or infinite."""
+    return (keypoints[..., 0] != MISSING) & torch.isfinite(keypoints).all(dim=-1)
 
 
 def _rate(total: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
