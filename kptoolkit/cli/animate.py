@@ -48,6 +48,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     """Check the inputs, load the run, stream the animation and report its speed."""
     from kptoolkit.engine.prediction import InferenceError
+    from kptoolkit.utils.atomic import check_outputs
 
     source, driving = Path(args.source), Path(args.driving)
     if not source.is_file():
@@ -60,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         raise InferenceError(f"--batch-size must be >= 1, got {args.batch_size}")
     if Path(args.out).suffix.lower() != ".mp4":
         raise InferenceError(f"--out must name an .mp4 file, got {args.out}")
+    check_outputs([args.out])  # before the checkpoint loads
 
     import torch
 

@@ -55,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from kptoolkit.engine.prediction import InferenceError, inference_numerics
     from kptoolkit.engine.reconstruction import (
         build_test_dataset,
+        check_reconstruction_outputs,
         default_output_dir,
         reconstruct,
     )
@@ -64,9 +65,11 @@ def run(args: argparse.Namespace) -> int:
         if value is not None and value < 1:
             raise InferenceError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
     config, models = load_run(args.checkpoint)
+    out_dir = args.out or default_output_dir(args.checkpoint)
+    save_png, save_mp4 = config.eval.save_png, config.eval.save_mp4 and not args.no_mp4
+    check_reconstruction_outputs(out_dir, save_png, save_mp4)  # before anything is written
     models.to("cuda" if torch.cuda.is_available() else "cpu")
     dataset = build_test_dataset(config, args.data)
-    out_dir = args.out or default_output_dir(args.checkpoint)
     numerics = inference_numerics(models, args.precision or config.eval.precision)
     say_numerics("reconstructing", numerics)
     result = reconstruct(
@@ -75,8 +78,8 @@ def run(args: argparse.Namespace) -> int:
         out_dir,
         batch_size=args.batch_size or config.eval.batch_size,
         max_videos=args.max_videos if args.max_videos is not None else config.eval.max_videos,
-        save_png=config.eval.save_png,
-        save_mp4=config.eval.save_mp4 and not args.no_mp4,
+        save_png=save_png,
+        save_mp4=save_mp4,
         progress=True,
         precision=numerics,
         compile=args.compile,

@@ -45,7 +45,7 @@ from kptoolkit.engine.prediction import (
     to_model_input,
 )
 from kptoolkit.runtime.precision import Numerics
-from kptoolkit.utils.atomic import atomic_path
+from kptoolkit.utils.atomic import check_outputs, removed_on_failure
 
 if TYPE_CHECKING:
     from kptoolkit.experiment.build import Models
@@ -120,6 +120,7 @@ def animate(
     numerics = inference_numerics(models, precision)  # checked before anything is written
     if out_path.suffix.lower() != ".mp4":
         raise InferenceError(f"the output must be an .mp4 file, got {out_path}")
+    check_outputs([out_path])
     _check_driving(driving_path)
     if isinstance(frame_size, int):
         frame_size = (frame_size, frame_size)
@@ -176,7 +177,8 @@ def _animate_stream(
     """Generate and write each batch of driving frames in turn; the number of frames written.
 
     The MP4 is written under a temporary name and renamed when complete, so a failure leaves no
-    partial output behind. `total` sizes the progress bar (None: unknown).
+    partial output behind (nor the folders made for it). `total` sizes the progress bar (None:
+    unknown).
     """
     device = model_device(models)
     count = 0
@@ -189,9 +191,10 @@ def _animate_stream(
     )
     try:
         with (
+            removed_on_failure() as created,
             inference_models(models, precision, compile),
             torch.inference_mode(),
-            atomic_path(out_path, suffix=".mp4") as partial,
+            created.atomic_path(out_path, suffix=".mp4") as partial,
             Mp4Writer(partial, fps) as writer,
         ):
             source = to_model_input(source, device)

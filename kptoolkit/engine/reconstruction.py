@@ -57,7 +57,7 @@ from kptoolkit.engine.prediction import (
 )
 from kptoolkit.runtime.precision import Numerics
 from kptoolkit.structure import Structure
-from kptoolkit.utils.atomic import atomic_path
+from kptoolkit.utils.atomic import CreatedPaths, check_outputs, removed_on_failure
 
 if TYPE_CHECKING:
     from kptoolkit.config.schema import ExperimentConfig
@@ -124,12 +124,14 @@ def reconstruct(
 
     `dataset` is a test-split `FramesDataset` (or anything with `videos` entries that have a
     `name`, and `iter_video(entry)` streaming (3,H,W) frames in [0, 1]). Writes `png/`,
-    `mp4/` and `reconstruction.csv` under `out_dir` (see the module docstring). A video that
-    cannot be read is skipped with a warning and listed in `result.skipped`. `mode` selects a
-    control instead of the protocol (driving by frame 0, another generator output).
-    `precision`: auto (resolved for the device), fp32 (exact), bf16 or fp16 autocast
-    (`kptoolkit.runtime.precision`);
-    `compile`: call the networks through `torch.compile` (see `inference_models`).
+    `mp4/` and `reconstruction.csv` under `out_dir` (see the module docstring); an output that
+    something else is in the way of (a file where a folder goes, ...) is an `OutputPathError`
+    before anything is written, and a failure part-way removes what this call created. A video
+    that cannot be read is skipped with a warning and listed in `result.skipped` (none read at
+    all is an `InferenceError`). `mode` selects a control instead of the protocol (driving by
+    frame 0, another generator output). `precision`: auto (resolved for the device), fp32
+    (exact), bf16 or fp16 autocast (`kptoolkit.runtime.precision`); `compile`: call the
+    networks through `torch.compile` (see `inference_models`).
     """
     if not hasattr(dataset, "videos") or not hasattr(dataset, "iter_video"):
         raise InferenceError(
@@ -140,15 +142,17 @@ def reconstruct(
         raise InferenceError(f"batch size must be >= 1, got {batch_size}")
     numerics = inference_numerics(models, precision)  # checked before anything is written
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    videos = list(dataset.videos)[:max_videos] if max_videos is not None else list(dataset.videos)
     result = ReconstructionResult(out_dir)
+    check_reconstruction_outputs(out_dir, save_png, save_mp4)
+    videos = list(dataset.videos)[:max_videos] if max_videos is not None else list(dataset.videos)
     bar = tqdm(videos, desc="reconstruct", unit="video", disable=not progress, dynamic_ncols=True)
-    with inference_models(models, numerics, compile):
+    # a failure (a full disk, an interrupt) removes what this call created: no half output
+    with removed_on_failure() as created, inference_models(models, numerics, compile):
+        created.mkdir(out_dir)
         for video in bar:
             try:
                 score = _reconstruct_video(
-                    models, dataset, video, out_dir, batch_size, save_png, save_mp4, mode
+                    models, dataset, video, out_dir, batch_size, save_png, save_mp4, mode, created
                 )
             except VideoReadError as exc:
                 warnings.warn(
@@ -158,8 +162,21 @@ def reconstruct(
                 continue
             result.videos.append(score)
             bar.set_postfix(l1=f"{result.l1:.4f}")
-    _write_csv(result)
+        if videos and not result.videos:
+            raise InferenceError(
+                f"no test video could be reconstructed ({len(result.skipped)} unreadable: "
+                f"{', '.join(result.skipped)})"
+            )
+        _write_csv(result, created)
     return result
+
+
+def check_reconstruction_outputs(out_dir: str | Path, save_png: bool, save_mp4: bool) -> None:
+    """An `OutputPathError` when something is in the way of an output of `reconstruct` in
+    `out_dir` (a file where the folder, `png/` or `mp4/` goes, a folder where the CSV goes)."""
+    out_dir = Path(out_dir)
+    wanted = [name for name, save in (("png", save_png), ("mp4", save_mp4)) if save]
+    check_outputs([out_dir / CSV_NAME], [out_dir, *(out_dir / name for name in wanted)])
 
 
 @attrs.frozen
@@ -239,7 +256,9 @@ def _reconstruct_video(
     save_png: bool,
     save_mp4: bool,
     mode: ReconstructionMode | None = None,
+    created: CreatedPaths | None = None,
 ) -> VideoScore:
+    created = created or CreatedPaths()
     name = video.name
     mp4_path = out_dir / "mp4" / f"{name}.mp4"
     stacked: list[np.ndarray] = []  # the PNG's frames, uint8: the only per-video growth
@@ -248,7 +267,7 @@ def _reconstruct_video(
         # the MP4 is closed, then renamed into place; a failure leaves neither file behind
         writer = None
         if save_mp4:
-            partial = stack.enter_context(atomic_path(mp4_path, suffix=".mp4"))
+            partial = stack.enter_context(created.atomic_path(mp4_path, suffix=".mp4"))
             writer = stack.enter_context(Mp4Writer(partial))
         with torch.inference_mode():
             frames = dataset.iter_video(video)
@@ -270,24 +289,27 @@ def _reconstruct_video(
         if count == 0:
             raise VideoReadError(f"{getattr(video, 'path', name)} has no frames")
     if save_png:
-        write_stacked_png(stacked, out_dir / "png" / f"{name}.png")
+        write_stacked_png(stacked, out_dir / "png" / f"{name}.png", created)
     return VideoScore(name, count, l1_sum / count)
 
 
-def write_stacked_png(batches: list[np.ndarray], path: Path) -> None:
-    """Write (T_i, H, W, 3) uint8 batches as one lossless PNG of the frames side by side."""
+def write_stacked_png(
+    batches: list[np.ndarray], path: Path, created: CreatedPaths | None = None
+) -> None:
+    """Write (T_i, H, W, 3) uint8 batches as one lossless PNG of the frames side by side
+    (`created` records the file and its new folders, for a caller that undoes a failure)."""
     frames = np.concatenate(batches)  # (T, H, W, 3)
     batches.clear()
     count, height, width, channels = frames.shape
     stacked = frames.transpose(1, 0, 2, 3).reshape(height, count * width, channels)
     del frames
-    with atomic_path(path, suffix=".png") as partial:
+    with (created or CreatedPaths()).atomic_path(path, suffix=".png") as partial:
         Image.fromarray(np.ascontiguousarray(stacked)).save(partial, format="PNG", compress_level=1)
 
 
-def _write_csv(result: ReconstructionResult) -> None:
+def _write_csv(result: ReconstructionResult, created: CreatedPaths) -> None:
     with (
-        atomic_path(result.csv_path) as partial,
+        created.atomic_path(result.csv_path) as partial,
         open(partial, "w", newline="", encoding="utf-8") as handle,
     ):
         writer = csv.writer(handle)
