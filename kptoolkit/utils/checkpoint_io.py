@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import os
 import pickle
+import struct
+import warnings
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -74,6 +77,62 @@ def _check_torch_file(path: Path) -> None:
         raise CheckpointError(f"{path} is not a checkpoint (not a file written by torch.save)")
 
 
+# how reading a damaged torch file fails: the zip container, the pickle or its strings (a
+# checkpoint that decodes but holds objects other than tensors fails as UnpicklingError too)
+DECODING_ERRORS = (
+    pickle.UnpicklingError,
+    UnicodeDecodeError,
+    struct.error,
+    zipfile.BadZipFile,
+    EOFError,
+    RuntimeError,
+    OSError,
+)
+# errors that a damaged pickle raises too, but that are also the faults of a program: read as
+# damage only when the archive's checksums show it
+DAMAGE_ERRORS = (LookupError, TypeError, AttributeError, ValueError)
+
+
+def _damaged_records(path: Path) -> list[str]:
+    """The records of a zip checkpoint whose contents fail their CRC (or the archive itself,
+    when it cannot be opened as a zip); [] for a sound archive or an older pickle file."""
+    if not zipfile.is_zipfile(path):
+        return []
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, RuntimeError, ValueError) as exc:
+        return [f"the archive ({exc})"]
+    return [] if bad is None else [bad.split("/", 1)[-1]]
+
+
+# what torch's weights-only unpickler says in its long message, and the longest reason kept
+WEIGHTS_ONLY_REASON = "WeightsUnpickler error:"
+LONGEST_REASON = 200
+
+
+def _unreadable(path: Path, exc: BaseException, damaged: list[str]) -> str:
+    """One line for a checkpoint torch could not load: damaged (its checksums say so), holding
+    objects that a safe load refuses, or else what the decoder said."""
+    if damaged:
+        return (
+            f"cannot read checkpoint {path}: the file is damaged ({damaged[0]} fails its "
+            "checksum); copy it again or use another checkpoint"
+        )
+    text = str(exc)
+    if isinstance(exc, pickle.UnpicklingError) and WEIGHTS_ONLY_REASON in text:
+        reason = text.split(WEIGHTS_ONLY_REASON, 1)[1].strip().splitlines()[0]
+        return (
+            f"{path} holds objects other than tensors, dicts and numbers, or is damaged, so it "
+            f"cannot be loaded safely (weights_only=True): {reason[:LONGEST_REASON]}"
+        )
+    reason = " ".join(text.split())[:LONGEST_REASON] or "no detail"
+    return (
+        f"cannot read checkpoint {path}: it is damaged or not a torch checkpoint "
+        f"({type(exc).__name__}: {reason})"
+    )
+
+
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint file on the CPU with `weights_only=True` (no arbitrary code runs)."""
     path = Path(path)
@@ -81,14 +140,14 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint not found: {path}")
     _check_torch_file(path)
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise CheckpointError(
-            f"{path} holds objects other than tensors, dicts and numbers, so it cannot be loaded "
-            f"safely (weights_only=True): {exc}"
-        ) from exc
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+        with warnings.catch_warnings():  # a damaged file's odd pickle protocol: reported below
+            warnings.filterwarnings("ignore", "Detected pickle protocol", UserWarning)
+            checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except (*DECODING_ERRORS, *DAMAGE_ERRORS) as exc:
+        damaged = _damaged_records(path)
+        if not isinstance(exc, DECODING_ERRORS) and not damaged:
+            raise  # the archive is sound: a fault of the code that reads it, not of the file
+        raise CheckpointError(_unreadable(path, exc, damaged)) from exc
     if not isinstance(checkpoint, dict):
         raise CheckpointError(f"{path} does not hold a dict of state dicts")
     return checkpoint
