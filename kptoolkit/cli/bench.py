@@ -108,18 +108,21 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def parse_seeds(text: str | None) -> list[int] | None:
-    """'0,1,2' -> [0, 1, 2]; None stays None; anything else is a ConfigError."""
+    """'0,1,2' -> [0, 1, 2]; None stays None; anything else (an empty item included, as in
+    '0,,1' or '0,') is a ConfigError."""
     if text is None:
         return None
     from kptoolkit.errors import ConfigError
 
+    if not text.strip():
+        raise ConfigError("--seeds is empty")
+    items = [item.strip() for item in text.split(",")]
+    if not all(items):
+        raise ConfigError(f"--seeds has an empty item in {text!r}: give integers like 0,1,2")
     try:
-        seeds = [int(item) for item in text.split(",") if item.strip()]
+        return [int(item) for item in items]
     except ValueError:
         raise ConfigError(f"--seeds takes integers separated by commas, got {text!r}") from None
-    if not seeds:
-        raise ConfigError("--seeds is empty")
-    return seeds
 
 
 def parse_jobs(text: str) -> int | None:
