@@ -21,6 +21,7 @@ from kptoolkit.config.schema import (
     parse_override_value,
     split_override,
 )
+from kptoolkit.config.structuring import structure_params
 from kptoolkit.errors import KptoolkitError
 from kptoolkit.generators.base import Generator
 from kptoolkit.losses.base import Loss
@@ -103,8 +104,12 @@ def _preset(config: ExperimentConfig, kind: str, component: ModelConfig, name: s
 def component_params(
     config: ExperimentConfig, kind: str, component: ModelConfig, name: str
 ) -> dict[str, Any]:
-    """The parameters of a masker or generator: its preset's, then its explicit `params`."""
-    return {**_preset(config, kind, component, name).params, **component.params}
+    """The parameters of a masker or generator: its preset's, then its explicit `params`,
+    converted to the types its constructor declares (a wrong one is a ConfigError naming the
+    key, the type and the value)."""
+    registry = get_registry(kind)
+    params = structure_params(registry.get(name), component.params, f"{registry.singular}.params")
+    return {**_preset(config, kind, component, name).params, **params}
 
 
 def component_losses(
