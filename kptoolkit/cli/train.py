@@ -49,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
         shutdown_distributed()
     if context.is_main:
         losses = ", ".join(f"{k}={v:.4f}" for k, v in result.last_losses.items())
-        print(f"{pair}: {result.steps} steps in {result.seconds:.1f} s -> {result.out_dir}")
+        print(f"{pair}: {result.describe()} in {result.seconds:.1f} s -> {result.out_dir}")
         print(f"last losses: {losses}")
         print(f"checkpoint: {result.checkpoint}")
     return 0

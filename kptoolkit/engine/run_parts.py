@@ -34,13 +34,25 @@ class TrainingDiverged(KptoolkitError):
 
 @attrs.define
 class TrainResult:
-    """What a finished `train` call reports."""
+    """What a finished `train` call reports: `steps` is the step the run stands at, and
+    `start_step` the one this call started from (a resumed run's checkpoint, else 0)."""
 
     out_dir: Path
     steps: int
     last_losses: dict[str, float]
     checkpoint: Path | None
     seconds: float
+    start_step: int = 0
+
+    @property
+    def trained_steps(self) -> int:
+        """The steps this call trained."""
+        return self.steps - self.start_step
+
+    def describe(self) -> str:
+        """'trained 100 steps (20 -> 120)' for a resumed run, 'trained 120 steps' otherwise."""
+        resumed = f" ({self.start_step} -> {self.steps})" if self.start_step else ""
+        return f"trained {self.trained_steps} steps{resumed}"
 
 
 def tell_training_progress(models: Models, step: int, epoch: int) -> None:

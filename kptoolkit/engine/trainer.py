@@ -336,6 +336,7 @@ class Trainer:
             log = RunLog(self.out_dir)
         if self.resume_from is not None:
             self._restore(self.resume_from)
+        start_step = self.step
         if log is not None:
             # the log ends where the run starts: at the resumed step, or empty for a run that
             # starts from scratch (one killed before its first checkpoint leaves rows behind)
@@ -392,4 +393,5 @@ class Trainer:
                 log.close()
         if checkpoint is None and self.context.is_main:
             checkpoint = latest_checkpoint(self.checkpoint_dir)
-        return TrainResult(self.out_dir, self.step, last, checkpoint, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        return TrainResult(self.out_dir, self.step, last, checkpoint, seconds, start_step)
