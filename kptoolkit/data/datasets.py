@@ -22,7 +22,28 @@ VideoPair = tuple[VideoEntry, VideoEntry]
 
 
 class SkippedVideoWarning(UserWarning):
-    """A video could not be read and was skipped."""
+    """A video could not be read and was skipped; shown as one line, `kptoolkit: warning: ...`
+    (no file and source line of the code that noticed it)."""
+
+
+_formatwarning = warnings.formatwarning
+
+
+def _format_warning(
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    line: str | None = None,
+) -> str:
+    """`warnings.formatwarning` that shows a `SkippedVideoWarning` as one line (installed when
+    this module is imported, so in loader workers too); every other warning as before."""
+    if isinstance(category, type) and issubclass(category, SkippedVideoWarning):
+        return f"kptoolkit: warning: {message}\n"
+    return _formatwarning(message, category, filename, lineno, line)
+
+
+warnings.formatwarning = _format_warning
 
 
 def resize_frames(frames: torch.Tensor, size: int | tuple[int, int] | None) -> torch.Tensor:
@@ -90,8 +111,10 @@ class FramesDataset(Dataset):
         self._joints: dict[Path, np.ndarray] = {}  # per video, read once per process
         if groundtruth:
             self._check_groundtruth()
-        self._warned: set[Path] = set()
+        # shared with the loader's workers: a skip is counted by all, warned once per video
         self._skipped = multiprocessing.Value("i", 0)
+        self._warned = multiprocessing.Array("b", len(self.videos))
+        self._index = {video.path: i for i, video in enumerate(self.videos)}
 
     # -- sizes and epochs ----------------------------------------------------------------------
     def __len__(self) -> int:
@@ -207,8 +230,11 @@ class FramesDataset(Dataset):
     def _record_skip(self, video: VideoEntry, error: VideoReadError) -> None:
         with self._skipped.get_lock():
             self._skipped.value += 1
-        if video.path not in self._warned:
-            self._warned.add(video.path)
+        index = self._index[video.path]
+        with self._warned.get_lock():  # the first process to skip the video warns, once
+            first = not self._warned[index]
+            self._warned[index] = 1
+        if first:
             warnings.warn(f"skipping unreadable video: {error}", SkippedVideoWarning, stacklevel=3)
 
 
