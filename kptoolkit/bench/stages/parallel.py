@@ -28,6 +28,7 @@ from __future__ import annotations
 import csv
 import functools
 import multiprocessing
+import os
 import pickle
 import time
 from collections.abc import Callable, Sequence
@@ -42,6 +43,7 @@ from kptoolkit.engine.reconstruction import ReconstructionMode
 from kptoolkit.errors import ConfigError
 from kptoolkit.experiment.plan import Plan
 from kptoolkit.registry.registries import in_process_registrations, restore_registrations
+from kptoolkit.utils.processes import child_processes, die_with_parent, stop_processes
 
 PROGRESS_EVERY_S = 60.0  # a progress line per running job this often
 
@@ -87,7 +89,8 @@ class Job:
     log_dir: Path | None = None
 
 
-def _start_worker(threads: int, registrations: dict[str, dict[str, Any]]) -> None:
+def _start_worker(threads: int, registrations: dict[str, dict[str, Any]], parent: int) -> None:
+    die_with_parent(parent)  # a killed bench leaves no worker training on
     torch.set_num_threads(threads)
     restore_registrations(registrations)
 
@@ -110,6 +113,7 @@ def train_row_in_worker(
     device: str,
     prefix: str,
     controls: dict[str, ReconstructionMode] | None = None,
+    runs_at_once: int = 1,
 ) -> dict[str, Any]:
     """A row's `train_run` of its `plan`, in a worker; with
     `controls`, then its test reconstructions, by the protocol and as each control, so that
@@ -120,7 +124,7 @@ def train_row_in_worker(
 
     experiment = plan.config
     folder, say = Path(run_dir), Prefixed(prefix)
-    record = train_run(folder, plan, label, torch.device(device), False, say)
+    record = train_run(folder, plan, label, torch.device(device), False, say, runs_at_once)
     if controls is None:
         return record
     checkpoint = folder / "checkpoints" / record["checkpoint"]
@@ -173,12 +177,14 @@ def run_jobs(
     running: dict[Future[Any], tuple[Job, float]] = {}
     failures: list[tuple[Job, BaseException]] = []
     context = multiprocessing.get_context("spawn")  # no fork of a process with torch threads
-    with ProcessPoolExecutor(
+    before = child_processes()
+    pool = ProcessPoolExecutor(
         workers,
         mp_context=context,
         initializer=_start_worker,
-        initargs=(threads, registrations or {}),
-    ) as pool:
+        initargs=(threads, registrations or {}, os.getpid()),
+    )
+    try:
         while waiting or running:
             while not failures and waiting and len(running) < workers:
                 job = waiting.pop(0)
@@ -200,6 +206,13 @@ def run_jobs(
                     if running:
                         names = ", ".join(j.label for j, _ in running.values())
                         say(f"{job.label} failed; waiting for {names} to finish their runs")
+    except BaseException:
+        # interrupted (Ctrl-C, SIGTERM turned into an exception): the workers stop too, their
+        # runs resume from their last checkpoints next time
+        pool.shutdown(wait=False, cancel_futures=True)
+        stop_processes(child_processes() - before)
+        raise
+    pool.shutdown(wait=True)
     if failures:
         raise failures[0][1]
     return results

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import math
 import multiprocessing
+import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
@@ -40,6 +41,7 @@ from kptoolkit.data.puppets.style import (
 )
 from kptoolkit.errors import KptoolkitError
 from kptoolkit.utils.atomic import atomic_write_text
+from kptoolkit.utils.processes import die_with_parent
 
 GENERATOR = "kptoolkit.synthetic_puppets"
 SPLITS = ("train", "test")
@@ -186,7 +188,12 @@ def _run_jobs(
         else:
             methods = multiprocessing.get_all_start_methods()
             context = multiprocessing.get_context("fork" if "fork" in methods else None)
-            with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            with ProcessPoolExecutor(
+                max_workers=workers,
+                mp_context=context,
+                initializer=die_with_parent,  # a killed render leaves no worker behind
+                initargs=(os.getpid(),),
+            ) as pool:
                 for future in as_completed([pool.submit(_render_job, job) for job in jobs]):
                     job, statistics = future.result()
                     found[job] = statistics
