@@ -240,8 +240,8 @@ def test_runs_side_by_side_equal_runs_one_at_a_time(tmp_path, monkeypatch, capfd
     # the prior trains first, in the bench's process with both threads: the same detector,
     # bit for bit, as one run at a time with those threads trains
     stage_one, stage_two = (
-        "detector prior, stage 1/2: 4 steps",
-        "detector prior, stage 2/2: 8 steps",
+        "detector prior, stage 1/2: trained 4 steps",
+        "detector prior, stage 2/2: trained 8 steps",
     )
     assert log.index(stage_one) < log.index(stage_two) < log.index("training 2 runs")
     assert stage_two in alone and "runs at a time" not in alone
@@ -287,4 +287,10 @@ def test_runs_side_by_side_equal_runs_one_at_a_time(tmp_path, monkeypatch, capfd
     # a second bench reuses every run without starting a worker
     monkeypatch.setenv("KPTOOLKIT_CACHE", str(tmp_path / "cache-2"))
     again = _bench(tmp_path / "two", "2", 2, capfd)
-    assert "runs at a time" not in again and again.count(": cached (") >= 3
+    assert "training 2 runs at a time" not in again and again.count(": cached (") >= 3
+    # and its header still says how the cached rows were trained, not how it would train them
+    assert (
+        "trained 2 runs at a time, 1 thread each" in (tmp_path / "two" / "results.md").read_text()
+    )
+    for row in _rows(tmp_path / "two")[1]["budget"]["training"].values():
+        assert row == {"threads": 1, "runs_at_once": [2]}

@@ -21,10 +21,12 @@ from kptoolkit.bench.stages.parallel import (
 from kptoolkit.bench.stages.reconstruction import controls, reconstruct_run
 from kptoolkit.bench.stages.stage_cache import read_state
 from kptoolkit.bench.stages.training import check_same_config, run_is_trained, train_run
-from kptoolkit.config.schema import ExperimentConfig, ModelConfig
+from kptoolkit.config.schema import ExperimentConfig, ModelConfig, load_config
+from kptoolkit.errors import KptoolkitError
 from kptoolkit.experiment.build import build_dataset
 from kptoolkit.experiment.plan import Plan, copy_config, plan_experiment
 from kptoolkit.experiment.resolve import FROZEN_DETECTOR, TRAINED_DETECTOR, detector_rule
+from kptoolkit.runtime.hardware import torch_threads
 from kptoolkit.runtime.precision import Numerics
 
 
@@ -42,6 +44,7 @@ class RowRuns:
     device: torch.device
     detector: str | None  # the keypoint maskers' detector file
     test_dataset: Any
+    unreadable_test: dict[str, str]  # test videos that cannot be read: skipped by every stage
     _lr_given: bool
     _groundtruth_test: Any
     _parallelism: tuple[int, int] | None
@@ -113,7 +116,23 @@ class RowRuns:
         if config.generator.name != entry.generator:
             config.generator = ModelConfig(entry.generator)
         config.train.lr = self.learning_rate(entry)
+        config.train.threads = self.row_threads(entry, seed)
         return config
+
+    def row_threads(self, entry: Entry, seed: int) -> int | None:
+        """The torch threads a row trains and reconstructs with: what its run folder recorded
+        when it has one (a resumed or cached row is the row that was measured: the count
+        changes the order of float sums), else `--set train.threads`, else the bench's share
+        per run (`parallelism`)."""
+        stored = self.run_dir(entry, seed) / "config.yaml"
+        if stored.is_file():
+            try:
+                return load_config(stored).train.threads
+            except KptoolkitError:
+                pass  # refused with its reason when the run is checked
+        if self.base.train.threads is not None:
+            return self.base.train.threads
+        return self.parallelism()[1]
 
     def entry_plan(self, entry: Entry, detector: str | None, seed: int = 0) -> Plan:
         """The row's plan, resolved once: its config (`row_config`) reading `detector` when its
@@ -137,7 +156,9 @@ class RowRuns:
         if not needs_groundtruth(entry.masker):
             return self.test_dataset
         if self._groundtruth_test is None:
-            self._groundtruth_test = build_dataset(self.row_config(entry), "test")
+            test = build_dataset(self.row_config(entry), "test")
+            test.videos = [v for v in test.videos if v.name not in self.unreadable_test]
+            self._groundtruth_test = test
         return self._groundtruth_test
 
     def _checkpoint(self, entry: Entry, seed: int) -> Path:
@@ -147,37 +168,43 @@ class RowRuns:
 
     # -- training and reconstruction -----------------------------------------------------------
     def train_all(self) -> None:
-        """Train every row with every seed: one run at a time with every thread, or side by side
-        in worker processes (`kptoolkit.bench.stages.parallel`), each row then reconstructing
-        its test videos."""
+        """Train every row with every seed: one run at a time, or side by side in worker
+        processes (`kptoolkit.bench.stages.parallel`), each row then reconstructing its test
+        videos. A finished run is reused, and a run begun with another thread count than the
+        workers' is finished in this process with its own count."""
         workers, threads = self.parallelism()
-        if workers == 1:
-            for seed in self.seeds:
-                for entry in self.entries:
-                    self.train(entry, seed, self.entry_plan(entry, self.detector, seed))
-            return
-        self.say(f"training {workers} runs at a time, {threads} thread(s) each")
-        prefix = self.stage_prefix()
-        device = str(self.device)
-        jobs: list[Job] = []
-        untrained = self.untrained()
+        untrained = self.untrained() if workers > 1 else []
+        side_by_side = [
+            (entry, seed) for entry, seed in untrained if self.row_threads(entry, seed) == threads
+        ]
+        if len(side_by_side) < 2:
+            side_by_side = []
         for seed in self.seeds:
             for entry in self.entries:
-                if (entry, seed) not in untrained:  # reused as a sequential bench reuses it
+                if (entry, seed) not in side_by_side:
                     self.train(entry, seed, self.entry_plan(entry, self.detector, seed))
-                    continue
-                jobs.append(
-                    Job(
-                        f"{entry.slug}-seed{seed}",
-                        self.run_label(entry, seed),
-                        train_row_in_worker,
-                        functools.partial(self._row_arguments, entry, seed, device, prefix),
-                        log_dir=self.run_dir(entry, seed),
-                    )
-                )
-        run_jobs(jobs, workers, threads, self.say, self.options.progress, self.worker_registrations)
+        if not side_by_side:
+            return
+        runs_at_once = min(workers, len(side_by_side))
+        prefix, device = self.stage_prefix(), str(self.device)
+        jobs = [
+            Job(
+                f"{entry.slug}-seed{seed}",
+                self.run_label(entry, seed),
+                train_row_in_worker,
+                functools.partial(self._row_arguments, entry, seed, device, prefix, runs_at_once),
+                log_dir=self.run_dir(entry, seed),
+            )
+            for entry, seed in side_by_side
+        ]
+        self.say(f"training {runs_at_once} runs at a time, {threads} thread(s) each")
+        run_jobs(
+            jobs, runs_at_once, threads, self.say, self.options.progress, self.worker_registrations
+        )
 
-    def _row_arguments(self, entry: Entry, seed: int, device: str, prefix: str) -> tuple[Any, ...]:
+    def _row_arguments(
+        self, entry: Entry, seed: int, device: str, prefix: str, runs_at_once: int
+    ) -> tuple[Any, ...]:
         """`train_row_in_worker`'s arguments for one run (its config checked against the
         folder's first, here), with the row's controls to reconstruct after training."""
         # batches loaded in the worker itself: loader processes would compete with the other
@@ -187,7 +214,7 @@ class RowRuns:
         check_same_config(run_dir, plan.config)
         label = self.run_label(entry, seed)
         reconstructions = controls(entry.generator)
-        return (str(run_dir), plan, label, device, prefix, reconstructions)
+        return (str(run_dir), plan, label, device, prefix, reconstructions, runs_at_once)
 
     def train(self, entry: Entry, seed: int, plan: Plan) -> dict[str, Any]:
         """Train one row with one seed (or reuse / resume its run); returns its training
@@ -199,6 +226,10 @@ class RowRuns:
     def reconstruct(self, entry: Entry, seed: int, control: str | None = None) -> None:
         """Reconstruct the test videos with a run's final checkpoint (PNG for the metrics), by
         the protocol or as one of the row's controls."""
+        with torch_threads(self.row_threads(entry, seed)):  # as its worker would
+            self._reconstruct(entry, seed, control)
+
+    def _reconstruct(self, entry: Entry, seed: int, control: str | None) -> None:
         reconstruct_run(
             self.run_dir(entry, seed),
             self._checkpoint(entry, seed),

@@ -52,6 +52,7 @@ from kptoolkit.bench.report.rows import (
     REFERENCE_LABEL,
     control_row,
     floor_rows,
+    scored_floors,
     trained_row,
     untrained_row,
     video_names,
@@ -135,6 +136,7 @@ class Bench(RowRuns):
             raise ConfigError(f"--kp-checkpoint: no such file: {options.kp_checkpoint}")
         self.real_dir: Path | None = None
         self.test_dataset: Any = None  # built once by the data stage, read by every later one
+        self.unreadable_test: dict[str, str] = {}  # skipped by every stage (the data stage)
         self.dataset_root: Path | None = None
         self.manifest: dict[str, Any] | None = None  # set by the data stage on synthetic data
         self.evaluation = Evaluation(progress=options.progress)  # built by the evaluators stage
@@ -204,6 +206,7 @@ class Bench(RowRuns):
         """Point the base config at the dataset (rendering the synthetic one if needed)."""
         data = prepare_data(self.base, self.options.dataset, self.options.progress, self.say)
         self.test_dataset, self.real_dir = data.test, data.real_dir
+        self.unreadable_test = data.unreadable
         self.dataset_root, self.manifest = data.root, data.manifest
         if self.options.oracle and self.manifest is not None:
             add_oracle(self.entries)
@@ -230,7 +233,8 @@ class Bench(RowRuns):
         if self.options.kp_checkpoint or not any(map(self.reads_detector, self.entries)):
             return None
         fomm = Entry(natural_masker("fomm"), "fomm", "baseline")
-        fomm_config = self.entry_plan(fomm, None, self.base.seed).config
+        fomm_config = self.entry_plan(fomm, None, self.base.seed).config_copy()
+        fomm_config.train.threads = None  # trained here with every thread (`prepare_detector`)
         profile = self.profile
         return prior_stages(fomm_config, profile.detector_budget, profile.detector_refine_budget)
 
@@ -333,6 +337,24 @@ class Bench(RowRuns):
         self.say(f"figures in {self.out / 'figures'}")
         return written
 
+    def training_settings(self) -> dict[str, Any]:
+        """How the rows were trained, from each run's own record (a cached or resumed row as it
+        was measured): torch threads and runs at once per row, and over all rows."""
+        rows = {}
+        for seed in self.seeds:
+            for entry in self.entries:
+                done = read_state(self.run_dir(entry, seed)).get("train", {})
+                rows[self.run_label(entry, seed)] = {
+                    "threads": done.get("threads"),  # None: recorded before runs kept it
+                    "runs_at_once": done.get("runs_at_once", [1]),
+                }
+        threads = {row["threads"] for row in rows.values()}
+        return {
+            "runs_at_once": max(max(row["runs_at_once"]) for row in rows.values()),
+            "threads_per_run": threads.pop() if len(threads) == 1 else None,
+            "training": rows,
+        }
+
     def context(self) -> dict[str, Any]:
         """Everything a reader needs to know about how the rows were measured."""
         base = self.base
@@ -344,6 +366,7 @@ class Bench(RowRuns):
                 "name": base.data.dataset,
                 "root": base.data.root,
                 "frame_size": base.data.frame_size,
+                "unreadable_test_videos": sorted(self.unreadable_test),
                 **synthetic_description(self.manifest),
             },
             "budget": {
@@ -355,11 +378,10 @@ class Bench(RowRuns):
                 "requested_precision": self.numerics.requested_precision,
                 "requested_channels_last": self.numerics.requested_channels_last,
                 "seeds": list(self.seeds),
-                "runs_at_once": self.parallelism()[0],
-                "threads_per_run": self.parallelism()[1],
+                **self.training_settings(),
             },
             "inference": {"precision": base.eval.precision},
-            "evaluators": self.evaluation.info,
+            "evaluators": scored_floors(self.evaluation.info, self.video_names),
             "detector": self.detector_info,
         }
 

@@ -146,6 +146,9 @@ class TrainConfig:
     precision: str = attrs.field(default=AUTO, validator=_precision)
     channels_last: bool | str = attrs.field(default=AUTO, validator=_layout)
     grad_clip: float | None = attrs.field(default=None, validator=_positive)
+    # torch intra-op threads while training (None: the process's count); part of what a run
+    # is, because the count changes the order of float sums: a resume uses it again
+    threads: int | None = attrs.field(default=None, validator=_positive)
     sync_batchnorm: bool = False
     checkpoint_every: int = attrs.field(default=500, validator=_positive)
     keep_last: int = attrs.field(default=3, validator=_positive)

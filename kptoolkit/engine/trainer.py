@@ -67,6 +67,7 @@ from kptoolkit.experiment.build import build_dataset, build_losses, build_models
 from kptoolkit.experiment.plan import Plan, plan_experiment
 from kptoolkit.losses.base import LossInputs
 from kptoolkit.nn.video_kernels import to_memory_format
+from kptoolkit.runtime.hardware import torch_threads
 from kptoolkit.utils.atomic import remove_orphans
 from kptoolkit.utils.checkpoint_io import atomic_save
 from kptoolkit.utils.locks import folder_lock
@@ -318,10 +319,11 @@ class Trainer:
     def train(self) -> TrainResult:
         """Run until `total_steps`; checkpoint, log and draw samples on the way. The run folder
         is locked meanwhile: a second process on it stops before it writes anything."""
-        if not self.context.is_main:
-            return self._train()
-        with folder_lock(self.out_dir, "a kptoolkit run", written_before=is_run_folder):
-            return self._train()
+        with torch_threads(self.config.train.threads):
+            if not self.context.is_main:
+                return self._train()
+            with folder_lock(self.out_dir, "a kptoolkit run", written_before=is_run_folder):
+                return self._train()
 
     def _train(self) -> TrainResult:
         started = time.perf_counter()

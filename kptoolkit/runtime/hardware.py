@@ -7,13 +7,31 @@ not running on (an AVX2 CPU without bfloat16, a GPU with or without it) by monke
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import platform
+from collections.abc import Iterator
 from pathlib import Path
 
 import attrs
 import torch
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block with `threads` torch intra-op threads (None: leave the count as it is),
+    then restore the count. The thread count changes the order of float sums, so a training
+    run records it and a resume uses it again."""
+    if threads is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @functools.cache

@@ -133,12 +133,39 @@ def _inference_text(inference: dict[str, Any]) -> str:
 
 
 def _parallel_text(budget: dict[str, Any]) -> str:
-    """'; trained 2 runs at a time, 1 thread each' when runs trained side by side."""
-    runs = budget.get("runs_at_once", 1)
-    if runs <= 1:
-        return ""
-    threads = budget.get("threads_per_run", 1)
-    return f"; trained {runs} runs at a time, {threads} thread{'s' if threads > 1 else ''} each"
+    """'; trained 2 runs at a time, 1 thread each' when runs trained side by side with one
+    setting; each row's own threads and runs at once when the rows differ (a resumed or cached
+    row keeps how it was trained)."""
+    # a results file from before rows recorded their own settings has one for all
+    every = {
+        "threads": budget.get("threads_per_run"),
+        "runs_at_once": [budget.get("runs_at_once", 1)],
+    }
+    rows = budget.get("training") or {"": every}
+    settings = {(row["threads"], tuple(row["runs_at_once"])) for row in rows.values()}
+    if len(settings) == 1:
+        threads, runs = settings.pop()
+        if max(runs) <= 1:
+            return ""
+        return f"; trained {_runs_text(runs)}, {_threads_text(threads)} each"
+    parts = [
+        f"{label} {_threads_text(row['threads'])}, {_runs_text(row['runs_at_once'])}"
+        for label, row in rows.items()
+    ]
+    return "; rows trained with their own settings: " + "; ".join(parts)
+
+
+def _threads_text(threads: int | None) -> str:
+    if threads is None:
+        return "threads not recorded"
+    return f"{threads} thread{'s' if threads > 1 else ''}"
+
+
+def _runs_text(runs: Sequence[int]) -> str:
+    """'2 runs at a time', 'alone', or 'alone / 2 runs at a time' for a run resumed
+    another way than it began."""
+    words = ["alone" if count == 1 else f"{count} runs at a time" for count in sorted(runs)]
+    return " / ".join(words)
 
 
 def _seed_text(seeds: Sequence[int]) -> str:
@@ -154,6 +181,24 @@ def floor_text(floor: dict[str, Any] | None) -> str:
         return ""
     parts = [f"{k} {v:.3f}" for k, v in floor.items() if isinstance(v, float) and math.isfinite(v)]
     return f"; floor: {', '.join(parts)}" if parts else ""
+
+
+def _recipe_text(identity: dict[str, Any]) -> str:
+    """' (trained 400 steps, batch 32, seed 0: synthetic_pose-1a2b.pth)' for an evaluator that
+    kptoolkit trained (which of its cached recipes scored the table), else ''."""
+    metadata, weights = identity.get("metadata") or {}, identity.get("weights") or {}
+    if "steps" not in metadata:
+        return ""
+    recipe = f"trained {metadata['steps']} steps, batch {metadata.get('batch_size')}, seed "
+    recipe += str(metadata.get("seed"))
+    return f" ({recipe}: {weights['name']})" if weights.get("name") else f" ({recipe})"
+
+
+def _values_text(values: dict[str, Any]) -> str:
+    """'akd 7.515, mkr 0.100' of the finite float values."""
+    return ", ".join(
+        f"{k} {v:.3f}" for k, v in values.items() if isinstance(v, float) and math.isfinite(v)
+    )
 
 
 def markdown_header(context: dict[str, Any]) -> str:
@@ -178,17 +223,27 @@ def markdown_header(context: dict[str, Any]) -> str:
         "motion should beat it. The evaluator-floor row is the pose evaluator's own error on "
         "real frames against the ground-truth joints: differences below it are not resolved.",
     ]
+    unreadable = context["dataset"].get("unreadable_test_videos")
+    if unreadable:
+        lines.append(
+            f"- {len(unreadable)} test video{'s' if len(unreadable) > 1 else ''} could not be "
+            f"read and {'are' if len(unreadable) > 1 else 'is'} left out of every row: "
+            f"{', '.join(unreadable)}"
+        )
     if context.get("detector", {}).get("probe_r2") is not None:
         lines.append(f"- {detector_text(context['detector'])}")
     for kind, info in context["evaluators"].items():
         floor = info.get("floor")
         if floor:
-            text = ", ".join(
-                f"{k} {v:.3f}"
-                for k, v in floor.items()
-                if k != "frames" and isinstance(v, float) and math.isfinite(v)
-            )
+            text = _values_text(floor)
             if not text:
                 continue
-            lines.append(f"- {kind} evaluator `{info['identity']['name']}`, own error: {text}")
+            scored = info.get("scored_floor")
+            if scored:  # the floor row's numbers first: the table scores these videos only
+                text = (
+                    f"{_values_text(scored)} on the {scored['videos']} scored test videos (the "
+                    f"floor row); {text} on all of them"
+                )
+            name = f"`{info['identity']['name']}`{_recipe_text(info['identity'])}"
+            lines.append(f"- {kind} evaluator {name}, own error: {text}")
     return "\n".join(lines)

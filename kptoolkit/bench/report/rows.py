@@ -64,6 +64,25 @@ def untrained_row(method: str, role: str, per_video: PerVideo, names: Sequence[s
     )
 
 
+def scored_floors(evaluator_info: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """`evaluator_info` with, for each evaluator whose floor is stored per video, its floor
+    pooled over the table's test videos (`names`, the floor row's numbers) as `scored_floor`:
+    the stored floor covers every test video, the table only those it scores."""
+    found = {}
+    for kind, info in evaluator_info.items():
+        per_video = (info.get("floor") or {}).get("per_video")
+        found[kind] = dict(info)
+        if per_video and names:
+            pooled = {}
+            for metric, stored in per_video.items():
+                scores = VideoScores.from_json(stored)
+                keep = [i for i, name in enumerate(scores.names) if name in set(names)]
+                count = sum(scores.counts[i] for i in keep)
+                pooled[metric] = sum(scores.sums[i] for i in keep) / count if count else math.nan
+            found[kind]["scored_floor"] = {**pooled, "videos": len(names)}
+    return found
+
+
 def floor_rows(evaluator_info: dict[str, Any], names: Sequence[str]) -> list[ResultRow]:
     """The evaluators' own error on real test frames against ground truth, where the evaluator
     reports it per video (the synthetic pose evaluator): one row, or none."""

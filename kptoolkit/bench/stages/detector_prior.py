@@ -183,6 +183,8 @@ def prior_folder(config: ExperimentConfig, parent: Path | None = None) -> Path:
         data.pop(key, None)
     for key in UNTRAINED_TRAIN_KEYS:
         data["train"].pop(key, None)
+    if data["train"].get("threads") is None:  # added later: keep the digests
+        data["train"].pop("threads", None)
     if data["keypoints"].get("checkpoint_sha256") is None:  # added later: keep the digests
         data["keypoints"].pop("checkpoint_sha256", None)
     if parent is not None:  # the stage before's file: its sha256 names it, wherever the cache
@@ -317,7 +319,7 @@ def _ensure_stage(
             "detector_steps": steps_before + result.steps,
         }
         atomic_write_text(folder / DONE_NAME, json.dumps(record) + "\n")
-        say(f"{what}: {result.steps} steps in {result.seconds / 60:.1f} min")
+        say(f"{what}: {result.describe()} in {result.seconds / 60:.1f} min")
         return result.checkpoint, result.steps
 
 

@@ -63,10 +63,13 @@ def train_run(
     device: torch.device,
     progress: bool,
     say: Callable[[str], None],
+    runs_at_once: int = 1,
 ) -> dict[str, Any]:
     """Train `plan` in `run_dir` (or reuse / resume its run); returns its training record
-    (steps, checkpoint, seconds, whether the time is extrapolated)."""
+    (steps, checkpoint, seconds, whether the time is extrapolated, and how it was trained:
+    torch threads and how many runs trained at once, over its segments)."""
     check_same_config(run_dir, plan.config)
+    threads = plan.config.train.threads or torch.get_num_threads()
 
     def train(state: dict[str, Any]) -> dict[str, Any]:
         existing = list_checkpoints(run_dir / "checkpoints")
@@ -83,20 +86,21 @@ def train_run(
         result = trainer.train()
         if result.checkpoint is None:
             raise BenchError(f"{label}: training saved no checkpoint in {run_dir}")
-        segments = [
-            *state.get("train_segments", []),
-            {"from_step": start, "to_step": result.steps, "seconds": result.seconds},
-        ]
+        segment = {"from_step": start, "to_step": result.steps, "seconds": result.seconds}
+        segment |= {"threads": threads, "runs_at_once": runs_at_once}
+        segments = [*state.get("train_segments", []), segment]
         covered = sum(s["to_step"] - s["from_step"] for s in segments)
         timed = sum(s["seconds"] for s in segments)
         seconds = timed * result.steps / covered if covered else timed
         state["train_segments"] = segments
-        say(f"{label}: {result.steps} steps in {result.seconds / 60:.1f} min")
+        say(f"{label}: {result.describe()} in {result.seconds / 60:.1f} min")
         return {
             "steps": result.steps,
             "checkpoint": result.checkpoint.name,
             "seconds": seconds,
             "extrapolated": covered != result.steps,
+            "threads": threads,
+            "runs_at_once": sorted({s.get("runs_at_once", 1) for s in segments}),
         }
 
     # a new checkpoint makes every later stage stale: only the training segments stay
