@@ -111,21 +111,49 @@ def test_pose_scores_definition() -> None:
 
 
 @pytest.mark.slow
-def test_cache_reused_and_retrained_on_mismatch(pose: SyntheticPoseEvaluator, dataset: str) -> None:
+def test_cache_reused_and_another_recipe_never_replaces_it(
+    pose: SyntheticPoseEvaluator, dataset: str
+) -> None:
     path = pose.cache_path
-    assert path == pose.root / "evaluators" / "synthetic_pose.pth" and path.is_file()
+    assert path.parent == pose.root / "evaluators" and path.is_file()
+    assert path.name.startswith("synthetic_pose-")  # named by its recipe
     stamp = path.stat().st_mtime_ns
     again = SyntheticPoseEvaluator(dataset, steps=POSE_STEPS, batch_size=16, progress=False)
     assert not again.trained and path.stat().st_mtime_ns == stamp
     frames, _ = _frames(dataset)
     assert torch.equal(again.keypoints(frames[:4]), pose.keypoints(frames[:4]))
+    # another recipe (as `kptoolkit metrics` with its own steps trains) gets its own file: the
+    # first evaluator's file is untouched and still read, and so is the other's
     other = SyntheticPoseEvaluator(dataset, steps=2, batch_size=4, progress=False)
-    assert other.trained and path.stat().st_mtime_ns != stamp
+    assert other.trained and other.cache_path != path
+    assert path.stat().st_mtime_ns == stamp
+    assert not SyntheticPoseEvaluator(dataset, steps=POSE_STEPS, batch_size=16).trained
+    assert not SyntheticPoseEvaluator(dataset, steps=2, batch_size=4, progress=False).trained
     assert not list(path.parent.glob(".*.tmp"))
-    # a corrupt cache is retrained too; restore the module fixture's cache afterwards
+    # a corrupt cache is retrained; restore the module fixture's cache afterwards
+    saved = path.read_bytes()
     path.write_bytes(b"not a checkpoint")
-    assert SyntheticPoseEvaluator(dataset, steps=2, batch_size=4, progress=False).trained
-    torch.save({"metadata": pose.metadata, "state": pose.state_dict()}, path)
+    assert SyntheticPoseEvaluator(dataset, steps=POSE_STEPS, batch_size=16, progress=False).trained
+    path.write_bytes(saved)
+
+
+@pytest.mark.slow
+def test_a_cache_of_an_earlier_version_is_read_when_it_holds_this_evaluator(
+    pose: SyntheticPoseEvaluator, dataset: str, tmp_path
+) -> None:
+    copy = tmp_path / "copy"
+    shutil.copytree(dataset, copy, ignore=shutil.ignore_patterns("evaluators"))
+    shared = copy / "evaluators" / "synthetic_pose.pth"  # one file per name, as before
+    shared.parent.mkdir()
+    torch.save({"metadata": {**pose.metadata}, "state": pose.state_dict()}, shared)
+    fingerprint = pose.metadata["dataset"]
+    loaded = SyntheticPoseEvaluator(str(copy), steps=POSE_STEPS, batch_size=16, progress=False)
+    assert loaded.metadata["dataset"] == fingerprint  # the copy is the same dataset
+    assert not loaded.trained and loaded.cache_path == shared
+    # another recipe does not read it, and does not write over it
+    stamp = shared.stat().st_mtime_ns
+    other = SyntheticPoseEvaluator(str(copy), steps=2, batch_size=4, progress=False)
+    assert other.trained and other.cache_path != shared and shared.stat().st_mtime_ns == stamp
 
 
 @pytest.mark.slow
@@ -151,7 +179,7 @@ def test_identity_embeddings(identity: SyntheticIdEvaluator, dataset: str) -> No
     assert torch.allclose(embeddings.norm(dim=-1), torch.ones(6), atol=1e-5)
     with pytest.raises(TypeError):
         identity.keypoints(frames[:1])
-    assert identity.cache_path.name == "synthetic_id.pth" and identity.cache_path.is_file()
+    assert identity.cache_path.name.startswith("synthetic_id-") and identity.cache_path.is_file()
     again = SyntheticIdEvaluator(dataset, steps=ID_STEPS, batch_size=8, progress=False)
     assert not again.trained
     assert torch.equal(again.embeddings(frames[:6]), embeddings)

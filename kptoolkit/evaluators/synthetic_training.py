@@ -115,14 +115,31 @@ class SyntheticEvaluator(Evaluator):
             self._build(manifest)
         self.trained = False  # True when this construction trained (no usable cache)
         self.train_seconds = 0.0
+        self.loaded_from: Path | None = None  # the cache file read, when one was
         if not self._load_cache():
             self._train()
-            atomic_save({"metadata": self.metadata, "state": self.state_dict()}, self.cache_path)
+            path = self._recipe_path()
+            atomic_save({"metadata": self.metadata, "state": self.state_dict()}, path)
+            self.loaded_from = path
         self.eval()
 
     @property
     def cache_path(self) -> Path:
-        """Where the trained weights are cached: `<root>/evaluators/<name>.pth`."""
+        """The file that holds the trained weights: `<root>/evaluators/<name>-<digest>.pth`,
+        the digest of everything that changes the trained evaluator (its metadata: steps,
+        batch, seed, backbone, dataset), so that evaluators trained another way (by `metrics`
+        with other steps, by a bench) never replace each other; or the file of an earlier
+        version (`<name>.pth`) that holds this very evaluator."""
+        return self.loaded_from or self._recipe_path()
+
+    def _recipe_path(self) -> Path:
+        text = json.dumps(self.metadata, sort_keys=True, separators=(",", ":"))
+        digest = hashlib.sha256(text.encode()).hexdigest()[:12]
+        return self.root / "evaluators" / f"{self.cache_name}-{digest}.pth"
+
+    def _shared_path(self) -> Path:
+        """Where earlier versions cached an evaluator: one file per name, whatever the recipe
+        (read when its metadata is this evaluator's, never written)."""
         return self.root / "evaluators" / f"{self.cache_name}.pth"
 
     def _extra_metadata(self, manifest: dict) -> dict:
@@ -132,8 +149,11 @@ class SyntheticEvaluator(Evaluator):
         raise NotImplementedError
 
     def _load_cache(self) -> bool:
+        return any(self._load_from(path) for path in (self._recipe_path(), self._shared_path()))
+
+    def _load_from(self, path: Path) -> bool:
         try:
-            payload = torch.load(self.cache_path, map_location="cpu", weights_only=True)
+            payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception:  # missing, truncated or foreign file: retrain
             return False
         if not isinstance(payload, dict) or payload.get("metadata") != self.metadata:
@@ -142,6 +162,7 @@ class SyntheticEvaluator(Evaluator):
             self.load_state_dict(payload["state"])
         except (KeyError, RuntimeError):
             return False
+        self.loaded_from = path
         return True
 
     def _normalise(self, frames: torch.Tensor) -> torch.Tensor:
