@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 
 import attrs
@@ -70,6 +71,20 @@ def _check_video(
     if len(sizes) > 1:
         report.mixed_sizes.append(video.path)
     return None
+
+
+def unreadable_videos(
+    videos: Sequence[VideoEntry], frame_width: int | None = None
+) -> list[tuple[VideoEntry, str]]:
+    """The videos that cannot be decoded to their last frame (or have none), each with the
+    reason: what a run that reads them whole would stop on."""
+    scratch = SplitReport("scratch")
+    found = []
+    for video in videos:
+        problem = _check_video(video, scratch, frame_width)
+        if problem is not None:
+            found.append((video, problem[1]))
+    return found
 
 
 def check_dataset(

@@ -11,6 +11,7 @@ import attrs
 import torch
 
 from kptoolkit.config.schema import DataConfig, ExperimentConfig
+from kptoolkit.data.check import unreadable_videos
 from kptoolkit.data.puppets.writer import read_manifest
 from kptoolkit.errors import BenchError, ConfigError
 from kptoolkit.experiment.build import build_dataset
@@ -26,6 +27,7 @@ class BenchData:
     real_dir: Path
     root: Path
     manifest: dict[str, Any] | None
+    unreadable: dict[str, str] = attrs.field(factory=dict)  # test video name -> reason
 
 
 def choose_dataset(data: DataConfig, chosen: str | None) -> None:
@@ -63,6 +65,7 @@ def prepare_data(
             f"the dataset has {len(train.videos)} train and {len(test.videos)} test videos; "
             "the bench needs both"
         )
+    unreadable = drop_unreadable(test, say)
     real_dir = Path(test.videos[0].path).parent
     root = Path(getattr(test, "root", real_dir))
     manifest = read_manifest(root)  # a synthetic dataset's (checks every file): once
@@ -77,7 +80,24 @@ def prepare_data(
             f"(centroid {motion['centroid']:.2f} px, articulated {motion['articulated']:.2f} "
             f"px), figure {motion['height']:.1f} px tall"
         )
-    return BenchData(test, real_dir, root, manifest)
+    return BenchData(test, real_dir, root, manifest, unreadable)
+
+
+def drop_unreadable(test: Any, say: Callable[[str], None]) -> dict[str, str]:
+    """Take the test videos that cannot be read whole out of `test` (as `reconstruct` skips
+    them, so that no stage stops on one); returns their names and reasons."""
+    if not all(hasattr(video, "path") for video in test.videos):
+        return {}  # a dataset of another kind reads its own videos
+    found = unreadable_videos(test.videos, getattr(test, "frame_width", None))
+    if not found:
+        return {}
+    if len(found) == len(test.videos):
+        raise BenchError(f"none of the {len(found)} test videos can be read: {found[0][1]}")
+    dropped = {video.path for video, _ in found}
+    test.videos = [video for video in test.videos if video.path not in dropped]
+    for video, reason in found:
+        say(f"skipping unreadable test video {video.name}: {reason}")
+    return {video.name: reason for video, reason in found}
 
 
 def _prepare_puppets(data: DataConfig, progress: bool, say: Callable[[str], None]) -> None:
