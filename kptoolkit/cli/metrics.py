@@ -76,13 +76,11 @@ def run(args: argparse.Namespace) -> int:
     from kptoolkit.config.schema import parse_override_value
     from kptoolkit.engine.evaluate import evaluate_folders, evaluate_tables
     from kptoolkit.errors import ConfigError
-    from kptoolkit.metrics.tables import check_comparable, import_table, is_keypoint_table
+    from kptoolkit.metrics.tables import import_table, is_keypoint_table
     from kptoolkit.registry.registries import EVALUATORS, METRICS
 
     if _check_sources(args):
-        real = import_table(args.real_table)
-        check_comparable(real, import_table(args.fake_table), args.real_table, args.fake_table)
-        kind = "pose" if is_keypoint_table(real) else "identity"
+        kind = "pose" if is_keypoint_table(import_table(args.real_table)) else "identity"
         names = _names(args.metrics, BY_KIND[kind])
         metrics = {name: METRICS.create(name) for name in names}
         evaluation = evaluate_tables(args.real_table, args.fake_table, metrics)

@@ -215,12 +215,11 @@ def evaluate_tables(
     where nothing was detected: no AKD for it, every real joint missing for MKR, no AED.
     """
     real, fake = tables.import_table(real_table), tables.import_table(fake_table)
+    try:  # shapes, common frames, values present in both
+        tables.check_comparable(real, fake, real_table, fake_table)
+    except KptoolkitError as exc:
+        raise EvaluationError(str(exc)) from None
     kind = "pose" if tables.is_keypoint_table(real) else "identity"
-    if tables.is_keypoint_table(fake) != (kind == "pose"):
-        raise EvaluationError(
-            f"{real_table} and {fake_table} hold different kinds of values (keypoints and "
-            "embeddings)"
-        )
     _check_requirements(metrics, {kind}, f"the tables hold {kind} values")
     for name, metric in metrics.items():
         if not metric.requires:

@@ -122,7 +122,7 @@ class _TableUnpickler(pickle.Unpickler):
                 "evaluation table holds only pandas, numpy and plain Python data, and nothing "
                 "in the file was run"
             )
-        found = _resolve(module, name)
+        found = _lookup_global(module, name)
         if found is None:
             package = module.split(".")[0]
             if importlib.util.find_spec(package) is None:
@@ -141,7 +141,7 @@ def _python3_name(module: str, name: str) -> tuple[str, str]:
     return IMPORT_MAPPING.get(module, module), name
 
 
-def _resolve(module: str, name: str) -> Any:
+def _lookup_global(module: str, name: str) -> Any:
     """The allowed global (None where this pandas, numpy or pyarrow has none of its names)."""
     candidates = [(module, name)]
     if module.startswith("numpy.core."):  # numpy 2 warns on numpy.core; 1.26 has numpy._core
