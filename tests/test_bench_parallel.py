@@ -23,6 +23,7 @@ from kptoolkit.cli.bench import parse_jobs
 from kptoolkit.cli.main import main
 from kptoolkit.config.schema import load_config
 from kptoolkit.errors import ConfigError
+from kptoolkit.launchers import local
 from kptoolkit.utils.checkpoint_io import read_checkpoint
 
 CPU, GPU = torch.device("cpu"), torch.device("cuda")
@@ -62,15 +63,49 @@ class WorkerMasker:
         (None, 5, CPU, 2, (2, 1)),  # auto on 2 cores: two runs of 1 thread
         (None, 1, CPU, 2, (1, 2)),  # one run to train keeps every thread
         (None, 3, CPU, 8, (3, 2)),  # never more workers than runs
-        (None, 5, GPU, 8, (1, 8)),  # a GPU is one device
+        (None, 5, GPU, 8, (1, 8)),  # one visible GPU: one worker
         (1, 5, CPU, 8, (1, 8)),  # the default: one run at a time
         (4, 2, CPU, 8, (2, 4)),  # asked for: up to the runs to train
-        (3, 9, GPU, 7, (3, 2)),
+        (3, 9, GPU, 7, (1, 7)),  # never more workers than GPUs
     ],
 )
 def test_workers_and_threads(requested, jobs, device, threads, expected, monkeypatch):
     monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    monkeypatch.setattr(local, "visible_gpus", lambda: 1)
     assert choose_workers(requested, jobs, device) == expected
+
+
+@pytest.mark.parametrize(
+    ("requested", "jobs", "gpus", "expected"),
+    [
+        (None, 9, 4, (4, 4)),  # auto: one worker per visible GPU
+        (None, 2, 4, (2, 8)),  # no more than the runs to train
+        (3, 9, 4, (3, 5)),  # asked for fewer than the GPUs
+        (8, 9, 2, (2, 8)),  # asked for more: one per GPU
+    ],
+)
+def test_one_worker_per_visible_gpu(requested, jobs, gpus, expected, monkeypatch):
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 16)
+    monkeypatch.setattr(local, "visible_gpus", lambda: gpus)
+    assert choose_workers(requested, jobs, GPU) == expected
+
+
+def test_each_worker_is_pinned_to_a_gpu_of_its_own(monkeypatch):
+    # the local launcher hands the pool one device index per worker, and each worker takes one
+    monkeypatch.setattr(local, "visible_gpus", lambda: 4)
+    handed = {}
+    monkeypatch.setattr(local, "run_jobs", lambda *args: handed.setdefault("gpus", args[-1]))
+    launcher = local.LocalLauncher(jobs=None)
+    launcher.run([], 3, 2, print, False, None, GPU)
+    assert handed["gpus"] == [0, 1, 2, 3]  # the first 3 are handed out, one per worker
+    launcher.run([], 3, 2, print, False, None, CPU)
+    assert handed["gpus"] == [0, 1, 2, 3]  # unchanged: a CPU run pins nothing (not called anew)
+    pinned = []
+    monkeypatch.setattr(torch.cuda, "set_device", pinned.append)
+    queue = __import__("queue").Queue()
+    for index in (0, 1, 2):
+        queue.put(index)
+    assert [local.take_device(queue) for _ in range(3)] == [0, 1, 2] == pinned
 
 
 def test_jobs_option_is_checked():

@@ -14,7 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 DOCS = REPO / "docs"
-MAX_README_LINES = 260
+MAX_README_LINES = 270  # a newcomer reads it in ten minutes; the rest lives in docs/
 
 FENCE = re.compile(r"^(```|~~~)")
 # [text](target) and ![alt](target); the target ends at whitespace or the closing parenthesis
@@ -240,6 +240,7 @@ def test_readme_sections_in_order():
         "## Components",
         "## Writing a plugin",
         "## Your own data",
+        "## GPUs and clusters",
         "## Development",
     ]
     assert headings == expected

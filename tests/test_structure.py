@@ -38,6 +38,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("experiment",),
     ("config.importing", "config.official"),  # read official files into configs of components
     ("engine",),
+    ("launchers",),  # where jobs run: this machine's processes, SLURM, Ray
     ("bench",),
     ("cli", "api", "__init__", "__main__"),
 )

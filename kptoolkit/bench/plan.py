@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -61,6 +62,8 @@ class BenchOptions:
     oracle: bool = False  # on data with ground-truth joints, add gt_circles + two_stage
     progress: bool = True
     jobs: int | None = 1  # runs trained at once (None: auto, one per CPU thread, one on a GPU)
+    launcher: str = "local"  # where the rows train: a `kptoolkit.launchers` entry point
+    launcher_params: dict[str, Any] = attrs.field(factory=dict)  # --launcher-set key=value
 
 
 def split_names(text: str | Sequence[str] | None) -> list[str]:

@@ -11,21 +11,16 @@ import torch
 
 from kptoolkit.bench.plan import BenchOptions, Entry, needs_groundtruth
 from kptoolkit.bench.profiles import Profile
-from kptoolkit.bench.stages.parallel import (
-    Job,
-    choose_workers,
-    registrations_for_workers,
-    run_jobs,
-    train_row_in_worker,
-)
+from kptoolkit.bench.stages.parallel import registrations_for_workers, train_row_in_worker
 from kptoolkit.bench.stages.reconstruction import controls, reconstruct_run
 from kptoolkit.bench.stages.stage_cache import read_state
 from kptoolkit.bench.stages.training import check_same_config, run_is_trained, train_run
 from kptoolkit.config.schema import ExperimentConfig, ModelConfig, load_config
-from kptoolkit.errors import KptoolkitError
+from kptoolkit.errors import ConfigError, KptoolkitError
 from kptoolkit.experiment.build import build_dataset
 from kptoolkit.experiment.plan import Plan, copy_config, plan_experiment
 from kptoolkit.experiment.resolve import FROZEN_DETECTOR, TRAINED_DETECTOR, detector_rule
+from kptoolkit.launchers.base import Job, Launcher, WithRegistrations
 from kptoolkit.runtime.hardware import torch_threads
 from kptoolkit.runtime.precision import Numerics
 
@@ -49,6 +44,7 @@ class RowRuns:
     _groundtruth_test: Any
     _parallelism: tuple[int, int] | None
     worker_registrations: dict[str, dict[str, Any]] | None
+    launcher: Launcher
 
     def say(self, text: str) -> None:  # pragma: no cover - Bench's
         raise NotImplementedError
@@ -67,14 +63,20 @@ class RowRuns:
         ]
 
     def parallelism(self) -> tuple[int, int]:
-        """(runs trained at once, threads each) for the rows still to train (the evaluators and
-        the detector prior train before them, with every thread), decided once; one at a time
-        when in-process components cannot reach workers."""
-        if self._parallelism is None and self.options.jobs == 1:
-            self._parallelism = (1, torch.get_num_threads())
+        """(runs trained at once, threads each) for the rows still to train, decided once by the
+        launcher (the evaluators and the detector prior train before them: on this machine in
+        the bench's process with every thread). On this machine, one run at a time when
+        in-process components cannot reach workers; elsewhere they must."""
         if self._parallelism is None:
-            workers, threads = choose_workers(self.options.jobs, len(self.untrained()), self.device)
-            self.worker_registrations = registrations_for_workers() if workers > 1 else None
+            workers, threads = self.launcher.plan(len(self.untrained()), self.device)
+            elsewhere = not self.launcher.runs_here
+            if workers > 1 or elsewhere:
+                self.worker_registrations = registrations_for_workers()
+            if self.worker_registrations is None and elsewhere:
+                raise ConfigError(
+                    "components registered in this process cannot be sent to the launcher's "
+                    "jobs (not picklable): register them through an entry point"
+                )
             if workers > 1 and self.worker_registrations is None:
                 self.say(
                     "components registered in this process cannot be sent to worker "
@@ -168,38 +170,53 @@ class RowRuns:
 
     # -- training and reconstruction -----------------------------------------------------------
     def train_all(self) -> None:
-        """Train every row with every seed: one run at a time, or side by side in worker
-        processes (`kptoolkit.bench.stages.parallel`), each row then reconstructing its test
-        videos. A finished run is reused, and a run begun with another thread count than the
-        workers' is finished in this process with its own count."""
+        """Train every row with every seed: one run at a time here, or as jobs of the launcher
+        (side by side in worker processes, SLURM jobs, Ray tasks), each row then reconstructing
+        its test videos. A finished run is reused. On this machine a run begun with another
+        thread count than the workers' is finished in this process with its own count, and a
+        job alone runs here."""
         workers, threads = self.parallelism()
-        untrained = self.untrained() if workers > 1 else []
-        side_by_side = [
-            (entry, seed) for entry, seed in untrained if self.row_threads(entry, seed) == threads
-        ]
-        if len(side_by_side) < 2:
-            side_by_side = []
+        if self.launcher.runs_here:
+            launched = [
+                (entry, seed)
+                for entry, seed in (self.untrained() if workers > 1 else [])
+                if self.row_threads(entry, seed) == threads
+            ]
+            launched = launched if len(launched) > 1 else []
+        else:  # every job runs with its own row's threads
+            launched = self.untrained()
         for seed in self.seeds:
             for entry in self.entries:
-                if (entry, seed) not in side_by_side:
+                if (entry, seed) not in launched:
                     self.train(entry, seed, self.entry_plan(entry, self.detector, seed))
-        if not side_by_side:
+        if not launched:
             return
-        runs_at_once = min(workers, len(side_by_side))
-        prefix, device = self.stage_prefix(), str(self.device)
+        runs_at_once = min(workers, len(launched))
+        prefix = self.stage_prefix()
+        # several workers on CUDA are each pinned to a GPU of their own: "cuda" is theirs
+        pinned = self.device.type == "cuda" and self.launcher.runs_here and runs_at_once > 1
+        device = "cuda" if pinned else str(self.device)
+        work = WithRegistrations(train_row_in_worker, self.worker_registrations or {})
         jobs = [
             Job(
                 f"{entry.slug}-seed{seed}",
                 self.run_label(entry, seed),
-                train_row_in_worker,
+                work,
                 functools.partial(self._row_arguments, entry, seed, device, prefix, runs_at_once),
                 log_dir=self.run_dir(entry, seed),
             )
-            for entry, seed in side_by_side
+            for entry, seed in launched
         ]
-        self.say(f"training {runs_at_once} runs at a time, {threads} thread(s) each")
-        run_jobs(
-            jobs, runs_at_once, threads, self.say, self.options.progress, self.worker_registrations
+        where = self.launcher.describe()
+        self.say(f"training {runs_at_once} runs at a time, {threads} thread(s) each ({where})")
+        self.launcher.run(
+            jobs,
+            runs_at_once,
+            threads,
+            self.say,
+            self.options.progress,
+            self.worker_registrations,
+            self.device,
         )
 
     def _row_arguments(

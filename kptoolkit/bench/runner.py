@@ -36,17 +36,19 @@ from typing import Any
 import attrs
 import torch
 
+from kptoolkit.bench.launching import (
+    build_launcher,
+)
 from kptoolkit.bench.plan import (
     BenchOptions,
     Entry,
-    add_oracle,
     check_seeds,
     default_out_dir,
-    needs_detector,
     plan_entries,
 )
+from kptoolkit.bench.prerequisites import Prerequisites
 from kptoolkit.bench.profiles import Profile, get_profile
-from kptoolkit.bench.report.header import detector_text, machine_description, write_results
+from kptoolkit.bench.report.header import machine_description, write_results
 from kptoolkit.bench.report.results import ResultRow
 from kptoolkit.bench.report.rows import (
     REFERENCE_LABEL,
@@ -59,12 +61,7 @@ from kptoolkit.bench.report.rows import (
 )
 from kptoolkit.bench.row_runs import RowRuns
 from kptoolkit.bench.stages import figures
-from kptoolkit.bench.stages.data import prepare_data, synthetic_description
-from kptoolkit.bench.stages.detector_prior import (
-    ensure_prior,
-    prior_diagnostics,
-    prior_stages,
-)
+from kptoolkit.bench.stages.data import synthetic_description
 from kptoolkit.bench.stages.evaluation import Evaluation
 from kptoolkit.bench.stages.reconstruction import controls
 from kptoolkit.bench.stages.reference import REFERENCE_DIR, reconstruct_reference, score_reference
@@ -76,7 +73,7 @@ from kptoolkit.config.schema import (
     split_override,
 )
 from kptoolkit.errors import ConfigError
-from kptoolkit.experiment.components import apply_with_presets, natural_masker
+from kptoolkit.experiment.components import apply_with_presets
 from kptoolkit.runtime.precision import resolve_training_numerics, scoring_precision
 from kptoolkit.utils.atomic import remove_orphans
 from kptoolkit.utils.locks import folder_lock
@@ -98,7 +95,7 @@ class BenchOutcome:
     report: str  # the measured table in Markdown, with how it was measured
 
 
-class Bench(RowRuns):
+class Bench(RowRuns, Prerequisites):
     """Runs the bench's stages in order; see the module docstring."""
 
     def __init__(self, options: BenchOptions) -> None:
@@ -130,6 +127,7 @@ class Bench(RowRuns):
         )
         # the training precision and layout, decided once for every run the bench trains (the
         # detector prior's stages and every row): `auto` by this machine, explicit values kept
+        self.launcher = build_launcher(options)  # before anything is written
         self.numerics = resolve_training_numerics(self.base, self.device)
         self.base.eval.precision = scoring_precision(self.base.eval.precision, self.device)
         if options.kp_checkpoint and not Path(options.kp_checkpoint).is_file():
@@ -201,73 +199,6 @@ class Bench(RowRuns):
         seconds = time.perf_counter() - started
         return BenchOutcome(self.out, rows, files + written, seconds, report)
 
-    # -- data, evaluators and detector ---------------------------------------------------------
-    def prepare_data(self) -> None:
-        """Point the base config at the dataset (rendering the synthetic one if needed)."""
-        data = prepare_data(self.base, self.options.dataset, self.options.progress, self.say)
-        self.test_dataset, self.real_dir = data.test, data.real_dir
-        self.unreadable_test = data.unreadable
-        self.dataset_root, self.manifest = data.root, data.manifest
-        if self.options.oracle and self.manifest is not None:
-            add_oracle(self.entries)
-
-    def prepare_evaluators(self) -> None:
-        """Build (train once, or load) the pose and identity evaluators; report their floors."""
-        self.evaluation = Evaluation(progress=self.options.progress, real_dir=self.real_dir)
-        self.evaluation.prepare(
-            self.out,
-            {"pose": self.options.pose_evaluator, "identity": self.options.id_evaluator},
-            self.dataset_root,
-            synthetic=self.manifest is not None,
-            steps=self.profile.evaluator_steps,
-            say=self.say,
-        )
-
-    def reads_detector(self, entry: Entry) -> bool:
-        """Whether the row's masker reads the bench's frozen detector."""
-        return entry.role == "variant" and needs_detector(entry.masker)
-
-    def bench_prior_stages(self) -> list[ExperimentConfig] | None:
-        """The detector prior's stages when the bench trains one (a variant reads a detector
-        and none was given)."""
-        if self.options.kp_checkpoint or not any(map(self.reads_detector, self.entries)):
-            return None
-        fomm = Entry(natural_masker("fomm"), "fomm", "baseline")
-        fomm_config = self.entry_plan(fomm, None, self.base.seed).config_copy()
-        fomm_config.train.threads = None  # trained here with every thread (`prepare_detector`)
-        profile = self.profile
-        return prior_stages(fomm_config, profile.detector_budget, profile.detector_refine_budget)
-
-    def prepare_detector(self) -> None:
-        """The frozen detector of the keypoint maskers, the same for every seed: the given file,
-        or the detector prior (FOMM trained once per dataset, cached); with its diagnostics.
-        The prior trains here, in this process with every thread, whatever `--jobs` says: it
-        is the longest run and scales well to the threads, and so it is the same detector
-        (bit for bit) however many runs train side by side afterwards."""
-        needing = [e for e in self.entries if self.reads_detector(e)]
-        if self.options.kp_checkpoint:
-            path = Path(self.options.kp_checkpoint).resolve()
-            self.say(f"using the given keypoint detector {path}")
-        elif not needing:
-            self.say("no variant reads a pretrained detector")
-            return
-        else:
-            users = ", ".join(e.masker for e in needing)
-            self.say(f"the detector of {users}: FOMM's, trained once per dataset and cached")
-            config = self.bench_prior_stages()
-            assert config is not None  # a variant reads a detector and none was given
-            path = ensure_prior(config, self.device, self.say, self.options.progress)
-        self.use_detector(path)
-
-    def use_detector(self, path: Path) -> None:
-        """Make `path` the keypoint maskers' detector and report its diagnostics."""
-        synthetic_root = self.dataset_root if self.manifest is not None else None
-        self.detector_info = prior_diagnostics(path, synthetic_root, self.device)
-        if "probe_r2" in self.detector_info:
-            self.say(detector_text(self.detector_info))
-        self.detector = str(path)
-
-    # -- metrics -------------------------------------------------------------------------------
     def score_reference(self) -> ResultRow:
         """Metrics of the no-motion reference (no parameters, no training); its videos fix the
         order in which every row's per-video scores are aligned."""

@@ -10,12 +10,23 @@ from kptoolkit.bench.defaults import (
     DEFAULT_MASKERS,
     PROFILE_NAMES,
 )
-from kptoolkit.cli.options import add_precision_argument
+from kptoolkit.cli.options import add_precision_argument, parse_key_values
 from kptoolkit.config.schema import PRECISIONS
+
+EXAMPLES = """examples:
+  kptoolkit bench                      # the quick profile, one row at a time
+  kptoolkit bench --jobs auto          # rows side by side: a worker per CPU thread or GPU
+  # a SLURM job per row and seed (pip install 'kptoolkit[slurm]'):
+  kptoolkit bench --launcher submitit --launcher-set partition=gpu gpus_per_job=1 timeout_min=600
+  # a Ray task per row and seed (pip install 'kptoolkit[ray]'):
+  kptoolkit bench --launcher ray --launcher-set address=auto num_gpus=1
+"""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     """Add the options of `kptoolkit bench`."""
+    parser.epilog = EXAMPLES
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(
         "--masker",
         default=",".join(DEFAULT_MASKERS),
@@ -104,6 +115,23 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "thread up to the runs to train, on a GPU 1); the evaluators and the detector prior "
         "train before them with every thread",
     )
+    parser.add_argument(
+        "--launcher",
+        default="local",
+        metavar="NAME",
+        help="where the rows train: local (this machine, --jobs), submitit (a SLURM job per "
+        "row and seed; cluster=local runs them as local processes) or ray (a Ray task per row "
+        "and seed), or a plugin's launcher (kptoolkit list --kind launchers)",
+    )
+    parser.add_argument(
+        "--launcher-set",
+        action="extend",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a launcher parameter, e.g. partition=gpu gpus_per_job=1 timeout_min=600 "
+        "(submitit) or address=auto num_gpus=1 (ray); repeatable",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
@@ -164,6 +192,8 @@ def run(args: argparse.Namespace) -> int:
         oracle=args.oracle,
         progress=not args.no_progress,
         jobs=parse_jobs(args.jobs),
+        launcher=args.launcher,
+        launcher_params=parse_key_values(args.launcher_set, "--launcher-set"),
     )
     outcome = Bench(options).run()
     print()

@@ -73,9 +73,8 @@ def _check_sources(args: argparse.Namespace) -> bool:
 
 def run(args: argparse.Namespace) -> int:
     """Build metrics and evaluators, score, print one line per metric."""
-    from kptoolkit.config.schema import parse_override_value
+    from kptoolkit.cli.options import parse_key_values
     from kptoolkit.engine.evaluate import evaluate_folders, evaluate_tables
-    from kptoolkit.errors import ConfigError
     from kptoolkit.metrics.tables import import_table, is_keypoint_table
     from kptoolkit.registry.registries import EVALUATORS, METRICS
 
@@ -85,12 +84,7 @@ def run(args: argparse.Namespace) -> int:
         metrics = {name: METRICS.create(name) for name in names}
         evaluation = evaluate_tables(args.real_table, args.fake_table, metrics)
     else:
-        params = {}
-        for item in args.evaluator_set:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ConfigError(f"--evaluator-set '{item}' is not of the form key=value")
-            params[key] = parse_override_value(value)
+        params = parse_key_values(args.evaluator_set, "--evaluator-set")
         evaluators = [EVALUATORS.create(name, **params) for name in args.evaluator]
         extra = [n for e in evaluators for n in BY_KIND.get(e.kind, ())]
         names = _names(args.metrics, [*DEFAULT_METRICS, *extra])

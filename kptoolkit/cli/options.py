@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kptoolkit.config.schema import AUTO, PRECISION_CHOICES
 
@@ -51,3 +51,18 @@ def say_numerics(doing: str, numerics: Numerics) -> None:
     warning = numerics.warning()
     if warning:
         print(f"kptoolkit: {warning}")
+
+
+def parse_key_values(items: list[str], option: str) -> dict[str, Any]:
+    """['partition=gpu', 'gpus_per_job=1'] -> {'partition': 'gpu', 'gpus_per_job': 1} (values
+    read as YAML scalars); an item without '=' is a ConfigError."""
+    from kptoolkit.config.schema import parse_override_value
+    from kptoolkit.errors import ConfigError
+
+    found: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{option} '{item}' is not of the form key=value")
+        found[key.strip()] = parse_override_value(value)
+    return found

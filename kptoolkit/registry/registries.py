@@ -29,7 +29,15 @@ from kptoolkit.errors import (
 )
 from kptoolkit.registry.introspect import first_doc_line, inspect_target
 
-KINDS: tuple[str, ...] = ("maskers", "generators", "losses", "metrics", "evaluators", "datasets")
+KINDS: tuple[str, ...] = (
+    "maskers",
+    "generators",
+    "losses",
+    "metrics",
+    "evaluators",
+    "datasets",
+    "launchers",
+)
 GROUP_PREFIX = "kptoolkit."
 
 T = TypeVar("T")
@@ -304,9 +312,10 @@ LOSSES = Registry("losses")
 METRICS = Registry("metrics")
 EVALUATORS = Registry("evaluators")
 DATASETS = Registry("datasets")
+LAUNCHERS = Registry("launchers")
 
 REGISTRIES: dict[str, Registry] = {
-    r.kind: r for r in (MASKERS, GENERATORS, LOSSES, METRICS, EVALUATORS, DATASETS)
+    r.kind: r for r in (MASKERS, GENERATORS, LOSSES, METRICS, EVALUATORS, DATASETS, LAUNCHERS)
 }
 
 
