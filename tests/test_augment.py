@@ -206,6 +206,7 @@ def test_all_steps_on_a_non_square_batch():
     assert not torch.allclose(source[0], source[1], atol=1e-3)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cpu_generator_drives_cuda_frames_like_cpu_frames():
     source, driving = frames(4, seed=1), frames(4, seed=2)
