@@ -23,6 +23,7 @@ import torch
 from kptoolkit.cli.main import main
 from kptoolkit.errors import ConfigError
 from kptoolkit.launchers import submitit as launcher_module
+from kptoolkit.launchers import submitit_jobs
 from kptoolkit.launchers.base import Job, LauncherError
 from kptoolkit.launchers.submitit import SubmititLauncher, default_folder, sbatch_options
 from kptoolkit.registry.registries import LAUNCHERS
@@ -300,7 +301,7 @@ def test_a_job_that_another_bench_runs_is_waited_for(tmp_path, jobs_import_this_
 @pytest.mark.slow
 @needs_submitit
 def test_an_interrupted_run_cancels_its_jobs(tmp_path, jobs_import_this_module, monkeypatch):
-    monkeypatch.setattr(launcher_module, "PROGRESS_EVERY_S", 0.0)  # `say` at every poll
+    monkeypatch.setattr(submitit_jobs, "PROGRESS_EVERY_S", 0.0)  # `say` at every poll
     started = tmp_path / "pid"
 
     def say(line: str) -> None:
