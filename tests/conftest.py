@@ -7,6 +7,7 @@ Plain helpers live in the *_fixtures.py modules; test modules never import from 
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,6 +24,15 @@ from run_fixtures import FRAMES, SIZE, write_run
 from kptoolkit.data.puppets.writer import generate_dataset
 from kptoolkit.data.video_io import iter_frames, write_mp4
 from kptoolkit.keypoints.detector import KeypointDetector
+
+
+@pytest.fixture(autouse=True, scope="session")
+def interruptible() -> None:
+    """Processes the tests start take SIGINT as a user's Ctrl-C reaches them, even when pytest
+    itself was started with SIGINT ignored (a background job of a non-interactive shell, whose
+    children would inherit the ignored signal)."""
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture
