@@ -196,7 +196,9 @@ class RowRuns:
         # several workers on CUDA are each pinned to a GPU of their own: "cuda" is theirs
         pinned = self.device.type == "cuda" and self.launcher.runs_here and runs_at_once > 1
         device = "cuda" if pinned else str(self.device)
-        work = WithRegistrations(train_row_in_worker, self.worker_registrations or {})
+        work: Any = train_row_in_worker  # the local pool registers them in each worker once
+        if not self.launcher.runs_here:
+            work = WithRegistrations(train_row_in_worker, self.worker_registrations or {})
         jobs = [
             Job(
                 f"{entry.slug}-seed{seed}",
