@@ -59,3 +59,19 @@ def test_orphans_below_a_folder_go_only_when_asked_for(tmp_path):
     assert remove_orphans(tmp_path) == [] and orphan.exists()
     assert remove_orphans(tmp_path, recursive=True) == [orphan]
     assert not orphan.exists() and kept.exists()
+
+
+def test_orphans_in_a_folder_another_writer_holds_are_live_writes_and_stay(tmp_path):
+    from kptoolkit.utils.atomic import partial_path, remove_orphans
+    from kptoolkit.utils.locks import folder_lock, held
+
+    live_run, dead_run = tmp_path / "runs" / "live", tmp_path / "runs" / "dead"
+    live = partial_path(live_run / "reconstruction" / "png" / "clip.png", ".png")
+    dead = partial_path(dead_run / "reconstruction" / "png" / "clip.png", ".png")
+    for orphan in (live, dead):
+        orphan.parent.mkdir(parents=True)
+        orphan.write_bytes(b"half")
+    # the bench holds its own folder; a job of a killed bench still reconstructs in one run
+    with folder_lock(tmp_path), folder_lock(live_run, "a job"):
+        assert remove_orphans(tmp_path, recursive=True, busy=held) == [dead]
+    assert live.exists() and not dead.exists()

@@ -3,17 +3,15 @@ process behind, and rerunning it gives the table of a bench that was never inter
 
 from __future__ import annotations
 
-import csv
 import os
 import random
 import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 import pytest
+from bench_process import BenchProcess, cache_env, results_table, survivors
 
 pytestmark = [
     pytest.mark.slow,
@@ -41,73 +39,11 @@ ARGS = [
     f"train.steps={STEPS}",
     "train.checkpoint_every=4",
 ]
-TIME_COLUMNS = ("ms_per_frame", "train_minutes")
 KILLS = 5
 
 
-class Bench:
-    """A bench in its own session, its output read as it comes (with the time of each line)."""
-
-    def __init__(self, out: Path, env: dict[str, str]) -> None:
-        self.started = time.monotonic()
-        self.lines: list[tuple[float, str]] = []
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "kptoolkit", *ARGS, "--out", str(out)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append((time.monotonic() - self.started, line))
-
-    def output(self) -> str:
-        return "".join(line for _, line in self.lines)
-
-    def wait(self, timeout: float = 600) -> int:
-        code = self.process.wait(timeout)
-        self._reader.join(10)
-        return code
-
-
-def _session_processes(session: int) -> list[str]:
-    """'pid state command' of each live (not zombie) process in `session`."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue  # ended meanwhile
-        command, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :]
-        state, _ppid, _group, sid = rest.split()[:4]
-        if int(sid) == session and state != "Z":
-            found.append(f"{entry.name} {state} {command}")
-    return found
-
-
-def _survivors(session: int, wait_s: float = 20.0) -> list[str]:
-    """The session's processes still alive after up to `wait_s` seconds."""
-    deadline = time.monotonic() + wait_s
-    while (alive := _session_processes(session)) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    return alive
-
-
-def _table(out: Path) -> list[dict[str, str]]:
-    """results.csv without its time columns (a rerun's times are its own)."""
-    with (out / "results.csv").open(newline="") as handle:
-        return [
-            {k: v for k, v in row.items() if k not in TIME_COLUMNS}
-            for row in csv.DictReader(handle)
-        ]
+def _bench(out: Path, env: dict[str, str]) -> BenchProcess:
+    return BenchProcess(ARGS, out, env)
 
 
 def _last_row_midway(out: Path) -> bool:
@@ -133,8 +69,7 @@ def _text(path: Path) -> str:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory) -> dict[str, str]:
-    cache = tmp_path_factory.mktemp("kill-cache")
-    return {**os.environ, "KPTOOLKIT_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+    return cache_env(tmp_path_factory.mktemp("kill-cache"))
 
 
 @pytest.fixture(scope="module")
@@ -142,31 +77,26 @@ def uninterrupted(tmp_path_factory, env) -> tuple[list[dict[str, str]], float]:
     """The table of a bench never interrupted, and about how long one takes once the cache
     is warm (without the evaluators and detector prior it trained)."""
     out = tmp_path_factory.mktemp("uninterrupted") / "bench"
-    bench = Bench(out, env)
+    bench = _bench(out, env)
     assert bench.wait() == 0, bench.output()
     assert "training 2 runs at a time" in bench.output()
-    total = time.monotonic() - bench.started
-    cached = _first(bench, "[bench 4/7") - _first(bench, "[bench 3/7")
-    return _table(out), total - cached
-
-
-def _first(bench: Bench, prefix: str) -> float:
-    return next(at for at, line in bench.lines if line.startswith(prefix))
+    cached = bench.first("[bench 4/7") - bench.first("[bench 3/7")
+    return results_table(out), bench.seconds - cached
 
 
 def _kill_and_rerun(out: Path, env: dict[str, str], when, how: signal.Signals) -> str:
     """Start a bench, send `how` when `when(bench)` holds, check that nothing of it survives,
     then rerun it to the end; returns the killed bench's output."""
-    bench = Bench(out, env)
+    bench = _bench(out, env)
     while not when(bench) and bench.process.poll() is None:
         time.sleep(0.05)
     assert bench.process.poll() is None, "the bench ended before the moment to stop it"
     os.kill(bench.process.pid, how)
     assert bench.wait(120) != 0
-    assert _survivors(bench.process.pid) == [], bench.output()
-    rerun = Bench(out, env)
+    assert survivors(bench.process.pid) == [], bench.output()
+    rerun = _bench(out, env)
     assert rerun.wait() == 0, rerun.output()
-    assert _survivors(rerun.process.pid) == []
+    assert survivors(rerun.process.pid) == []
     return bench.output()
 
 
@@ -177,7 +107,7 @@ def test_a_bench_killed_mid_parallel_training_resumes_to_the_same_table(
     out = tmp_path / "bench"
     killed = _kill_and_rerun(out, env, lambda bench: _last_row_midway(out), signal.SIGKILL)
     assert "training 2 runs at a time" in killed
-    assert _table(out) == table
+    assert results_table(out) == table
     # the row resumed after the kill was trained and reconstructed with its first thread count
     resumed = (out / "results.md").read_text()
     assert "threads not recorded" not in resumed
@@ -191,11 +121,11 @@ def test_a_bench_killed_at_a_random_moment_leaves_nothing_and_reruns_to_the_same
     delay = random.Random(moment).uniform(0.0, seconds)
     out = tmp_path / "bench"
 
-    def later(bench: Bench) -> bool:
+    def later(bench: BenchProcess) -> bool:
         return time.monotonic() - bench.started >= delay
 
     _kill_and_rerun(out, env, later, signal.SIGKILL)
-    assert _table(out) == table, f"killed after {delay:.1f} s"
+    assert results_table(out) == table, f"killed after {delay:.1f} s"
 
 
 def test_sigint_to_the_bench_alone_stops_its_workers(tmp_path, env, uninterrupted):
@@ -203,4 +133,4 @@ def test_sigint_to_the_bench_alone_stops_its_workers(tmp_path, env, uninterrupte
     out = tmp_path / "bench"
     killed = _kill_and_rerun(out, env, lambda bench: _last_row_midway(out), signal.SIGINT)
     assert "kptoolkit: interrupted" in killed
-    assert _table(out) == table
+    assert results_table(out) == table

@@ -12,18 +12,18 @@ import pytest
 import torch
 
 import kptoolkit
-from kptoolkit.bench.stages.parallel import (
-    Job,
-    choose_workers,
-    last_logged_step,
-    registrations_for_workers,
-    run_jobs,
-)
 from kptoolkit.cli.bench import parse_jobs
 from kptoolkit.cli.main import main
 from kptoolkit.config.schema import load_config
 from kptoolkit.errors import ConfigError
 from kptoolkit.launchers import local
+from kptoolkit.launchers.base import Job, LaunchSettings
+from kptoolkit.launchers.local import (
+    choose_workers,
+    last_logged_step,
+    registrations_for_workers,
+    run_jobs,
+)
 from kptoolkit.utils.checkpoint_io import read_checkpoint
 
 CPU, GPU = torch.device("cpu"), torch.device("cuda")
@@ -93,13 +93,13 @@ def test_one_worker_per_visible_gpu(requested, jobs, gpus, expected, monkeypatch
 def test_each_worker_is_pinned_to_a_gpu_of_its_own(monkeypatch):
     # the local launcher hands the pool one device index per worker, and each worker takes one
     monkeypatch.setattr(local, "visible_gpus", lambda: 4)
-    handed = {}
-    monkeypatch.setattr(local, "run_jobs", lambda *args: handed.setdefault("gpus", args[-1]))
+    handed = []
+    monkeypatch.setattr(local, "run_jobs", lambda *args: handed.append(args[-1]))
     launcher = local.LocalLauncher(jobs=None)
-    launcher.run([], 3, 2, print, False, None, GPU)
-    assert handed["gpus"] == [0, 1, 2, 3]  # the first 3 are handed out, one per worker
-    launcher.run([], 3, 2, print, False, None, CPU)
-    assert handed["gpus"] == [0, 1, 2, 3]  # unchanged: a CPU run pins nothing (not called anew)
+    launcher.run([], LaunchSettings(3, 2, print, False, None, GPU))
+    launcher.run([], LaunchSettings(3, 2, print, False, None, CPU))
+    # the first 3 indices are handed out, one per worker; a CPU run pins nothing
+    assert handed == [[0, 1, 2, 3], []]
     pinned = []
     monkeypatch.setattr(torch.cuda, "set_device", pinned.append)
     queue = __import__("queue").Queue()

@@ -5,7 +5,6 @@ with a task's worker killed mid-row, or with the bench itself killed mid-row and
 
 from __future__ import annotations
 
-import csv
 import importlib.util
 import os
 import signal
@@ -16,17 +15,17 @@ from pathlib import Path
 
 import pytest
 import torch
+from bench_process import BenchProcess, cache_env, results_table, survivors
 
 from kptoolkit.cli.main import main
 from kptoolkit.errors import ConfigError, KptoolkitError
 from kptoolkit.launchers import ray as ray_launcher
-from kptoolkit.launchers.base import Job, LauncherError, require
+from kptoolkit.launchers.base import Job, LauncherError, LaunchSettings, require
 
 # ray imported by the launcher, after its settings (not here)
 needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="no ray extra")
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 
-TIME_COLUMNS = ("ms_per_frame", "train_minutes")
 MICRO = ["bench", "--profile", "micro", "--masker", "heatmap_sum", "--baselines", ""]
 MICRO += ["--no-progress", "--set", "data.num_workers=1"]
 STEPS = 24
@@ -165,7 +164,7 @@ def test_the_watcher_kills_the_processes_below_its_roots_when_the_bench_dies(tmp
     )
     process = subprocess.Popen([sys.executable, "-c", bench], start_new_session=True)
     assert process.wait(60) == 0
-    assert _survivors(process.pid) == []
+    assert survivors(process.pid) == []
 
 
 SLEEP = "import time; time.sleep(120)"
@@ -184,7 +183,7 @@ def test_jobs_run_as_tasks_and_a_failure_names_its_job_after_the_others_end(isol
     ]
     said: list[str] = []
     with pytest.raises(LauncherError) as raised:
-        launcher.run(jobs, 2, 1, said.append, False, None, torch.device("cpu"))
+        launcher.run(jobs, LaunchSettings(2, 1, said.append, False, None, torch.device("cpu")))
     message = str(raised.value)
     assert message.startswith("the failing job: failed: LauncherError: this launcher needs")
     assert message.endswith(f"its log: {isolated_cache.resolve() / 'ray' / 'fails.out'}")
@@ -196,59 +195,15 @@ def test_jobs_run_as_tasks_and_a_failure_names_its_job_after_the_others_end(isol
         Job("proxy", "proxy", os.getenv, lambda: ("http_proxy",)),
     ]
     one_cpu = ray_launcher.RayLauncher(num_cpus=1)
-    results = one_cpu.run(jobs, 3, 3, said.append, False, None, torch.device("cpu"))
+    results = one_cpu.run(jobs, LaunchSettings(3, 3, said.append, False, None, torch.device("cpu")))
     # the bench's threads (not Ray's OMP_NUM_THREADS, the task's 1 CPU), folder and proxy
     assert results == {"threads": 3, "folder": os.getcwd(), "proxy": os.getenv("http_proxy")}
 
 
 # -- micro benches -----------------------------------------------------------------------------
-class Bench:
-    """A bench in a session of its own, its output in a file beside its folder."""
-
-    def __init__(self, args: list[str], out: Path, env: dict[str, str]) -> None:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        self.log = out.parent / f"{out.name}-{len(list(out.parent.glob('*.log')))}.log"
-        self.started = time.monotonic()
-        with self.log.open("w") as handle:
-            command = [sys.executable, "-m", "kptoolkit", *args, "--out", str(out)]
-            self.process = subprocess.Popen(
-                command, env=env, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
-            )
-
-    def output(self) -> str:
-        return self.log.read_text()
-
-    def wait(self, timeout: float = 900) -> int:
-        code = self.process.wait(timeout)
-        self.seconds = time.monotonic() - self.started
-        return code
-
-
-def _survivors(session: int, wait_s: float = 20.0) -> list[str]:
-    """The processes of `session` (but zombies) still there after up to `wait_s` seconds."""
-    deadline = time.monotonic() + wait_s
-    while True:
-        listed = subprocess.run(
-            ["ps", "-o", "pid=,stat=,args=", "-s", str(session)], capture_output=True, text=True
-        ).stdout.splitlines()
-        alive = [line.strip() for line in listed if not line.split()[1].startswith("Z")]
-        if not alive or time.monotonic() > deadline:
-            return alive
-        time.sleep(0.2)
-
-
-def _table(out: Path) -> list[dict[str, str]]:
-    """results.csv without its time columns."""
-    with (out / "results.csv").open(newline="") as handle:
-        return [
-            {k: v for k, v in row.items() if k not in TIME_COLUMNS}
-            for row in csv.DictReader(handle)
-        ]
-
-
-def _midway(out: Path, env: dict[str, str], timeout: float = 600) -> Bench:
+def _midway(out: Path, env: dict[str, str], timeout: float = 600) -> BenchProcess:
     """A bench of `KILLABLE` whose row has a checkpoint before its last step."""
-    bench = Bench(KILLABLE, out, env)
+    bench = BenchProcess(KILLABLE, out, env)
     deadline = time.monotonic() + timeout
     checkpoints = out / "runs" / ROW / "checkpoints"
     while bench.process.poll() is None and time.monotonic() < deadline:
@@ -258,21 +213,18 @@ def _midway(out: Path, env: dict[str, str], timeout: float = 600) -> Bench:
     raise AssertionError("the row was not caught mid-way:\n" + bench.output())
 
 
-def _env(cache: Path) -> dict[str, str]:
-    return {**os.environ, "KPTOOLKIT_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
-
-
 @pytest.mark.slow
 @needs_ray
 @linux
 def test_a_ray_bench_from_an_empty_cache_equals_a_local_one(tmp_path):
     """Data, evaluators, detector prior and row: Ray tasks (the evaluators and the prior with
     the bench's threads), the same numbers as the local launcher's bench in one process."""
-    ray = Bench([*MICRO, "--launcher", "ray"], tmp_path / "ray", _env(tmp_path / "cache-ray"))
+    ray_args = [*MICRO, "--launcher", "ray"]
+    ray = BenchProcess(ray_args, tmp_path / "ray", cache_env(tmp_path / "cache-ray"))
     assert ray.wait() == 0, ray.output()
-    assert _survivors(ray.process.pid) == [], ray.output()  # its local cluster stopped
+    assert survivors(ray.process.pid) == [], ray.output()  # its local cluster stopped
     local_args = [*MICRO, "--launcher", "local", "--jobs", "1"]
-    local = Bench(local_args, tmp_path / "local", _env(tmp_path / "cache-local"))
+    local = BenchProcess(local_args, tmp_path / "local", cache_env(tmp_path / "cache-local"))
     assert local.wait() == 0, local.output()
     log = ray.output()
     for job in ("evaluator synthetic_pose", "evaluator synthetic_id", "detector prior"):
@@ -280,23 +232,23 @@ def test_a_ray_bench_from_an_empty_cache_equals_a_local_one(tmp_path):
     assert "heatmap_sum + two_stage: Ray task finished" in log
     assert "detector prior, stage 2/2: trained 8 steps" in log  # the tasks' lines, printed
     assert "training 1 runs at a time, 2 thread(s) each (ray (local cluster" in log
-    table = _table(tmp_path / "ray")
-    assert len(table) > 3 and table == _table(tmp_path / "local")
+    table = results_table(tmp_path / "ray")
+    assert len(table) > 3 and table == results_table(tmp_path / "local")
     print(f"ray {ray.seconds:.0f} s, local --jobs 1 {local.seconds:.0f} s")
 
 
 @pytest.fixture(scope="module")
 def kill_cache(tmp_path_factory) -> dict[str, str]:
-    return _env(tmp_path_factory.mktemp("ray-kill-cache"))
+    return cache_env(tmp_path_factory.mktemp("ray-kill-cache"))
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, kill_cache) -> list[dict[str, str]]:
     """The table of a Ray bench never interrupted (it fills the cache: data, prior)."""
     out = tmp_path_factory.mktemp("uninterrupted") / "bench"
-    bench = Bench(KILLABLE, out, kill_cache)
+    bench = BenchProcess(KILLABLE, out, kill_cache)
     assert bench.wait() == 0, bench.output()
-    return _table(out)
+    return results_table(out)
 
 
 @pytest.mark.slow
@@ -314,8 +266,8 @@ def test_a_task_whose_worker_is_killed_mid_row_is_retried_to_the_same_table(
     log = bench.output()
     assert "Ray runs it again (try 2 of 2), resuming from its last checkpoint" in log
     assert "heatmap_sum + two_stage: training resuming at step" in log
-    assert _table(out) == uninterrupted
-    assert _survivors(bench.process.pid) == []
+    assert results_table(out) == uninterrupted
+    assert survivors(bench.process.pid) == []
 
 
 @pytest.mark.slow
@@ -328,9 +280,9 @@ def test_a_bench_killed_mid_row_leaves_no_ray_process_and_reruns_to_the_same_tab
     bench = _midway(out, kill_cache)
     os.kill(bench.process.pid, signal.SIGKILL)
     assert bench.wait(120) != 0
-    assert _survivors(bench.process.pid) == [], bench.output()
-    rerun = Bench(KILLABLE, out, kill_cache)
+    assert survivors(bench.process.pid) == [], bench.output()
+    rerun = BenchProcess(KILLABLE, out, kill_cache)
     assert rerun.wait() == 0, rerun.output()
-    assert _survivors(rerun.process.pid) == []
+    assert survivors(rerun.process.pid) == []
     assert "heatmap_sum + two_stage: training resuming at step" in rerun.output()
-    assert _table(out) == uninterrupted
+    assert results_table(out) == uninterrupted

@@ -6,12 +6,9 @@ mid-row too, and after the bench itself was killed mid-row and run again."""
 
 from __future__ import annotations
 
-import contextlib
-import csv
 import importlib.util
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -19,14 +16,16 @@ from pathlib import Path
 
 import pytest
 import torch
+from bench_process import BenchProcess, cache_env, results_table
 
 from kptoolkit.cli.main import main
 from kptoolkit.errors import ConfigError
 from kptoolkit.launchers import submitit as launcher_module
 from kptoolkit.launchers import submitit_jobs
-from kptoolkit.launchers.base import Job, LauncherError
+from kptoolkit.launchers.base import Job, LauncherError, LaunchSettings
 from kptoolkit.launchers.submitit import SubmititLauncher, default_folder, sbatch_options
 from kptoolkit.registry.registries import LAUNCHERS
+from kptoolkit.utils.atomic import partial_path
 from kptoolkit.utils.locks import exclusive
 
 HERE = Path(__file__).resolve().parent
@@ -214,7 +213,7 @@ def test_jobs_run_with_the_bench_threads_and_return_by_key(
 
     jobs = [Job(k, k.upper(), job_report, arguments(v)) for k, v in (("a", 1), ("b", 2))]
     lines: list[str] = []
-    results = launcher.run(jobs, 1, 1, lines.append, progress=False)
+    results = launcher.run(jobs, LaunchSettings(say=lines.append, progress=False))
     assert built == [1, 2]  # built when submitted, in order
     # the count the bench passed (1, not this machine's default), no thread variable added
     before = {k: v for k, v in os.environ.items() if "THREAD" in k}
@@ -238,14 +237,14 @@ def test_a_killed_job_is_submitted_again_then_reported_with_its_logs(
     lines: list[str] = []
     launcher = SubmititLauncher(cluster="local", folder=str(tmp_path / "logs"))
     marker = str(tmp_path / "killed-once")
-    assert launcher.run([_job("row", die_once, marker)], 1, 1, lines.append) == {
+    assert launcher.run([_job("row", die_once, marker)], LaunchSettings(say=lines.append)) == {
         "row": "second try"
     }
     assert "ROW: job" in lines[0] and "ended without a result" in lines[0]
     assert "submitting it again (1 of 1)" in lines[0]
     assert "finished in" in lines[1]
     with pytest.raises(LauncherError) as raised:
-        launcher.run([_job("doomed", always_die)], 1, 1, lines.append)
+        launcher.run([_job("doomed", always_die)], LaunchSettings(say=lines.append))
     message = str(raised.value)
     assert "DOOMED: job" in message and "ended without a result 2 times" in message
     assert "_log.out" in message and "_log.err" in message
@@ -259,7 +258,7 @@ def test_a_failed_job_is_raised_once_the_others_finish(tmp_path, jobs_import_thi
     done = tmp_path / "done"
     jobs = [_job("bad", fail, "boom"), _job("slow", touch_after, str(done), 3.0)]
     with pytest.raises(LauncherError) as raised:
-        launcher.run(jobs, 2, 1, lines.append)
+        launcher.run(jobs, LaunchSettings(2, 1, lines.append))
     assert done.exists()  # the other job finished first
     message = str(raised.value)
     assert message.startswith("BAD: job ") and "failed: ValueError: boom" in message
@@ -290,7 +289,9 @@ def test_a_job_that_another_bench_runs_is_waited_for(tmp_path, jobs_import_this_
 
     try:
         launcher = SubmititLauncher(cluster="local", folder=str(folder))
-        assert launcher.run([_job("row", touch_after, str(tmp_path / "x"), 0.0)], 1, 1, say)
+        assert launcher.run(
+            [_job("row", touch_after, str(tmp_path / "x"), 0.0)], LaunchSettings(say=say)
+        )
     finally:
         released.set()
         holder.join()
@@ -310,7 +311,7 @@ def test_an_interrupted_run_cancels_its_jobs(tmp_path, jobs_import_this_module, 
 
     launcher = SubmititLauncher(cluster="local", folder=str(tmp_path / "logs"))
     with pytest.raises(KeyboardInterrupt):
-        launcher.run([_job("long", pid_then_sleep, str(started), 300.0)], 1, 1, say)
+        launcher.run([_job("long", pid_then_sleep, str(started), 300.0)], LaunchSettings(say=say))
     job = int(started.read_text())
     deadline = time.monotonic() + 30
     while _alive(job) and time.monotonic() < deadline:
@@ -335,74 +336,29 @@ ARGS = [
     f"train.steps={STEPS}",
     "train.checkpoint_every=2",
 ]
+ROW = "heatmap_sum+two_stage-seed0"
 SUBMITIT = ["--launcher", "submitit", "--launcher-set", "cluster=local"]
-TIME_COLUMNS = ("ms_per_frame", "train_minutes")
 
 
-class Bench:
-    """A bench in a session of its own, its output read as it comes."""
-
-    def __init__(self, out: Path, env: dict[str, str], launcher: list[str]) -> None:
-        self.lines: list[str] = []
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "kptoolkit", *ARGS, *launcher, "--out", str(out)],
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            start_new_session=True,
-        )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.process.stdout is not None
-        for line in self.process.stdout:
-            self.lines.append(line)
-
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def wait(self, timeout: float = 900) -> int:
-        code = self.process.wait(timeout)
-        self._reader.join(1)  # a job that outlives the bench keeps the pipe open
-        return code
-
-    def stop_all(self) -> None:
-        """Kill what is left of the bench's session (its process group): cleanup."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self.process.pid, signal.SIGKILL)
-
-
-def _table(out: Path) -> list[dict[str, str]]:
-    """results.csv without its time columns."""
-    with (out / "results.csv").open(newline="") as handle:
-        return [
-            {k: v for k, v in row.items() if k not in TIME_COLUMNS}
-            for row in csv.DictReader(handle)
-        ]
-
-
-def _env(cache: Path) -> dict[str, str]:
-    return {**os.environ, "KPTOOLKIT_CACHE": str(cache), "HF_HUB_OFFLINE": "1"}
+def _bench(out: Path, env: dict[str, str], launcher: list[str]) -> BenchProcess:
+    return BenchProcess([*ARGS, *launcher], out, env)
 
 
 def _run_bench(out: Path, env: dict[str, str], launcher: list[str]) -> tuple[str, float]:
-    started = time.monotonic()
-    bench = Bench(out, env, launcher)
+    bench = _bench(out, env, launcher)
     try:
         assert bench.wait() == 0, bench.output()
     finally:
         bench.stop_all()
-    return bench.output(), time.monotonic() - started
+    return bench.output(), bench.seconds
 
 
 @pytest.fixture(scope="module")
 def local_table(tmp_path_factory) -> list[dict[str, str]]:
     """The table of `--launcher local --jobs 1`, from an empty cache."""
     root = tmp_path_factory.mktemp("local")
-    _run_bench(root / "bench", _env(root / "cache"), ["--launcher", "local", "--jobs", "1"])
-    return _table(root / "bench")
+    _run_bench(root / "bench", cache_env(root / "cache"), ["--launcher", "local", "--jobs", "1"])
+    return results_table(root / "bench")
 
 
 @pytest.fixture(scope="module")
@@ -410,7 +366,7 @@ def submitit_bench(tmp_path_factory) -> tuple[Path, str, dict[str, str]]:
     """A local-executor bench from an empty cache: (its folder, its output, its env, whose
     cache the kill tests reuse)."""
     root = tmp_path_factory.mktemp("submitit")
-    env = _env(root / "cache")
+    env = cache_env(root / "cache")
     output, _ = _run_bench(root / "bench", env, SUBMITIT)
     return root / "bench", output, env
 
@@ -424,13 +380,13 @@ def test_a_local_executor_bench_equals_a_local_one(submitit_bench, local_table):
         assert f"{label}: a job on the submitit (local executor)" in output
     assert "training 1 runs at a time" in output and "(submitit (local executor))" in output
     assert f"{LABEL}: trained {STEPS} steps" in output  # relayed from the job's log
-    assert _table(out) == local_table
+    assert results_table(out) == local_table
     assert list((out / "submitit" / "jobs").glob("*.lock"))
 
 
 def _midway(out: Path) -> bool:
     """The row has a checkpoint before its last step and no finished training."""
-    run = out / "runs" / "heatmap_sum+two_stage-seed0"
+    run = out / "runs" / ROW
     state = run / "bench-state.json"
     if state.is_file() and '"train"' in state.read_text():
         return False
@@ -451,7 +407,7 @@ def _job_process(out: Path) -> int | None:
     return None
 
 
-def _wait_for(condition, bench: Bench, timeout: float = 600) -> None:
+def _wait_for(condition, bench: BenchProcess, timeout: float = 600) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert bench.process.poll() is None, bench.output()
@@ -477,7 +433,7 @@ def test_a_job_killed_mid_row_is_submitted_again_to_the_same_table(
     tmp_path, submitit_bench, local_table
 ):
     out = tmp_path / "bench"
-    bench = Bench(out, submitit_bench[2], SUBMITIT)
+    bench = _bench(out, submitit_bench[2], SUBMITIT)
     try:
         _wait_for(lambda: _midway(out) and _job_process(out) is not None, bench)
         os.kill(_job_process(out), signal.SIGKILL)
@@ -488,7 +444,7 @@ def test_a_job_killed_mid_row_is_submitted_again_to_the_same_table(
     assert f"{LABEL}: job" in output and "ended without a result" in output
     assert "submitting it again (1 of 1)" in output
     assert f"{LABEL}: training resuming at step" in output
-    assert _table(out) == local_table
+    assert results_table(out) == local_table
 
 
 @pytest.mark.slow
@@ -498,25 +454,24 @@ def test_a_bench_killed_mid_row_reruns_after_its_job_to_the_same_table(
     tmp_path, submitit_bench, local_table
 ):
     out, env = tmp_path / "bench", submitit_bench[2]
-    first = Bench(out, env, SUBMITIT)
+    first = _bench(out, env, SUBMITIT)
     rerun = None
     job = None
     try:
         _wait_for(lambda: _midway(out) and _job_process(out) is not None, first)
-        # hold the job still (between two writes, so that the rerun finds no partial file
-        # to clean up) while the bench is killed and run again: it must wait for the job
-        while True:
-            job = _job_process(out)
-            os.kill(job, signal.SIGSTOP)
-            if not list(out.rglob(".*partial*")):
-                break
-            os.kill(job, signal.SIGCONT)
-            time.sleep(0.02)
+        # hold the job still, a write under way in its run folder (locked: it trains), while
+        # the bench is killed and run again: the rerun must wait for the job, its write kept
+        job = _job_process(out)
+        os.kill(job, signal.SIGSTOP)
+        live = partial_path(out / "runs" / ROW / "checkpoints" / "step-999999.pth")
+        live.write_bytes(b"half a checkpoint")
         os.kill(first.process.pid, signal.SIGKILL)
         assert first.wait() != 0
         assert _alive(job)  # a killed bench's jobs go on
-        rerun = Bench(out, env, SUBMITIT)
+        rerun = _bench(out, env, SUBMITIT)
         _wait_for(lambda: "still runs it" in rerun.output(), rerun)
+        assert live.exists()  # not taken for what a killed writer left
+        live.unlink()
         os.kill(job, signal.SIGCONT)
         assert rerun.wait() == 0, rerun.output()
         deadline = time.monotonic() + 30
@@ -535,4 +490,4 @@ def test_a_bench_killed_mid_row_reruns_after_its_job_to_the_same_table(
     # reconstructed: nothing trained twice
     assert f"{LABEL}: cached ({STEPS} steps" in output
     assert f"{LABEL}: training" not in output
-    assert _table(out) == local_table
+    assert results_table(out) == local_table

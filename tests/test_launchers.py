@@ -10,7 +10,7 @@ from kptoolkit.bench.plan import BenchOptions
 from kptoolkit.cli.main import main
 from kptoolkit.cli.options import parse_key_values
 from kptoolkit.errors import ConfigError, KptoolkitError
-from kptoolkit.launchers.base import Job, Launcher, WithRegistrations
+from kptoolkit.launchers.base import Job, Launcher, LaunchSettings, WithRegistrations
 from kptoolkit.launchers.local import LocalLauncher
 from kptoolkit.registry.registries import LAUNCHERS, MASKERS
 
@@ -59,7 +59,7 @@ def test_launcher_settings_are_key_values():
 
 def test_a_launcher_must_run_its_jobs():
     with pytest.raises(NotImplementedError):
-        Launcher().run([Job("a", "a", print, tuple)], 1, 1, print)
+        Launcher().run([Job("a", "a", print, tuple)], LaunchSettings())
 
 
 class _Probe:

@@ -6,7 +6,7 @@ import threading
 
 import pytest
 
-from kptoolkit.utils.locks import FolderBusyError, exclusive, folder_lock
+from kptoolkit.utils.locks import LOCK_NAME, FolderBusyError, exclusive, folder_lock, held
 
 
 def test_a_held_folder_is_refused_at_once_and_free_again_after(tmp_path):
@@ -16,6 +16,25 @@ def test_a_held_folder_is_refused_at_once_and_free_again_after(tmp_path):
         pass
     with folder_lock(tmp_path / "out"):
         pass
+
+
+def test_held_says_whether_another_writer_holds_the_folder_now(tmp_path):
+    folder = tmp_path / "run"
+    assert not held(folder)  # no folder, no lock file
+    with folder_lock(folder):
+        assert held(folder)
+    assert not held(folder)  # released: the lock file stays, nobody holds it
+    assert (folder / LOCK_NAME).is_file()
+
+
+def test_a_holder_on_another_host_is_named_with_it(tmp_path, monkeypatch):
+    folder = tmp_path / "run"
+    monkeypatch.setattr("socket.gethostname", lambda: "node07")
+    with folder_lock(folder, "a job"):
+        monkeypatch.setattr("socket.gethostname", lambda: "login1")
+        busy = pytest.raises(FolderBusyError, match=r"in use by a job \(pid \d+ on node07\)")
+        with busy, folder_lock(folder, "a job"):
+            pass
 
 
 def test_a_cache_lock_waits_for_its_holder(tmp_path):

@@ -14,7 +14,7 @@ import torch
 from kptoolkit.bench.plan import BenchOptions
 from kptoolkit.bench.stages.parallel import Prefixed
 from kptoolkit.errors import ConfigError
-from kptoolkit.launchers.base import Job, Launcher, WithRegistrations
+from kptoolkit.launchers.base import Job, Launcher, LaunchSettings, WithRegistrations
 from kptoolkit.registry.registries import EVALUATORS, LAUNCHERS
 
 
@@ -30,6 +30,15 @@ def build_launcher(options: BenchOptions) -> Launcher:
             "every row as a job of its own (its settings: --launcher-set key=value)"
         )
     return LAUNCHERS.create(options.launcher, **params)
+
+
+def job_device(device: torch.device, runs_here: bool, runs_at_once: int) -> str:
+    """The device a job is given: on CUDA, plain "cuda" wherever the job has GPUs of its own (a
+    local worker pinned to one, a SLURM job's or a Ray task's: `cuda:N` of the bench's machine
+    means nothing there), else the bench's own."""
+    if device.type == "cuda" and (not runs_here or runs_at_once > 1):
+        return "cuda"
+    return str(device)
 
 
 def prior_job(stages: list[Any], device: str, prefix: str) -> str:
@@ -64,7 +73,8 @@ def run_waited_job(
     its result."""
     say(f"{label}: a job on the {launcher.describe()}")
     job = Job(key, label, WithRegistrations(work, registrations or {}), lambda: arguments)
-    results = launcher.run([job], 1, torch.get_num_threads(), say, False, registrations, device)
+    settings = LaunchSettings(1, torch.get_num_threads(), say, False, registrations, device)
+    results = launcher.run([job], settings)
     return results[key]
 
 

@@ -5,12 +5,19 @@ on another launcher."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from kptoolkit.bench.launching import evaluator_job, prior_job, run_waited_job, trains_evaluator
+from kptoolkit.bench.launching import (
+    evaluator_job,
+    job_device,
+    prior_job,
+    run_waited_job,
+    trains_evaluator,
+)
 from kptoolkit.bench.plan import BenchOptions, Entry, add_oracle, needs_detector
 from kptoolkit.bench.profiles import Profile
 from kptoolkit.bench.report.header import detector_text
@@ -24,7 +31,7 @@ from kptoolkit.launchers.base import Launcher
 
 class Prerequisites:
     """Data, evaluators and detector; `Bench` sets the attributes below and provides the
-    methods that raise here."""
+    methods declared with them."""
 
     options: BenchOptions
     profile: Profile
@@ -43,19 +50,11 @@ class Prerequisites:
     detector: str | None
     detector_info: dict[str, Any]
 
-    def say(self, text: str) -> None:  # pragma: no cover - Bench's
-        raise NotImplementedError
-
-    def stage_prefix(self) -> str:  # pragma: no cover - Bench's
-        raise NotImplementedError
-
-    def parallelism(self) -> tuple[int, int]:  # pragma: no cover - RowRuns'
-        raise NotImplementedError
-
-    def entry_plan(
-        self, entry: Entry, detector: str | None, seed: int = 0
-    ) -> Any:  # pragma: no cover
-        raise NotImplementedError
+    # provided by `Bench` (say, stage_prefix) and `RowRuns` (parallelism, entry_plan)
+    say: Callable[[str], None]
+    stage_prefix: Callable[[], str]
+    parallelism: Callable[[], tuple[int, int]]
+    entry_plan: Callable[..., Any]
 
     def prepare_data(self) -> None:
         """Point the base config at the dataset (rendering the synthetic one if needed)."""
@@ -136,7 +135,8 @@ class Prerequisites:
             if self.launcher.runs_here:
                 path = ensure_prior(config, self.device, self.say, self.options.progress)
             else:  # one job that every row waits for
-                arguments = (config, str(self.device), self.stage_prefix())
+                device = job_device(self.device, runs_here=False, runs_at_once=1)
+                arguments = (config, device, self.stage_prefix())
                 path = Path(
                     self.run_waited("detector-prior", "detector prior", prior_job, arguments)
                 )

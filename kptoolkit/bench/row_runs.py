@@ -4,15 +4,21 @@ trained one at a time or side by side in worker processes, then reconstructed.""
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from kptoolkit.bench.launching import job_device
 from kptoolkit.bench.plan import BenchOptions, Entry, needs_groundtruth
 from kptoolkit.bench.profiles import Profile
-from kptoolkit.bench.stages.parallel import registrations_for_workers, train_row_in_worker
-from kptoolkit.bench.stages.reconstruction import controls, reconstruct_run
+from kptoolkit.bench.stages.parallel import train_row_in_worker
+from kptoolkit.bench.stages.reconstruction import (
+    controls,
+    reconstruct_run,
+    reconstructions_recorded,
+)
 from kptoolkit.bench.stages.stage_cache import read_state
 from kptoolkit.bench.stages.training import check_same_config, run_is_trained, train_run
 from kptoolkit.config.schema import ExperimentConfig, ModelConfig, load_config
@@ -20,7 +26,8 @@ from kptoolkit.errors import ConfigError, KptoolkitError
 from kptoolkit.experiment.build import build_dataset
 from kptoolkit.experiment.plan import Plan, copy_config, plan_experiment
 from kptoolkit.experiment.resolve import FROZEN_DETECTOR, TRAINED_DETECTOR, detector_rule
-from kptoolkit.launchers.base import Job, Launcher, WithRegistrations
+from kptoolkit.launchers.base import Job, Launcher, LaunchSettings, WithRegistrations
+from kptoolkit.launchers.local import registrations_for_workers
 from kptoolkit.runtime.hardware import torch_threads
 from kptoolkit.runtime.precision import Numerics
 
@@ -46,11 +53,8 @@ class RowRuns:
     worker_registrations: dict[str, dict[str, Any]] | None
     launcher: Launcher
 
-    def say(self, text: str) -> None:  # pragma: no cover - Bench's
-        raise NotImplementedError
-
-    def stage_prefix(self) -> str:  # pragma: no cover - Bench's
-        raise NotImplementedError
+    say: Callable[[str], None]  # Bench's
+    stage_prefix: Callable[[], str]  # Bench's
 
     # -- how many runs train at once -----------------------------------------------------------
     def untrained(self) -> list[tuple[Entry, int]]:
@@ -60,6 +64,17 @@ class RowRuns:
             for seed in self.seeds
             for entry in self.entries
             if not run_is_trained(self.run_dir(entry, seed))
+        ]
+
+    def unfinished(self) -> list[tuple[Entry, int]]:
+        """The (row, seed) runs with no finished training, or with a test reconstruction (by
+        the protocol or as a control) not on record: what a launcher's job still has to do."""
+        return [
+            (entry, seed)
+            for seed in self.seeds
+            for entry in self.entries
+            if not run_is_trained(self.run_dir(entry, seed))
+            or not reconstructions_recorded(self.run_dir(entry, seed), controls(entry.generator))
         ]
 
     def parallelism(self) -> tuple[int, int]:
@@ -183,8 +198,8 @@ class RowRuns:
                 if self.row_threads(entry, seed) == threads
             ]
             launched = launched if len(launched) > 1 else []
-        else:  # every job runs with its own row's threads
-            launched = self.untrained()
+        else:  # every job runs with its own row's threads, and reconstructs where it runs
+            launched = self.unfinished()
         for seed in self.seeds:
             for entry in self.entries:
                 if (entry, seed) not in launched:
@@ -193,9 +208,7 @@ class RowRuns:
             return
         runs_at_once = min(workers, len(launched))
         prefix = self.stage_prefix()
-        # several workers on CUDA are each pinned to a GPU of their own: "cuda" is theirs
-        pinned = self.device.type == "cuda" and self.launcher.runs_here and runs_at_once > 1
-        device = "cuda" if pinned else str(self.device)
+        device = job_device(self.device, self.launcher.runs_here, runs_at_once)
         work: Any = train_row_in_worker  # the local pool registers them in each worker once
         if not self.launcher.runs_here:
             work = WithRegistrations(train_row_in_worker, self.worker_registrations or {})
@@ -211,8 +224,7 @@ class RowRuns:
         ]
         where = self.launcher.describe()
         self.say(f"training {runs_at_once} runs at a time, {threads} thread(s) each ({where})")
-        self.launcher.run(
-            jobs,
+        settings = LaunchSettings(
             runs_at_once,
             threads,
             self.say,
@@ -220,6 +232,7 @@ class RowRuns:
             self.worker_registrations,
             self.device,
         )
+        self.launcher.run(jobs, settings)
 
     def _row_arguments(
         self, entry: Entry, seed: int, device: str, prefix: str, runs_at_once: int

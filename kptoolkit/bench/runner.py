@@ -76,7 +76,7 @@ from kptoolkit.errors import ConfigError
 from kptoolkit.experiment.components import apply_with_presets
 from kptoolkit.runtime.precision import resolve_training_numerics, scoring_precision
 from kptoolkit.utils.atomic import remove_orphans
-from kptoolkit.utils.locks import folder_lock
+from kptoolkit.utils.locks import folder_lock, held
 
 # scripts outside the package import these from here, the plan's two included
 __all__ = ["Bench", "BenchOptions", "BenchOutcome", "Entry"]
@@ -168,8 +168,9 @@ class Bench(RowRuns, Prerequisites):
 
     def _run(self) -> BenchOutcome:
         started = time.perf_counter()
-        # what killed writes left anywhere in the bench's folder (it is locked now: no row writes)
-        remove_orphans(self.out, recursive=True)
+        # what killed writes left anywhere in the bench's folder (it is locked now), except in a
+        # run folder that a job of an earlier, killed bench still writes (on a cluster)
+        remove_orphans(self.out, recursive=True, busy=held)
         self.enter("data")
         self.prepare_data()
         self.enter("evaluators")

@@ -5,11 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from kptoolkit.cli.options import (
-    add_compile_argument,
-    add_precision_argument,
-    say_numerics,
-)
+from kptoolkit.cli.options import add_inference_arguments, say_numerics
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -34,15 +30,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --relative, scale the motion by the ratio of the keypoints' convex hulls",
     )
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        metavar="B",
-        help="frames per forward pass (default: the run's eval.batch_size)",
-    )
-    add_precision_argument(parser, "the run's eval.precision (auto unless set)")
-    add_compile_argument(parser)
+    add_inference_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -44,6 +44,20 @@ def add_compile_argument(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_inference_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add what every command that runs a trained run's networks takes: `--batch-size`,
+    `--precision` (default: the run's own) and `--compile`."""
+    parser.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        metavar="B",
+        help="frames per forward pass (default: the run's eval.batch_size)",
+    )
+    add_precision_argument(parser, "the run's eval.precision (auto unless set)")
+    add_compile_argument(parser)
+
+
 def say_numerics(doing: str, numerics: Numerics) -> None:
     """Print what a command runs at ('reconstructing in bf16, channels_last (...); <hardware>'),
     and the warning when an explicit bf16 is emulated here."""

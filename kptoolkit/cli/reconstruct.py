@@ -5,11 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
-from kptoolkit.cli.options import (
-    add_compile_argument,
-    add_precision_argument,
-    say_numerics,
-)
+from kptoolkit.cli.options import add_inference_arguments, say_numerics
 
 if TYPE_CHECKING:
     from kptoolkit.engine.reconstruction import ReconstructionResult
@@ -36,15 +32,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--max-videos", type=int, default=None, metavar="N", help="only the first N test videos"
     )
     parser.add_argument("--no-mp4", action="store_true", help="skip the MP4 previews")
-    parser.add_argument(
-        "--batch-size",
-        type=int,
-        default=None,
-        metavar="B",
-        help="frames per forward pass (default: the run's eval.batch_size)",
-    )
-    add_precision_argument(parser, "the run's eval.precision (auto unless set)")
-    add_compile_argument(parser)
+    add_inference_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:

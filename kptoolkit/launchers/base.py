@@ -55,6 +55,21 @@ class Job:
 
 
 @attrs.frozen
+class LaunchSettings:
+    """How one `Launcher.run` runs its jobs: at most `workers` at once, `threads` torch threads
+    each, on `device`'s kind (None: the CPU); `say` prints a progress line, `progress` asks for
+    a line per job while it trains; `registrations` are the bench process's in-process
+    components (`WithRegistrations`)."""
+
+    workers: int = 1
+    threads: int = 1
+    say: Callable[[str], None] = print
+    progress: bool = True
+    registrations: dict[str, dict[str, Any]] | None = None
+    device: torch.device | None = None
+
+
+@attrs.frozen
 class WithRegistrations:
     """`work`, called after registering the bench process's in-process components (so that a
     job started by any engine builds the same components)."""
@@ -83,21 +98,10 @@ class Launcher:
         """(jobs that run at once, torch threads per job) for `jobs` trainings on `device`."""
         return max(1, jobs), torch.get_num_threads()
 
-    def run(
-        self,
-        jobs: Sequence[Job],
-        workers: int,
-        threads: int,
-        say: Callable[[str], None],
-        progress: bool = True,
-        registrations: dict[str, dict[str, Any]] | None = None,
-        device: torch.device | None = None,
-    ) -> dict[str, Any]:
-        """Run `jobs` (at most `workers` at once, `threads` torch threads each, on `device`'s
-        kind), in the given order; returns their results by key. A failed job is raised (as a
-        `LauncherError` naming its log where the engine keeps one) once the others have
-        finished. `registrations`: the bench process's in-process components
-        (`WithRegistrations`)."""
+    def run(self, jobs: Sequence[Job], settings: LaunchSettings) -> dict[str, Any]:
+        """Run `jobs` as `settings` say, in the given order; returns their results by key. A
+        failed job is raised (as a `LauncherError` naming its log where the engine keeps one)
+        once the others have finished."""
         raise NotImplementedError
 
     def describe(self) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 
 from kptoolkit.errors import ConfigError
-from kptoolkit.launchers.base import Job, Launcher
+from kptoolkit.launchers.base import Job, Launcher, LaunchSettings
 from kptoolkit.registry.registries import in_process_registrations, restore_registrations
 from kptoolkit.utils.processes import child_processes, die_with_parent, stop_processes
 
@@ -196,18 +196,18 @@ class LocalLauncher(Launcher):
             return 1, torch.get_num_threads()
         return choose_workers(self.jobs, jobs, device)
 
-    def run(
-        self,
-        jobs: Sequence[Job],
-        workers: int,
-        threads: int,
-        say: Callable[[str], None],
-        progress: bool = True,
-        registrations: dict[str, dict[str, Any]] | None = None,
-        device: torch.device | None = None,
-    ) -> dict[str, Any]:
+    def run(self, jobs: Sequence[Job], settings: LaunchSettings) -> dict[str, Any]:
+        device, workers = settings.device, settings.workers
         gpus = range(visible_gpus()) if device is not None and pins_devices(workers, device) else ()
-        return run_jobs(jobs, workers, threads, say, progress, registrations, list(gpus))
+        return run_jobs(
+            jobs,
+            workers,
+            settings.threads,
+            settings.say,
+            settings.progress,
+            settings.registrations,
+            list(gpus),
+        )
 
     def describe(self) -> str:
         return "local: this machine's processes"

@@ -25,7 +25,7 @@ import attrs
 import torch
 
 from kptoolkit.errors import ConfigError
-from kptoolkit.launchers.base import Job, Launcher, LauncherError, require
+from kptoolkit.launchers.base import Job, Launcher, LauncherError, LaunchSettings, require
 from kptoolkit.launchers.local import PROGRESS_EVERY_S, last_logged_step, visible_gpus
 from kptoolkit.runtime.hardware import torch_threads
 from kptoolkit.utils.paths import cache_dir
@@ -108,16 +108,7 @@ class RayLauncher(Launcher):
             return f"ray (cluster at {self.address})"
         return f"ray (local cluster, {self.cluster_cpus} CPU{'s' if self.cluster_cpus > 1 else ''})"
 
-    def run(
-        self,
-        jobs: Sequence[Job],
-        workers: int,
-        threads: int,
-        say: Callable[[str], None],
-        progress: bool = True,
-        registrations: dict[str, dict[str, Any]] | None = None,
-        device: torch.device | None = None,
-    ) -> dict[str, Any]:
+    def run(self, jobs: Sequence[Job], settings: LaunchSettings) -> dict[str, Any]:
         """Submit every job as a task in order (arguments built then; the cluster, not `workers`,
         says how many run at once), print their logs, say when each ends; return the results by
         key, or raise a `LauncherError` naming the failed jobs and logs once all have ended."""
@@ -126,7 +117,8 @@ class RayLauncher(Launcher):
         if not jobs:
             return {}
         ray = load_ray(self.address is None)
-        cpus, gpus = self.resources(threads, device)
+        threads = settings.threads
+        cpus, gpus = self.resources(threads, settings.device)
         if self.address is None and gpus > visible_gpus():  # a task would wait for ever
             raise ConfigError(
                 f"each Ray task asks for {gpus} GPUs, this machine has {visible_gpus()}"
@@ -135,6 +127,7 @@ class RayLauncher(Launcher):
         with connected(ray, self.address, self.cluster_cpus) as environment:
             task = ray.remote(max_calls=1)(run_task)  # a worker process of its own each
             setting = (threads, environment, os.getcwd())
+            say, progress = settings.say, settings.progress
             return _Run(ray, task, options, setting, log_folder(jobs), say, progress).all(jobs)
 
 

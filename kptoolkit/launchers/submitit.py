@@ -16,14 +16,14 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from kptoolkit.errors import ConfigError
-from kptoolkit.launchers.base import Job, Launcher, require
+from kptoolkit.launchers.base import Job, Launcher, LaunchSettings, require
 from kptoolkit.launchers.submitit_jobs import SubmittedRun
 from kptoolkit.utils.paths import cache_dir
 
@@ -142,16 +142,7 @@ class SubmititLauncher(Launcher):
         where = f"partition {self.partition}" if self.partition else "default partition"
         return f"submitit (SLURM {where})"
 
-    def run(
-        self,
-        jobs: Sequence[Job],
-        workers: int,
-        threads: int,
-        say: Callable[[str], None],
-        progress: bool = True,
-        registrations: dict[str, dict[str, Any]] | None = None,
-        device: torch.device | None = None,
-    ) -> dict[str, Any]:
+    def run(self, jobs: Sequence[Job], settings: LaunchSettings) -> dict[str, Any]:
         """Submit the jobs (at most `workers` queued or running at once, in the given order,
         each job's arguments built when it is submitted), relay their output lines, say when
         each finishes and return the results by key. A job that ended without a result is
@@ -164,10 +155,11 @@ class SubmititLauncher(Launcher):
         if not jobs:
             return {}
         folder = self.folder or default_folder(jobs)
-        executor = self.executor(submitit, folder, threads, device)
-        run = SubmittedRun(self, executor, folder, threads, say, progress)
+        threads = settings.threads
+        executor = self.executor(submitit, folder, threads, settings.device)
+        run = SubmittedRun(self, executor, folder, threads, settings.say, settings.progress)
         try:
-            return run.all(jobs, max(1, workers))
+            return run.all(jobs, max(1, settings.workers))
         except BaseException:
             run.cancel()  # interrupted (Ctrl-C, SIGTERM): the jobs stop too
             raise

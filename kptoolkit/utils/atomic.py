@@ -14,7 +14,7 @@ import contextlib
 import errno
 import hashlib
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from kptoolkit.errors import KptoolkitError
@@ -48,17 +48,32 @@ def partial_path(path: Path, suffix: str = "") -> Path:
     return path.with_name(f".{name}{tail}")
 
 
-def remove_orphans(folder: Path, recursive: bool = False) -> list[Path]:
+def remove_orphans(
+    folder: Path, recursive: bool = False, busy: Callable[[Path], bool] | None = None
+) -> list[Path]:
     """Remove the partial files that killed writers left in `folder` (and below it when
     `recursive`); call it only while holding the folder's lock, when no write can be in
-    progress. Returns them."""
+    progress. `busy(subfolder)`: a subfolder another writer still holds (its partial files are
+    live writes, kept). Returns the files removed."""
     pattern = f".*{PARTIAL_MARK}*"
     if not folder.is_dir():
         return []
     found = sorted(folder.rglob(pattern) if recursive else folder.glob(pattern))
+    if busy is not None:
+        found = [path for path in found if not _under_busy(path, folder, busy)]
     for path in found:
         path.unlink(missing_ok=True)
     return found
+
+
+def _under_busy(path: Path, top: Path, busy: Callable[[Path], bool]) -> bool:
+    """Whether a folder between `top` (excluded) and `path` is `busy`."""
+    parent = path.parent
+    while parent != top and top in parent.parents:
+        if busy(parent):
+            return True
+        parent = parent.parent
+    return False
 
 
 def _fsync_directory(directory: Path) -> None:

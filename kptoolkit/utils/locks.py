@@ -2,11 +2,13 @@
 shared caches.
 
 `folder_lock`: a run or a bench locks the folder it writes before it writes. The lock is a POSIX
-advisory lock on `<folder>/.kptoolkit.lock`, which also holds the holder's process id. The
+advisory lock on `<folder>/.kptoolkit.lock`, which also holds the holder's process id and host
+(a job of a cluster launcher holds it on another machine of a shared file system). The
 operating system releases it when the holder exits, SIGKILL included, so a killed run never
 leaves a stale lock. A second process asking for a held folder stops at once with a
-`FolderBusyError` naming the holder's pid, before it has written anything; a folder of files
-kptoolkit did not write is refused (`ForeignFolderError`) before it is touched.
+`FolderBusyError` naming the holder, before it has written anything; a folder of files
+kptoolkit did not write is refused (`ForeignFolderError`) before it is touched. `held` says,
+without waiting, whether another process holds a folder now.
 
 `exclusive`: several processes (torchrun ranks, two benches) that need the same cached item
 (the synthetic data, a detector prior) wait for each other, so that one makes it and the others
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -50,9 +53,27 @@ def check_owned(folder: Path, what: str, written_before: Callable[[Path], bool])
 
 
 def _holder(handle: int) -> str:
+    """'pid 123', or 'pid 123 on node07' when the holder runs on another host."""
     os.lseek(handle, 0, os.SEEK_SET)
-    text = os.read(handle, 64).decode("ascii", "replace").strip()
-    return f"pid {text}" if text.isdigit() else "another process"
+    pid, _, host = os.read(handle, 300).decode("ascii", "replace").strip().partition(" ")
+    if not pid.isdigit():
+        return "another process"
+    return f"pid {pid} on {host}" if host and host != socket.gethostname() else f"pid {pid}"
+
+
+def held(folder: Path) -> bool:
+    """Whether another process holds `folder`'s lock now (a run or job still writing there)."""
+    path = Path(folder) / LOCK_NAME
+    if not path.is_file():
+        return False
+    handle = os.open(path, os.O_RDWR)
+    try:
+        if not _lock(handle, wait=False):
+            return True
+        _unlock(handle)
+        return False
+    finally:
+        os.close(handle)
 
 
 @contextlib.contextmanager
@@ -78,7 +99,7 @@ def folder_lock(
             )
         try:
             os.ftruncate(handle, 0)
-            os.write(handle, str(os.getpid()).encode())
+            os.write(handle, f"{os.getpid()} {socket.gethostname()}".encode())
             yield folder
         finally:
             _unlock(handle)

@@ -19,14 +19,6 @@ import torch
 
 from kptoolkit.engine.reconstruction import ReconstructionMode
 from kptoolkit.experiment.plan import Plan
-from kptoolkit.launchers.local import (  # noqa: F401 - the local launcher's, where they were
-    PROGRESS_EVERY_S,
-    Job,
-    choose_workers,
-    last_logged_step,
-    registrations_for_workers,
-    run_jobs,
-)
 from kptoolkit.runtime.hardware import torch_threads
 
 

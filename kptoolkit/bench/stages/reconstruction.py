@@ -9,12 +9,13 @@ from typing import Any
 
 import torch
 
-from kptoolkit.bench.stages.stage_cache import cached_stage, file_key
+from kptoolkit.bench.stages.stage_cache import cached_stage, file_key, read_state
 from kptoolkit.engine.checkpoints import load_run
 from kptoolkit.engine.reconstruction import ReconstructionMode, reconstruct
 from kptoolkit.generators.base import Generator
 from kptoolkit.nn.component import hook
 from kptoolkit.registry.registries import GENERATORS
+from kptoolkit.utils.locks import folder_lock
 
 
 def suffixed(name: str, control: str | None) -> str:
@@ -32,6 +33,13 @@ def controls(generator: str) -> dict[str, ReconstructionMode]:
     return found
 
 
+def reconstructions_recorded(run_dir: Path, row_controls: dict[str, ReconstructionMode]) -> bool:
+    """Whether the run's folder records its test reconstructions, by the protocol and as each
+    of `row_controls` (fresh or not: the reconstruct stage checks that)."""
+    state = read_state(run_dir)
+    return all(suffixed("reconstruction", control) in state for control in (None, *row_controls))
+
+
 def reconstruct_run(
     run_dir: Path,
     checkpoint: Path,
@@ -47,7 +55,8 @@ def reconstruct_run(
 ) -> None:
     """Reconstruct the test videos of `dataset()` with `checkpoint` into the run's
     reconstruction folder (PNG for the metrics), by the protocol or as `control` (in `mode`),
-    unless they were with the same checkpoint and precision."""
+    unless they were with the same checkpoint and precision. The run folder is locked meanwhile
+    (`FolderBusyError` when another process holds it)."""
     folder = run_dir / suffixed("reconstruction", control)
     key = file_key(checkpoint)
 
@@ -82,8 +91,10 @@ def reconstruct_run(
             "skipped": result.skipped,
         }
 
-    # new frames make the stored scores of this reconstruction stale
-    stage = cached_stage(run_dir, folder.name, fresh, run, stale=(suffixed("scores", control),))
+    # new frames make the stored scores of this reconstruction stale; the run's lock keeps out
+    # a job of an earlier, killed bench that still reconstructs here (on a cluster)
+    with folder_lock(run_dir, "a kptoolkit run"):
+        stage = cached_stage(run_dir, folder.name, fresh, run, stale=(suffixed("scores", control),))
     if stage.cached:
         done = stage.record
         say(f"{label}: cached ({done['videos']} videos, {done['frames']} frames)")
