@@ -14,7 +14,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
 DOCS = REPO / "docs"
-MAX_README_LINES = 270  # a newcomer reads it in ten minutes; the rest lives in docs/
+MAX_README_LINES = 260  # a newcomer reads it in ten minutes; the rest lives in docs/
 
 FENCE = re.compile(r"^(```|~~~)")
 # [text](target) and ![alt](target); the target ends at whitespace or the closing parenthesis
