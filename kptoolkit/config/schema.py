@@ -128,6 +128,11 @@ class KeypointConfig:
     estimate_jacobian: bool = True
 
 
+def _decay(instance: Any, attribute: attrs.Attribute, value: float) -> None:
+    if not 0 <= value < 1:
+        raise ValueError(f"'{attribute.name}' must be 0 (off) or between 0 and 1, got {value}")
+
+
 @attrs.define
 class TrainConfig:
     """Optimisation settings; `steps`, when set, overrides epochs x repeats."""
@@ -146,6 +151,9 @@ class TrainConfig:
     precision: str = attrs.field(default=AUTO, validator=_precision)
     channels_last: bool | str = attrs.field(default=AUTO, validator=_layout)
     grad_clip: float | None = attrs.field(default=None, validator=_positive)
+    # decay of the moving average of the trained networks' weights that the run is evaluated
+    # with (`kptoolkit.engine.weight_average`); 0: none, the last step's weights
+    ema_decay: float = attrs.field(default=0.0, validator=_decay)
     # torch intra-op threads while training (None: the process's count); part of what a run
     # is, because the count changes the order of float sums: a resume uses it again
     threads: int | None = attrs.field(default=None, validator=_positive)

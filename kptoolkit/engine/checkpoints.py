@@ -1,7 +1,8 @@
 """kptoolkit checkpoints: atomic writes, keep-last-k, and loading a run back for inference.
 
 Layout: `{"format": "kptoolkit", "version": 1, "config": {...}, "models": {role: state_dict},
-"optimizers": {...}, "schedulers": {...}, "step": int, "epoch": int, "rng": {...}}`. Only
+"optimizers": {...}, "schedulers": {...}, "step": int, "epoch": int, "rng": {...}}`, plus
+`"models_ema": {role: state_dict}` for a run trained with `train.ema_decay`. Only
 tensors, dicts, lists, numbers and strings, so `torch.load(weights_only=True)` reads it.
 A file is written to a temporary name, flushed to disk, then renamed over the final name, so a
 run killed at any moment (SIGKILL included) leaves the previous checkpoint intact.
@@ -35,6 +36,7 @@ from kptoolkit.utils.checkpoint_io import (
     KPTOOLKIT_FORMAT,
     CheckpointError,
     atomic_save,
+    evaluated_states,
     read_checkpoint,
 )
 
@@ -173,7 +175,8 @@ def save_run(
 
 
 def load_run(path: str | Path) -> tuple[ExperimentConfig, Any]:
-    """(config, Models) of a kptoolkit run checkpoint, with every network's weights loaded.
+    """(config, Models) of a kptoolkit run checkpoint, with every network's weights loaded (the
+    moving average of a run trained with `train.ema_decay`: what it is evaluated with).
 
     The checkpoint is self-contained: the keypoint detector's weights are stored in it.
     """
@@ -185,7 +188,7 @@ def load_run(path: str | Path) -> tuple[ExperimentConfig, Any]:
     config = config_of(checkpoint, str(path))
     has_detector = "detector" in checkpoint.get("models", {})
     models = build_models(plan_experiment(config, str(path) if has_detector else None))
-    models.load_state_dicts(checkpoint["models"], str(path))
+    models.load_state_dicts(evaluated_states(checkpoint), str(path))
     return config, models
 
 

@@ -16,6 +16,7 @@ from kptoolkit.config.schema import ExperimentConfig, LossConfig
 from kptoolkit.data.augment import PairAugmentation, apply_params, augment_joints, sample_params
 from kptoolkit.engine.checkpoints import latest_checkpoint, restore_rng_state
 from kptoolkit.engine.distributed import DistContext
+from kptoolkit.engine.weight_average import WeightAverage
 from kptoolkit.errors import ConfigError, KptoolkitError
 from kptoolkit.experiment.build import Models
 from kptoolkit.experiment.plan import Plan
@@ -136,9 +137,10 @@ def restore_training(
     optimizers: dict[str, Any],
     schedulers: dict[str, Any],
     scaler: Any,
+    average: WeightAverage | None = None,
 ) -> tuple[int, int]:
-    """Load a run checkpoint's networks, optimisers, schedulers, gradient scaler and random
-    state; returns its (step, epoch)."""
+    """Load a run checkpoint's networks, optimisers, schedulers, gradient scaler, random state
+    and (with `average`) the moving average of its weights; returns its (step, epoch)."""
     checkpoint = read_checkpoint(path)
     if checkpoint.get("format") != KPTOOLKIT_FORMAT:
         raise ConfigError(f"{path} is not a kptoolkit run checkpoint")
@@ -151,6 +153,8 @@ def restore_training(
             scheduler.load_state_dict(checkpoint["schedulers"][name])
     if "scaler" in checkpoint:
         scaler.load_state_dict(checkpoint["scaler"])
+    if average is not None:  # a checkpoint saved without one restarts it from its weights
+        average.load_state_dicts(checkpoint.get("models_ema", {}))
     restore_rng_state(checkpoint["rng"], None)
     return int(checkpoint["step"]), int(checkpoint["epoch"])
 

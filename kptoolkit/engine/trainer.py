@@ -62,6 +62,7 @@ from kptoolkit.engine.run_parts import TrainingDiverged as TrainingDiverged
 from kptoolkit.engine.sampler import ResumableSampler
 from kptoolkit.engine.sync_batchnorm import convert_to_global_batchnorm
 from kptoolkit.engine.visualize import save_sample_grid
+from kptoolkit.engine.weight_average import WeightAverage
 from kptoolkit.errors import ConfigError
 from kptoolkit.experiment.build import build_dataset, build_losses, build_models
 from kptoolkit.experiment.plan import Plan, plan_experiment
@@ -133,6 +134,13 @@ class Trainer:
         self.groups = self.models.trainable()
         self.optimizers, self.schedulers = build_optimisers(self.groups, train, self.device)
         self.wrapped = wrap_for_ddp(self.groups, self.context, self.device)
+        self.average = (
+            WeightAverage(
+                {r: m for r, m in self.groups.items() if r != "discriminator"}, train.ema_decay
+            )
+            if train.ema_decay
+            else None
+        )
 
         self.dataset = build_dataset(config, "train")
         self.sampler = ResumableSampler(
@@ -183,7 +191,7 @@ class Trainer:
 
     def _restore(self, path: Path) -> None:
         self.step, self.epoch = restore_training(
-            path, self.models, self.optimizers, self.schedulers, self.scaler
+            path, self.models, self.optimizers, self.schedulers, self.scaler, self.average
         )
 
     # -- data ----------------------------------------------------------------------------------
@@ -307,6 +315,8 @@ class Trainer:
             "world_size": self.context.world_size,
             "rng": rng_state(),
         }
+        if self.average is not None:
+            payload["models_ema"] = self.average.state_dicts()
         path = self.checkpoint_dir / checkpoint_name(self.step)
         atomic_save(payload, path)
         prune_checkpoints(self.checkpoint_dir, self.config.train.keep_last)
@@ -368,6 +378,8 @@ class Trainer:
                     total = sum(terms.values())
                     values = loss_values(terms, total, self.step, self.checkpoint_dir)
                 self._optimise(total)
+                if self.average is not None:
+                    self.average.update(self.step + 1)
                 with record_function("discriminator"):
                     discriminator_logs = self._discriminator_step(inputs)
                 self.step += 1

@@ -153,13 +153,20 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     return checkpoint
 
 
+def evaluated_states(checkpoint: Mapping[str, Any]) -> dict[str, Any]:
+    """A kptoolkit checkpoint's weights by role as the run is evaluated: the moving average
+    of a network's weights (`models_ema`, with `train.ema_decay`) in place of its last step's."""
+    return {**checkpoint.get("models", {}), **checkpoint.get("models_ema", {})}
+
+
 def model_state(
     checkpoint: Mapping[str, Any],
     role: str,
     source: str = "checkpoint",
     module: nn.Module | None = None,
 ) -> dict:
-    """The state dict of `role` ('detector', 'generator', 'discriminator', 'masker', ...).
+    """The state dict of `role` ('detector', 'generator', 'discriminator', 'masker', ...); of
+    a kptoolkit run, the weights it is evaluated with (`evaluated_states`).
 
     In an official (non-kptoolkit) file, a `module` whose class declares `official_entries`
     ({state-dict prefix: top-level entry}) is assembled from those entries: a masker that is
@@ -167,7 +174,7 @@ def model_state(
     networks reads one entry per submodule. Other roles read `OFFICIAL_KEYS`.
     """
     if checkpoint.get("format") == KPTOOLKIT_FORMAT:
-        models = checkpoint.get("models", {})
+        models = evaluated_states(checkpoint)
         if role in models:
             return dict(models[role])
         raise CheckpointError(

@@ -183,8 +183,9 @@ def prior_folder(config: ExperimentConfig, parent: Path | None = None) -> Path:
         data.pop(key, None)
     for key in UNTRAINED_TRAIN_KEYS:
         data["train"].pop(key, None)
-    if data["train"].get("threads") is None:  # added later: keep the digests
-        data["train"].pop("threads", None)
+    for key, unset in (("threads", None), ("ema_decay", 0.0)):  # added later: keep the digests
+        if data["train"].get(key) == unset:
+            data["train"].pop(key, None)
     if data["keypoints"].get("checkpoint_sha256") is None:  # added later: keep the digests
         data["keypoints"].pop("checkpoint_sha256", None)
     if parent is not None:  # the stage before's file: its sha256 names it, wherever the cache
