@@ -83,8 +83,9 @@ class RowRuns:
         the bench's process with every thread). On this machine, one run at a time when
         in-process components cannot reach workers; elsewhere they must."""
         if self._parallelism is None:
-            workers, threads = self.launcher.plan(len(self.untrained()), self.device)
             elsewhere = not self.launcher.runs_here
+            jobs = len(self.unfinished() if elsewhere else self.untrained())
+            workers, threads = self.launcher.plan(jobs, self.device)
             if workers > 1 or elsewhere:
                 self.worker_registrations = registrations_for_workers()
             if self.worker_registrations is None and elsewhere:
