@@ -233,6 +233,10 @@ def test_the_results_header_names_the_cpu_capability_and_bfloat16(monkeypatch):
         "evaluators": {},
     }
     assert "AVX2, no native bfloat16" in markdown_header(context)
+    machine["cpu_identity"] = "family 25 model 17 stepping 1, L2 1 MiB, L3 32 MiB"
+    assert "(2 threads; family 25 model 17 stepping 1, L2 1 MiB" in markdown_header(
+        context | {"machine": machine | {"torch_threads": 2}}
+    )
 
 
 def test_rows_trained_at_two_precisions_are_never_reused_for_each_other(tmp_path, monkeypatch):
@@ -271,3 +275,28 @@ def test_inference_model_resolves_auto_for_its_device(monkeypatch, kind, precisi
 
 def _x2face() -> torch.nn.Module:
     return kptoolkit.create_generator("x2face", **micro_params("x2face"))
+
+
+def test_the_cpu_identity_tells_two_cpus_of_one_name_apart(tmp_path):
+    from kptoolkit.runtime.hardware import cpu_identity
+
+    cpuinfo = (
+        "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\n"
+        "model name\t: AMD EPYC\nstepping\t: 1\n\nprocessor\t: 1\ncpu family\t: 99\n"
+    )
+    caches = [(1, "Data", "32K"), (1, "Instruction", "32K"), (2, "Unified", "1024K")]
+    caches.append((3, "Unified", "32768K"))
+    for index, (level, kind, size) in enumerate(caches):
+        folder = tmp_path / f"index{index}"
+        folder.mkdir()
+        for name, value in (("level", level), ("type", kind), ("size", size)):
+            (folder / name).write_text(f"{value}\n")
+    found = cpu_identity(cpuinfo, tmp_path)
+    assert found == "family 25 model 17 stepping 1, L2 1 MiB, L3 32 MiB"
+    assert cpu_identity("", tmp_path / "none") == ""  # not Linux: nothing to say
+
+
+def test_the_bench_header_names_the_cpu_identity():
+    from kptoolkit.runtime.hardware import cpu_identity
+
+    assert machine_description(torch.device("cpu"))["cpu_identity"] == cpu_identity()

@@ -47,6 +47,52 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_identity(cpuinfo: str | None = None, cache_root: Path | None = None) -> str:
+    """What tells two CPUs of one model name apart, whose kernels may round differently:
+    'family 25 model 17 stepping 1, L2 1 MiB, L3 32 MiB' (x86 Linux; empty where unknown).
+    `cpuinfo` and `cache_root` replace /proc/cpuinfo and /sys/devices/system/cpu/cpu0/cache."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if not sep:
+            if fields:
+                break  # the first processor's block is enough
+            continue
+        fields.setdefault(key.strip(), value.strip())
+    named = [
+        f"{name} {fields[key]}"
+        for name, key in (("family", "cpu family"), ("model", "model"), ("stepping", "stepping"))
+        if key in fields
+    ]
+    parts = [" ".join(named)] if named else []
+    root = cache_root or Path("/sys/devices/system/cpu/cpu0/cache")
+    caches: dict[str, str] = {}
+    for index in sorted(root.glob("index*")) if root.is_dir() else []:
+        try:
+            level = (index / "level").read_text().strip()
+            kind = (index / "type").read_text().strip()
+            size = (index / "size").read_text().strip()
+        except OSError:
+            continue
+        if kind != "Instruction":
+            caches[f"L{level}"] = _cache_size(size)
+    parts += [f"{level} {size}" for level, size in sorted(caches.items()) if level != "L1"]
+    return ", ".join(parts)
+
+
+def _cache_size(text: str) -> str:
+    """sysfs's '1024K' as '1 MiB', '48K' as '48 KiB'."""
+    if text.endswith("K") and text[:-1].isdigit():
+        kib = int(text[:-1])
+        return f"{kib // 1024} MiB" if kib % 1024 == 0 else f"{kib} KiB"
+    return text
+
+
 def cpu_capability() -> str:
     """The vector instructions torch's CPU kernels dispatch to ('AVX2', 'AVX512', ...)."""
     return str(torch.backends.cpu.get_cpu_capability())

@@ -23,7 +23,7 @@ from kptoolkit.bench.report.formats import (
 from kptoolkit.bench.report.results import ResultRow, TableSettings, build_table
 from kptoolkit.bench.report.rows import REFERENCE_LABEL
 from kptoolkit.config.schema import AUTO, ExperimentConfig
-from kptoolkit.runtime.hardware import Hardware, cpu_model, describe
+from kptoolkit.runtime.hardware import Hardware, cpu_identity, cpu_model, describe
 
 
 def machine_description(device: torch.device, hardware: Hardware | None = None) -> dict[str, Any]:
@@ -33,6 +33,7 @@ def machine_description(device: torch.device, hardware: Hardware | None = None) 
     hardware = hardware or describe(device)
     found = {
         "cpu": cpu_model() if device.type == "cuda" else hardware.processor,
+        "cpu_identity": cpu_identity(),
         "cores": hardware.cores,
         "torch_threads": hardware.threads,
         "device": str(device),
@@ -205,7 +206,8 @@ def markdown_header(context: dict[str, Any]) -> str:
     """The Markdown heading and paragraphs that say how, where and on what the rows were
     measured, with the detector's and the evaluators' own error."""
     machine = context["machine"]
-    where = machine.get("gpu") or f"{machine['cpu']} ({machine['torch_threads']} threads)"
+    identity = f"; {machine['cpu_identity']}" if machine.get("cpu_identity") else ""
+    where = machine.get("gpu") or f"{machine['cpu']} ({machine['torch_threads']} threads{identity})"
     bf16 = "native bfloat16" if machine["native_bf16"] else "no native bfloat16"
     where += f", {machine['capability']}, {bf16}"
     lines = [
