@@ -182,3 +182,28 @@ def augment_pair(
     if joints:
         moved = (*moved, *augment_joints(*joints, mine, augment.config))
     return moved
+
+
+def discriminator_step(
+    adversarial: list[tuple[LossConfig, Any]],
+    optimizer: torch.optim.Optimizer,
+    discriminator: torch.nn.Module,
+    inputs: LossInputs,
+    grad_clip: float | None,
+) -> dict[str, float]:
+    """One optimiser step of the GAN discriminator on the step's outputs (detached) against the
+    real frames, for every adversarial loss term; returns the logged values."""
+    optimizer.zero_grad(set_to_none=True)  # the generator's GAN term left gradients in D
+    detached = attrs.evolve(inputs, outputs={k: v.detach() for k, v in inputs.outputs.items()})
+    total = torch.zeros((), device=inputs.target.device)
+    logged = {}
+    for config, loss in adversarial:
+        for output in config.outputs or ["prediction"]:
+            value = loss.discriminator_loss(detached, output)
+            logged[f"discriminator/{config.name}/{output}"] = float(value.detach())
+            total = total + value
+    total.backward()
+    if grad_clip is not None:
+        torch.nn.utils.clip_grad_norm_(discriminator.parameters(), grad_clip)
+    optimizer.step()
+    return logged

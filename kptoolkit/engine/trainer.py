@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import attrs
 import torch
 from torch import nn
 from torch.autograd.profiler import record_function
@@ -50,6 +49,7 @@ from kptoolkit.engine.run_parts import (
     MASKER_STREAM,
     TrainResult,
     augment_pair,
+    discriminator_step,
     loss_terms,
     loss_values,
     restore_training,
@@ -62,7 +62,7 @@ from kptoolkit.engine.run_parts import TrainingDiverged as TrainingDiverged
 from kptoolkit.engine.sampler import ResumableSampler
 from kptoolkit.engine.sync_batchnorm import convert_to_global_batchnorm
 from kptoolkit.engine.visualize import save_sample_grid
-from kptoolkit.engine.weight_average import WeightAverage
+from kptoolkit.engine.weight_average import weight_average
 from kptoolkit.errors import ConfigError
 from kptoolkit.experiment.build import build_dataset, build_losses, build_models
 from kptoolkit.experiment.plan import Plan, plan_experiment
@@ -134,13 +134,7 @@ class Trainer:
         self.groups = self.models.trainable()
         self.optimizers, self.schedulers = build_optimisers(self.groups, train, self.device)
         self.wrapped = wrap_for_ddp(self.groups, self.context, self.device)
-        self.average = (
-            WeightAverage(
-                {r: m for r, m in self.groups.items() if r != "discriminator"}, train.ema_decay
-            )
-            if train.ema_decay
-            else None
-        )
+        self.average = weight_average(self.groups, train.ema_decay)
 
         self.dataset = build_dataset(config, "train")
         self.sampler = ResumableSampler(
@@ -285,23 +279,9 @@ class Trainer:
     def _discriminator_step(self, inputs: LossInputs) -> dict[str, float]:
         if not self.adversarial or "discriminator" not in self.optimizers:
             return {}
-        optimizer = self.optimizers["discriminator"]
-        optimizer.zero_grad(set_to_none=True)  # the generator's GAN term left gradients in D
-        detached = attrs.evolve(inputs, outputs={k: v.detach() for k, v in inputs.outputs.items()})
-        total = torch.zeros((), device=self.device)
-        logged = {}
-        for config, loss in self.adversarial:
-            for output in config.outputs or ["prediction"]:
-                value = loss.discriminator_loss(detached, output)
-                logged[f"discriminator/{config.name}/{output}"] = float(value.detach())
-                total = total + value
-        total.backward()
-        if self.config.train.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(
-                self.groups["discriminator"].parameters(), self.config.train.grad_clip
-            )
-        optimizer.step()
-        return logged
+        optimizer, network = self.optimizers["discriminator"], self.groups["discriminator"]
+        clip = self.config.train.grad_clip
+        return discriminator_step(self.adversarial, optimizer, network, inputs, clip)
 
     # -- outputs -------------------------------------------------------------------------------
     def _save_checkpoint(self) -> Path:

@@ -72,3 +72,11 @@ class WeightAverage:
                 raise ValueError(f"averaged weights of '{role}' differ in keys: {sorted(missing)}")
             for key, value in state.items():
                 value.copy_(stored[key])
+
+
+def weight_average(networks: Mapping[str, nn.Module], decay: float) -> WeightAverage | None:
+    """The average of a run's trained networks (the GAN discriminator's aside: it is never
+    evaluated), or None when `decay` is 0."""
+    if not decay:
+        return None
+    return WeightAverage({r: m for r, m in networks.items() if r != "discriminator"}, decay)
