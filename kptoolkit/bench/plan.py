@@ -123,3 +123,46 @@ def needs_groundtruth(masker: str) -> bool:
 def needs_detector(masker: str) -> bool:
     """Whether the masker reads a pretrained keypoint detector."""
     return bool(hook(MASKERS.get(masker), "needs_detector", Masker))
+
+
+def component_overrides(overrides: Sequence[str], entries: Sequence[Entry]) -> dict[str, list[str]]:
+    """The `--set masker.*` / `generator.*` values that every row's own masker or generator
+    takes, by kind: each is applied to the rows whose component takes it. A parameter that no
+    row's component takes is a ConfigError (it would be silently lost); the component choices
+    (`masker.name`, `generator.name`) are not row values."""
+    import inspect
+
+    from kptoolkit.config.overrides import split_override
+
+    found: dict[str, list[str]] = {"masker": [], "generator": []}
+    for item in overrides:
+        key = split_override(item)[0]
+        kind, _, rest = key.partition(".")
+        if kind not in found or rest == "name":
+            continue
+        found[kind].append(item)
+        if not rest.startswith("params."):
+            continue
+        name = rest.split(".")[1]
+        registry = MASKERS if kind == "masker" else GENERATORS
+        takers = {getattr(e, kind) for e in entries if getattr(e, kind)}
+        if not any(name in inspect.signature(registry.get(c)).parameters for c in takers):
+            raise ConfigError(
+                f"--set {key}: no row's {kind} takes '{name}' (the rows' {kind}s: "
+                f"{', '.join(sorted(takers))}); nothing was changed"
+            )
+    return found
+
+
+def takes(kind: str, component: str, item: str) -> bool:
+    """Whether the `--set` value `item` (`masker.*` or `generator.*`) applies to `component`:
+    any value but a parameter the component's constructor does not take."""
+    import inspect
+
+    from kptoolkit.config.overrides import split_override
+
+    rest = split_override(item)[0].partition(".")[2]
+    if not rest.startswith("params."):
+        return True
+    registry = MASKERS if kind == "masker" else GENERATORS
+    return rest.split(".")[1] in inspect.signature(registry.get(component)).parameters

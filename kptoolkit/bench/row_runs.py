@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from kptoolkit.bench.launching import job_device
-from kptoolkit.bench.plan import BenchOptions, Entry, needs_groundtruth
+from kptoolkit.bench.plan import BenchOptions, Entry, needs_groundtruth, takes
 from kptoolkit.bench.profiles import Profile
 from kptoolkit.bench.stages.parallel import train_row_in_worker
 from kptoolkit.bench.stages.reconstruction import (
@@ -24,6 +24,7 @@ from kptoolkit.bench.stages.training import check_same_config, run_is_trained, t
 from kptoolkit.config.schema import ExperimentConfig, ModelConfig, load_config
 from kptoolkit.errors import ConfigError, KptoolkitError
 from kptoolkit.experiment.build import build_dataset
+from kptoolkit.experiment.components import apply_with_presets
 from kptoolkit.experiment.plan import Plan, copy_config, plan_experiment
 from kptoolkit.experiment.resolve import FROZEN_DETECTOR, TRAINED_DETECTOR, detector_rule
 from kptoolkit.launchers.base import Job, Launcher, LaunchSettings, WithRegistrations
@@ -52,6 +53,7 @@ class RowRuns:
     _parallelism: tuple[int, int] | None
     worker_registrations: dict[str, dict[str, Any]] | None
     launcher: Launcher
+    row_overrides: dict[str, list[str]]  # `--set masker.*` / `generator.*` (`component_overrides`)
 
     say: Callable[[str], None]  # Bench's
     stage_prefix: Callable[[], str]  # Bench's
@@ -128,11 +130,17 @@ class RowRuns:
         config = copy_config(self.base)
         config.name = f"bench-{entry.slug}"
         config.seed = seed
-        # a component the row changes starts from its preset, without the base one's values
-        if config.masker.name != entry.masker:
-            config.masker = ModelConfig(entry.masker)
-        if config.generator.name != entry.generator:
-            config.generator = ModelConfig(entry.generator)
+        # a component the row changes starts from its preset, without the base one's values;
+        # every row's masker and generator then take the `--set` values of their kind that
+        # their constructors take (the base config has none of them)
+        own = []
+        for kind in ("masker", "generator"):
+            chosen = getattr(entry, kind)
+            if getattr(config, kind).name != chosen:
+                setattr(config, kind, ModelConfig(chosen))
+            own += [o for o in self.row_overrides[kind] if chosen and takes(kind, chosen, o)]
+        if own:
+            config = apply_with_presets(config, own)
         config.train.lr = self.learning_rate(entry)
         config.train.threads = self.row_threads(entry, seed)
         return config

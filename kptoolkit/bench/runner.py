@@ -43,6 +43,7 @@ from kptoolkit.bench.plan import (
     BenchOptions,
     Entry,
     check_seeds,
+    component_overrides,
     default_out_dir,
     plan_entries,
 )
@@ -114,12 +115,17 @@ class Bench(RowRuns, Prerequisites):
             )
         base = load_config(options.config) if options.config else ExperimentConfig()
         self.profile.adjust(base)
-        self.base = apply_with_presets(base, options.overrides)
+        self.entries = plan_entries(options.maskers, options.generators, options.baselines)
+        # `--set masker.*` / `generator.*` values go to each row whose component takes them
+        self.row_overrides = component_overrides(options.overrides, self.entries)
+        per_row = {item for items in self.row_overrides.values() for item in items}
+        self.base = apply_with_presets(
+            base, [item for item in options.overrides if item not in per_row]
+        )
         # a config file's or `--set train.lr=...`'s learning rate wins over the profile's
         self._lr_given = bool(options.config) or any(
             split_override(item)[0] == "train.lr" for item in options.overrides
         )
-        self.entries = plan_entries(options.maskers, options.generators, options.baselines)
         self.seeds = check_seeds(options.seeds if options.seeds else [self.base.seed])
         self.out = Path(options.out) if options.out else default_out_dir(self.profile.name)
         self.device = torch.device(
