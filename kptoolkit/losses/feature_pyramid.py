@@ -21,7 +21,7 @@ from torch import nn
 
 from kptoolkit.errors import ConfigError
 from kptoolkit.losses.base import Loss, LossInputs, output_tensor
-from kptoolkit.losses.image import ImagePyramid
+from kptoolkit.losses.image import ImagePyramid, feature_distance
 
 DEFAULT_WIDTHS = (16, 32, 64)
 DEFAULT_SCALES = (1.0, 0.5)
@@ -123,12 +123,5 @@ class FeaturePyramid(Loss):
                 f"feature_pyramid: the smallest scale of a {inputs.target.shape[-1]} px frame is "
                 f"{fake[-1].shape[-1]} px, below {MIN_SIZE} px: use larger params.scales"
             )
-        total = fake[0].new_zeros(())
-        for fake_scale, real_scale in zip(fake, real, strict=True):
-            with torch.no_grad():
-                real_features = self.features(real_scale)
-            for weight, f, r in zip(
-                self.layer_weights, self.features(fake_scale), real_features, strict=True
-            ):
-                total = total + weight * (f - r).abs().mean() / (r.abs().mean() + 1e-6)
-        return total / len(fake)
+        distance = feature_distance(fake, real, self.features, self.layer_weights, relative=True)
+        return distance / len(fake)

@@ -77,6 +77,28 @@ class VGG19Features(nn.Module):
         return outs
 
 
+def feature_distance(
+    fake: Sequence[torch.Tensor],
+    real: Sequence[torch.Tensor],
+    features: nn.Module,
+    layer_weights: Sequence[float],
+    relative: bool = False,
+) -> torch.Tensor:
+    """Summed over the pyramid's scales and the network's layers: the weighted mean absolute
+    difference of `features` of the fake and real images (the real ones without gradients);
+    `relative` divides each layer's by the real activations' mean magnitude."""
+    total = fake[0].new_zeros(())
+    for fake_scale, real_scale in zip(fake, real, strict=True):
+        with torch.no_grad():
+            real_features = features(real_scale)
+        for weight, f, r in zip(layer_weights, features(fake_scale), real_features, strict=True):
+            distance = (f - r).abs().mean()
+            if relative:
+                distance = distance / (r.abs().mean() + 1e-6)
+            total = total + weight * distance
+    return total
+
+
 class PerceptualPyramid(Loss):
     """The papers' perceptual loss: VGG19 feature L1 (weight 10 per layer) over a pyramid.
 
@@ -110,15 +132,7 @@ class PerceptualPyramid(Loss):
                     f"{image.shape[-1]} px, too small for VGG19 (>= {VGG19_MIN_SIZE} px); "
                     f"use params.scales: {fitting}"
                 )
-        total = fake[0].new_zeros(())
-        for fake_scale, real_scale in zip(fake, real, strict=True):
-            with torch.no_grad():
-                real_features = self.vgg(real_scale)
-            for weight, f, r in zip(
-                self.layer_weights, self.vgg(fake_scale), real_features, strict=True
-            ):
-                total = total + weight * (f - r).abs().mean()
-        return total
+        return feature_distance(fake, real, self.vgg, self.layer_weights)
 
 
 class SsimLoss(Loss):
