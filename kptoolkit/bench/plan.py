@@ -130,8 +130,6 @@ def component_overrides(overrides: Sequence[str], entries: Sequence[Entry]) -> d
     takes, by kind: each is applied to the rows whose component takes it. A parameter that no
     row's component takes is a ConfigError (it would be silently lost); the component choices
     (`masker.name`, `generator.name`) are not row values."""
-    import inspect
-
     from kptoolkit.config.overrides import split_override
 
     found: dict[str, list[str]] = {"masker": [], "generator": []}
@@ -141,15 +139,11 @@ def component_overrides(overrides: Sequence[str], entries: Sequence[Entry]) -> d
         if kind not in found or rest == "name":
             continue
         found[kind].append(item)
-        if not rest.startswith("params."):
-            continue
-        name = rest.split(".")[1]
-        registry = MASKERS if kind == "masker" else GENERATORS
         takers = {getattr(e, kind) for e in entries if getattr(e, kind)}
-        if not any(name in inspect.signature(registry.get(c)).parameters for c in takers):
+        if rest.startswith("params.") and not any(takes(kind, c, item) for c in takers):
             raise ConfigError(
-                f"--set {key}: no row's {kind} takes '{name}' (the rows' {kind}s: "
-                f"{', '.join(sorted(takers))}); nothing was changed"
+                f"--set {key}: no row's {kind} takes '{rest.split('.')[1]}' (the rows' "
+                f"{kind}s: {', '.join(sorted(takers))}); nothing was changed"
             )
     return found
 
