@@ -77,7 +77,6 @@ def main() -> None:
     )
     bench = Bench(options)
     bench.prepare_data()
-    bench.prepare_detector()  # the masker reads no detector: nothing is trained here
     plan = bench.entry_plan(Entry("perturbed_mask", "two_stage", "variant"), None, args.seed)
     config = plan.config
     config.train.steps = args.steps
