@@ -180,3 +180,37 @@ def test_official_fomm_checkpoint_loads_into_all_three_models(tmp_path):
         discriminator.discs["1"].conv.weight, published["discriminator"]["discs.1.conv.weight"]
     )
     torch.testing.assert_close(detector.detector.kp.weight, published["kp_detector"]["kp.weight"])
+
+
+def _forced_occlusion(generator, value: float) -> None:
+    """Make the dense motion network's occlusion map `value` everywhere."""
+    head = generator.dense_motion_network.occlusion
+    torch.nn.init.zeros_(head.weight)
+    torch.nn.init.constant_(head.bias, torch.logit(torch.tensor(value)).item())
+
+
+def test_warped_source_blend_follows_the_occlusion_map():
+    source = torch.rand(2, 3, 64, 64)
+    kp_s, kp_d = keypoint_structure(seed=1), keypoint_structure(seed=2)
+    plain = create_generator("fomm", **TINY_FOMM).eval()
+    blended = create_generator("fomm", **TINY_FOMM, blend_warped_source=True).eval()
+    blended.load_state_dict(plain.state_dict())  # no new parameters: same keys and shapes
+    for value in (0.999, 0.25):
+        _forced_occlusion(plain, value)
+        _forced_occlusion(blended, value)
+        with torch.no_grad():
+            decoded, out = plain(source, kp_s, kp_d), blended(source, kp_s, kp_d)
+        expected = decoded["prediction"] * (1 - value) + out["deformed"] * value
+        torch.testing.assert_close(out["prediction"], expected, atol=1e-5, rtol=1e-4)
+    # nearly open everywhere: the warped source passes through
+    _forced_occlusion(blended, 0.999)
+    with torch.no_grad():
+        out = blended(source, kp_s, kp_d)
+    assert (out["prediction"] - out["deformed"]).abs().max() < 2e-3
+
+
+def test_warped_source_blend_needs_the_occlusion_map():
+    with pytest.raises(ValueError, match="estimate_occlusion_map"):
+        create_generator(
+            "fomm", **TINY_FOMM, blend_warped_source=True, estimate_occlusion_map=False
+        )

@@ -143,3 +143,22 @@ def test_channels_last_inference_gives_the_same_prediction():
         fast = for_inference(generator)
         got = fast(source.contiguous(memory_format=torch.channels_last), src, drv)["prediction"]
     torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+
+
+def test_source_residual_starts_from_the_copy_and_learns():
+    torch.manual_seed(0)
+    generator = create_generator("two_stage", **TINY_TWO_STAGE, source_residual=True)
+    plain = create_generator("two_stage", **TINY_TWO_STAGE)
+    assert {k: v.shape for k, v in generator.state_dict().items()} == {
+        k: v.shape for k, v in plain.state_dict().items()
+    }
+    source, target = torch.rand(2, 3, 32, 32), torch.rand(2, 3, 32, 32)
+    masks = Structure(mask=torch.rand(2, 1, 32, 32)), Structure(mask=torch.rand(2, 1, 32, 32))
+    out = generator(source, *masks)
+    # the logit's clamp moves pixels by at most eps
+    assert (out["prediction"] - source).abs().max() <= 1.01e-3
+    plain_out = plain(source, *masks)
+    assert (plain_out["prediction"] - source).abs().max() > 0.1
+    # the zeroed last convolution still gets a gradient, so the refinement can grow
+    (out["prediction"] - target).abs().mean().backward()
+    assert generator.final_hourglass.weight.grad.abs().sum() > 0

@@ -7,6 +7,12 @@ channels predicts K+1 softmax masks that blend the sparse motions into one dense
 sigmoid occlusion map. The generator encodes the source, warps its features with the flow,
 multiplies by the occlusion map, and decodes. Parameter names follow the official FOMM
 checkpoints (`generator` entry of `taichi-cpk.pth.tar`).
+
+`blend_warped_source=True` (off in the published recipe) ends the way TPSMM's generator does:
+the decoded frame is blended with the source warped at full size by the occlusion map
+(upsampled), `decoded * (1 - occlusion) + warped * occlusion`, so where the flow is right the
+pixels pass through unblurred and the decoder only fills what the warp cannot show. It adds no
+parameters (official checkpoints load either way).
 """
 
 from __future__ import annotations
@@ -138,8 +144,15 @@ class FommGenerator(Generator):
         dense_num_blocks: int = 5,
         scale_factor: float = 0.25,
         kp_variance: float = 0.01,
+        blend_warped_source: bool = False,
     ) -> None:
         super().__init__()
+        if blend_warped_source and not estimate_occlusion_map:
+            raise ValueError(
+                "fomm: blend_warped_source=True blends by the occlusion map, so it needs "
+                "estimate_occlusion_map=True"
+            )
+        self.blend_warped_source = blend_warped_source
         self.requires = self.requires_for({"estimate_jacobian": estimate_jacobian})
         self.num_kp = num_kp
         self.dense_motion_network = DenseMotionNetwork(
@@ -190,4 +203,12 @@ class FommGenerator(Generator):
         # masks above come from float32 heads
         prediction = torch.sigmoid(self.final(features).float())
         deformed = warp(source, resize_flow(motion["deformation"], *source.shape[-2:]))
+        if self.blend_warped_source:
+            full = F.interpolate(
+                motion["occlusion_map"].float(),
+                size=tuple(source.shape[-2:]),
+                mode="bilinear",
+                align_corners=False,
+            )
+            prediction = prediction * (1 - full) + deformed.float() * full
         return {"prediction": prediction, "deformed": deformed, **motion}

@@ -6,6 +6,12 @@ sigmoid: `low_res_prediction` (the name refers to its 64x64 latent). Stage 2 con
 [source, both masks upsampled, low_res_prediction] (the last three detached, as published) and
 refines them with an hourglass -> 7x7 conv -> sigmoid: `prediction`.
 Parameter names follow the official keypoint-mask checkpoints.
+
+`source_residual=True` (off in the published recipe) makes stage 2 predict a correction to the
+source instead of the frame: `prediction = sigmoid(logit(source) + refinement)`, with the last
+convolution zeroed so that training starts from the copy of the source. Behind a sigmoid a
+network cannot pass its input through exactly; with the residual it does by default and
+spends its steps on what moved. Same parameters and shapes (official checkpoints load).
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ from kptoolkit.registry.presets import CPU64, MICRO, PAPER, Preset, loss_term
 from kptoolkit.structure import Structure
 
 UNUSED_OFFICIAL_PREFIXES = ("down_blocks.",)  # in official files, never used by forward
+#: `source_residual`: pixels clamped to [eps, 1 - eps] before the logit (about +-6.9)
+SOURCE_LOGIT_EPS = 1e-3
 
 
 def resize_mask(mask: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -96,6 +104,7 @@ class TwoStageGenerator(Generator):
         refine_block_expansion: int = 64,
         refine_max_features: int = 1024,
         refine_num_blocks: int = 5,
+        source_residual: bool = False,
     ) -> None:
         super().__init__()
         if mask_channels < 1:
@@ -122,6 +131,10 @@ class TwoStageGenerator(Generator):
         self.final_hourglass = nn.Conv2d(
             self.hourglass.out_filters, num_channels, kernel_size=7, padding=3
         )
+        self.source_residual = source_residual
+        if source_residual:
+            nn.init.zeros_(self.final_hourglass.weight)
+            nn.init.zeros_(self.final_hourglass.bias)
 
     def adapt_state_dict(self, state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Drop the official checkpoint's `down_blocks.*`, which its forward pass never used."""
@@ -155,5 +168,8 @@ class TwoStageGenerator(Generator):
             ],
             dim=1,
         )
-        prediction = torch.sigmoid(self.final_hourglass(self.hourglass(refine_input)).float())
+        refined = self.final_hourglass(self.hourglass(refine_input)).float()
+        if self.source_residual:
+            refined = refined + torch.logit(source.float(), eps=SOURCE_LOGIT_EPS)
+        prediction = torch.sigmoid(refined)
         return {"prediction": prediction, "low_res_prediction": low_res_prediction}
