@@ -42,3 +42,32 @@ def test_a_parameter_no_row_takes_is_refused_before_anything_is_written(tmp_path
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and "gaussian_circles" in error
     assert not out.exists()
+
+
+def _bench(tmp_path, profile, overrides=()):
+    options = BenchOptions(["heatmap_sum"], ["two_stage"], profile=profile, overrides=overrides)
+    return Bench(attrs.evolve(options, out=str(tmp_path)))
+
+
+def test_the_profile_generator_parameters_reach_their_rows_but_not_the_prior(tmp_path):
+    from kptoolkit.bench.defaults import QUICK_GENERATOR_PARAMS
+
+    assert QUICK_GENERATOR_PARAMS  # the quick recipe departs from the published generators
+    bench = _bench(tmp_path, "quick")
+    rows = {entry.generator: bench.row_config(entry) for entry in bench.entries}
+    for generator, params in QUICK_GENERATOR_PARAMS.items():
+        assert params.items() <= rows[generator].generator.params.items()
+    micro = _bench(tmp_path / "micro", "micro")  # other profiles: the published generators
+    for entry in micro.entries:
+        assert not set(micro.row_config(entry).generator.params) & {
+            key for params in QUICK_GENERATOR_PARAMS.values() for key in params
+        }
+    # the prior trains FOMM as published (its recipe was validated without them)
+    for stage in bench.bench_prior_stages():
+        assert not QUICK_GENERATOR_PARAMS["fomm"].items() & stage.generator.params.items()
+
+
+def test_a_set_value_wins_over_the_profile_generator_parameters(tmp_path):
+    bench = _bench(tmp_path, "quick", ["generator.params.blend_warped_source=false"])
+    fomm = next(e for e in bench.entries if e.generator == "fomm")
+    assert bench.row_config(fomm).generator.params["blend_warped_source"] is False

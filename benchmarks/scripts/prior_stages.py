@@ -32,6 +32,7 @@ from kptoolkit.bench.stages.detector_prior import (
     refine_config,
     scale_equivariance,
 )
+from kptoolkit.config.overrides import apply_overrides
 from kptoolkit.engine.checkpoints import list_checkpoints
 from kptoolkit.engine.distributed import DistContext
 from kptoolkit.engine.trainer import Trainer
@@ -50,11 +51,21 @@ def main() -> None:
         "--equivariance-scale", type=float, default=1.0, help="times the row's equivariance"
     )
     parser.add_argument("--out", type=Path, default=Path("prior-stages"), help="run folder")
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides of both stages' configs, e.g. generator.params.blend_warped_source=true",
+    )
     args = parser.parse_args()
 
     bench = Bench(BenchOptions(["heatmap_sum"], ["two_stage"], [], dataset=str(args.dataset)))
     bench.prepare_data()
-    fomm = bench.entry_config(Entry("fomm_keypoints", "fomm", "baseline"), None)
+    # the FOMM config the bench's prior starts from (without the profile's generator parameters)
+    fomm = bench.entry_plan(Entry("fomm_keypoints", "fomm", "baseline"), None, recipe=False)
+    fomm = fomm.config_copy()
+    fomm = apply_overrides(fomm, args.set)
     first = prior_stages(fomm, bench.profile.detector_budget)[0]
     stage_one = ensure_prior(first, bench.device, print)
     report("stage one", stage_one, args.dataset, bench.device)

@@ -109,7 +109,9 @@ class Prerequisites:
         if self.options.kp_checkpoint or not any(map(self.reads_detector, self.entries)):
             return None
         fomm = Entry(natural_masker("fomm"), "fomm", "baseline")
-        fomm_config = self.entry_plan(fomm, None, self.base.seed).config_copy()
+        # the prior keeps its validated recipe: FOMM as published, without the profile's
+        # generator parameters
+        fomm_config = self.entry_plan(fomm, None, self.base.seed, recipe=False).config_copy()
         fomm_config.train.threads = None  # trained here with every thread (`prepare_detector`)
         profile = self.profile
         return prior_stages(fomm_config, profile.detector_budget, profile.detector_refine_budget)

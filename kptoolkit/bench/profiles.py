@@ -19,10 +19,11 @@ elsewhere, channels_last on both; `--set train.precision=...` still wins.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import attrs
 
-from kptoolkit.bench.defaults import QUICK_LEARNING_RATES
+from kptoolkit.bench.defaults import QUICK_GENERATOR_PARAMS, QUICK_LEARNING_RATES
 from kptoolkit.config.schema import ExperimentConfig
 from kptoolkit.errors import ConfigError
 from kptoolkit.registry.presets import MICRO
@@ -45,6 +46,9 @@ class Profile:
     # a row's learning rate by its generator (others keep the config's); not applied when a
     # config file or `--set train.lr=...` gives one
     learning_rates: Mapping[str, float] = attrs.field(factory=dict)
+    # a row's generator parameters by its generator (the config's own values and `--set
+    # generator.params.*` win); the detector prior keeps its recipe without them
+    generator_params: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
 
 
 def _micro(config: ExperimentConfig) -> None:
@@ -103,6 +107,7 @@ PROFILES: dict[str, Profile] = {
         detector_budget=6 / QUICK_REPEATS,
         detector_refine_budget=24 / QUICK_REPEATS,
         learning_rates=QUICK_LEARNING_RATES,
+        generator_params=QUICK_GENERATOR_PARAMS,
     ),
     "full": Profile(
         "full", "the given config's own widths and schedule (GPU)", _full, needs_config=True

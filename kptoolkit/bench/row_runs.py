@@ -124,9 +124,10 @@ class RowRuns:
             return self.base.train.lr
         return self.profile.learning_rates.get(entry.generator, self.base.train.lr)
 
-    def row_config(self, entry: Entry, seed: int = 0) -> ExperimentConfig:
+    def row_config(self, entry: Entry, seed: int = 0, recipe: bool = True) -> ExperimentConfig:
         """The base config with this row's masker, generator, seed and learning rate (same
-        budget for every row), not yet planned."""
+        budget for every row), not yet planned; with `recipe`, the profile's parameters for
+        the row's generator under the config's own."""
         config = copy_config(self.base)
         config.name = f"bench-{entry.slug}"
         config.seed = seed
@@ -139,6 +140,9 @@ class RowRuns:
             if getattr(config, kind).name != chosen:
                 setattr(config, kind, ModelConfig(chosen))
             own += [o for o in self.row_overrides[kind] if chosen and takes(kind, chosen, o)]
+        if recipe:
+            profile_params = self.profile.generator_params.get(entry.generator, {})
+            config.generator.params = {**profile_params, **config.generator.params}
         if own:
             config = apply_with_presets(config, own)
         config.train.lr = self.learning_rate(entry)
@@ -160,11 +164,14 @@ class RowRuns:
             return self.base.train.threads
         return self.parallelism()[1]
 
-    def entry_plan(self, entry: Entry, detector: str | None, seed: int = 0) -> Plan:
-        """The row's plan, resolved once: its config (`row_config`) reading `detector` when its
-        masker reads the frozen detector, or the given --kp-checkpoint when its detector
-        trains, at the precision the bench resolved for every run."""
-        config = self.row_config(entry, seed)
+    def entry_plan(
+        self, entry: Entry, detector: str | None, seed: int = 0, recipe: bool = True
+    ) -> Plan:
+        """The row's plan, resolved once: its config (`row_config`, with the profile's
+        generator parameters unless not `recipe`) reading `detector` when its masker reads the
+        frozen detector, or the given --kp-checkpoint when its detector trains, at the
+        precision the bench resolved for every run."""
+        config = self.row_config(entry, seed, recipe)
         rule = detector_rule(config)
         if rule == TRAINED_DETECTOR:
             config.keypoints.checkpoint = self.options.kp_checkpoint
