@@ -20,11 +20,13 @@ import argparse
 import time
 from pathlib import Path
 
+import attrs
 import torch
 
 from kptoolkit.bench.plan import BenchOptions, Entry
 from kptoolkit.bench.runner import Bench
 from kptoolkit.bench.stages.detector_prior import (
+    PRIOR_RECIPE,
     PriorRecipe,
     ensure_prior,
     prior_diagnostics,
@@ -58,6 +60,18 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="overrides of both stages' configs, e.g. generator.params.blend_warped_source=true",
     )
+    parser.add_argument(
+        "--set-second",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="overrides of the second stage's config alone, e.g. train.lr=5e-4",
+    )
+    parser.add_argument(
+        "--stage-one-precision",
+        default=PRIOR_RECIPE.precision,
+        help="the first stage's training precision (its recipe: fp32; auto: the machine's)",
+    )
     args = parser.parse_args()
 
     bench = Bench(BenchOptions(["heatmap_sum"], ["two_stage"], [], dataset=str(args.dataset)))
@@ -66,7 +80,8 @@ def main() -> None:
     fomm = bench.entry_plan(Entry("fomm_keypoints", "fomm", "baseline"), None, recipe=False)
     fomm = fomm.config_copy()
     fomm = apply_overrides(fomm, args.set)
-    first = prior_stages(fomm, bench.profile.detector_budget)[0]
+    recipe = attrs.evolve(PRIOR_RECIPE, precision=args.stage_one_precision)
+    first = prior_stages(fomm, bench.profile.detector_budget, recipe=recipe)[0]
     stage_one = ensure_prior(first, bench.device, print)
     report("stage one", stage_one, args.dataset, bench.device)
 
@@ -75,6 +90,7 @@ def main() -> None:
         fomm, args.repeats / fomm.train.repeats, PriorRecipe(refine_milestones=drops)
     )
     scale_equivariance(config, args.equivariance_scale)
+    config = apply_overrides(config, args.set_second)
     record_detector_file(config, str(stage_one))
     videos = len(build_dataset(config, "train").videos)
     config.train.checkpoint_every = config.train.repeats * videos // config.train.batch_size
