@@ -71,3 +71,18 @@ def test_a_set_value_wins_over_the_profile_generator_parameters(tmp_path):
     bench = _bench(tmp_path, "quick", ["generator.params.blend_warped_source=false"])
     fomm = next(e for e in bench.entries if e.generator == "fomm")
     assert bench.row_config(fomm).generator.params["blend_warped_source"] is False
+
+
+def test_the_standard_profile_trains_the_published_generators_longer_on_the_quick_prior(tmp_path):
+    from kptoolkit.bench.defaults import QUICK_GENERATOR_PARAMS
+    from kptoolkit.config.schema import unstructure
+
+    quick, standard = _bench(tmp_path / "q", "quick"), _bench(tmp_path / "s", "standard")
+    for entry in standard.entries:
+        row, quick_row = standard.row_config(entry), quick.row_config(entry)
+        assert row.train.repeats == 16 * quick_row.train.repeats
+        published = QUICK_GENERATOR_PARAMS.get(entry.generator, {})
+        assert not set(published) & set(row.generator.params)
+    # the same detector prior, so a cached quick prior serves the standard bench
+    stages = [unstructure(c) for c in standard.bench_prior_stages()]
+    assert stages == [unstructure(c) for c in quick.bench_prior_stages()]

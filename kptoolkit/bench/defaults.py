@@ -30,4 +30,4 @@ QUICK_GENERATOR_PARAMS: dict[str, dict[str, object]] = {
 # the evaluators the bench trains once per synthetic dataset
 SYNTHETIC_EVALUATORS: dict[str, str] = {"pose": "synthetic_pose", "identity": "synthetic_id"}
 # the profiles `--profile` takes (`kptoolkit.bench.profiles.PROFILES` defines them)
-PROFILE_NAMES: tuple[str, ...] = ("micro", "quick", "full")
+PROFILE_NAMES: tuple[str, ...] = ("micro", "quick", "standard", "full")

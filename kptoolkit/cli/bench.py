@@ -46,8 +46,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--profile",
         default="quick",
         choices=PROFILE_NAMES,
-        help="micro: a smoke run; quick: the CPU default (<= 30 min on 2 cores); full: a "
-        "paper config's own schedule, for a GPU (needs --config)",
+        help="micro: a smoke run; quick: the CPU default (<= 30 min on 2 cores); standard: "
+        "the published generators at 16x the quick steps (hours on a CPU); full: a paper "
+        "config's own schedule, for a GPU (needs --config)",
     )
     parser.add_argument(
         "--dataset",
