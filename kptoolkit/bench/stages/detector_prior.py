@@ -75,10 +75,12 @@ class PriorRecipe:
     # balance; before that moved into the profile, this was 1e-3 on a weight of 1)
     equivariance_scale: float = 1.0
     warp_weight: float = 1.0  # the reconstruction losses again on `deformed`, times this
-    # the optimiser the recipe was validated with (FOMM's learning rate, float32), whatever
-    # the rows use; None keeps the rows' setting (for the precision: the one the bench resolved)
+    # the optimiser the recipe was validated with (FOMM's learning rate), whatever the rows
+    # use; None keeps the rows' setting (for the precision: the one the bench resolved). The
+    # precision was float32 until the first stage in bfloat16 was measured as good on
+    # validation at half the time (docs/benchmark-design.md, "The quick bench's wall time")
     lr: float | None = 2e-4
-    precision: str | None = "fp32"
+    precision: str | None = None
     # the second stage's learning-rate drops (epochs): none, it trains at the rows' rate
     # throughout, as validated
     refine_milestones: tuple[int, ...] = ()
