@@ -67,6 +67,30 @@ def test_the_profile_generator_parameters_reach_their_rows_but_not_the_prior(tmp
         assert not QUICK_GENERATOR_PARAMS["fomm"].items() & stage.generator.params.items()
 
 
+def _loss_names(config):
+    return [term.name for term in config.generator.losses or []]
+
+
+def test_the_profile_loss_terms_join_their_generators_own(tmp_path):
+    from kptoolkit.bench.defaults import QUICK_GENERATOR_LOSSES
+
+    assert QUICK_GENERATOR_LOSSES
+    bench, micro = _bench(tmp_path / "q", "quick"), _bench(tmp_path / "m", "micro")
+    for entry in bench.entries:
+        added = [t["name"] for t in QUICK_GENERATOR_LOSSES.get(entry.generator, [])]
+        quick_names, micro_names = _loss_names(bench.row_config(entry)), _loss_names(
+            micro.row_config(entry)
+        )
+        assert [n for n in added if n in quick_names] == added
+        assert not set(added) & set(micro_names)
+        # the preset's own terms stay (two_stage's coarse frame keeps its L1 pyramid)
+        base = _bench(tmp_path / "b", "quick")
+        base.profile = attrs.evolve(base.profile, generator_losses={})
+        assert [n for n in quick_names if n not in added] == _loss_names(base.row_config(entry))
+    for stage in bench.bench_prior_stages():
+        assert "feature_pyramid" not in _loss_names(stage)
+
+
 def test_a_set_value_wins_over_the_profile_generator_parameters(tmp_path):
     bench = _bench(tmp_path, "quick", ["generator.params.blend_warped_source=false"])
     fomm = next(e for e in bench.entries if e.generator == "fomm")

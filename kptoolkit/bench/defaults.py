@@ -27,6 +27,12 @@ QUICK_GENERATOR_PARAMS: dict[str, dict[str, object]] = {
     "two_stage": {"source_residual": True},
     "x2face": {"zero_init": True, "residual_scale": 0.25},
 }
+# loss terms the quick profile adds to a generator's own: two_stage's frame also trains on the
+# features of a small seeded random conv net (the keypoint-mask paper trains on VGG-19 features,
+# which need ImageNet weights; random features share no objective with the evaluators)
+QUICK_GENERATOR_LOSSES: dict[str, list[dict[str, object]]] = {
+    "two_stage": [{"name": "feature_pyramid", "weight": 0.1, "outputs": ["prediction"]}],
+}
 # the evaluators the bench trains once per synthetic dataset
 SYNTHETIC_EVALUATORS: dict[str, str] = {"pose": "synthetic_pose", "identity": "synthetic_id"}
 # the profiles `--profile` takes (`kptoolkit.bench.profiles.PROFILES` defines them)

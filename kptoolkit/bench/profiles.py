@@ -27,8 +27,12 @@ from typing import Any
 
 import attrs
 
-from kptoolkit.bench.defaults import QUICK_GENERATOR_PARAMS, QUICK_LEARNING_RATES
-from kptoolkit.config.schema import ExperimentConfig
+from kptoolkit.bench.defaults import (
+    QUICK_GENERATOR_LOSSES,
+    QUICK_GENERATOR_PARAMS,
+    QUICK_LEARNING_RATES,
+)
+from kptoolkit.config.schema import ExperimentConfig, LossConfig
 from kptoolkit.errors import ConfigError
 from kptoolkit.registry.presets import MICRO
 
@@ -53,6 +57,9 @@ class Profile:
     # a row's generator parameters by its generator (the config's own values and `--set
     # generator.params.*` win); the detector prior keeps its recipe without them
     generator_params: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+    # loss terms added to a row's generator's own (its preset's), by its generator, under the
+    # same rules (`--set generator.losses...` wins; the prior keeps its recipe)
+    generator_losses: Mapping[str, tuple[LossConfig, ...]] = attrs.field(factory=dict)
 
 
 def _micro(config: ExperimentConfig) -> None:
@@ -128,6 +135,10 @@ PROFILES: dict[str, Profile] = {
         detector_refine_budget=PRIOR_REFINE_REPEATS / QUICK_REPEATS,
         learning_rates=QUICK_LEARNING_RATES,
         generator_params=QUICK_GENERATOR_PARAMS,
+        generator_losses={
+            name: tuple(LossConfig(**term) for term in terms)
+            for name, terms in QUICK_GENERATOR_LOSSES.items()
+        },
     ),
     "standard": Profile(
         "standard",

@@ -3,6 +3,7 @@ trained one at a time or side by side in worker processes, then reconstructed.""
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +25,7 @@ from kptoolkit.bench.stages.training import check_same_config, run_is_trained, t
 from kptoolkit.config.schema import ExperimentConfig, ModelConfig, load_config
 from kptoolkit.errors import ConfigError, KptoolkitError
 from kptoolkit.experiment.build import build_dataset
-from kptoolkit.experiment.components import apply_with_presets
+from kptoolkit.experiment.components import apply_with_presets, expand_presets
 from kptoolkit.experiment.plan import Plan, copy_config, plan_experiment
 from kptoolkit.experiment.resolve import FROZEN_DETECTOR, TRAINED_DETECTOR, detector_rule
 from kptoolkit.launchers.base import Job, Launcher, LaunchSettings, WithRegistrations
@@ -143,6 +144,11 @@ class RowRuns:
         if recipe:
             profile_params = self.profile.generator_params.get(entry.generator, {})
             config.generator.params = {**profile_params, **config.generator.params}
+            added = self.profile.generator_losses.get(entry.generator, ())
+            if added:
+                config = expand_presets(config)  # the preset's own terms, written out
+                own_terms = config.generator.losses or []
+                config.generator.losses = [*own_terms, *(copy.deepcopy(t) for t in added)]
         if own:
             config = apply_with_presets(config, own)
         config.train.lr = self.learning_rate(entry)
