@@ -78,8 +78,9 @@ def test_the_profile_loss_terms_join_their_generators_own(tmp_path):
     bench, micro = _bench(tmp_path / "q", "quick"), _bench(tmp_path / "m", "micro")
     for entry in bench.entries:
         added = [t["name"] for t in QUICK_GENERATOR_LOSSES.get(entry.generator, [])]
-        quick_names, micro_names = _loss_names(bench.row_config(entry)), _loss_names(
-            micro.row_config(entry)
+        quick_names, micro_names = (
+            _loss_names(bench.row_config(entry)),
+            _loss_names(micro.row_config(entry)),
         )
         assert [n for n in added if n in quick_names] == added
         assert not set(added) & set(micro_names)
