@@ -7,8 +7,9 @@ masker and generator, so all rows share the budget.
 - `micro`: every component's `micro` preset (tiny widths), a few puppet videos and a few steps;
   a smoke test of every stage.
 - `quick`: the CPU default: synthetic puppets at 64 px, CPU widths, 2,250 steps per model,
-  learning rates and generator parameters per generator (`QUICK_LEARNING_RATES`,
-  `QUICK_GENERATOR_PARAMS`: generators that pass the source through from their first step).
+  learning rates, generator parameters and added loss terms per generator
+  (`QUICK_LEARNING_RATES`; `QUICK_GENERATOR_PARAMS`: generators that pass the source through
+  from their first step; `QUICK_GENERATOR_LOSSES`: two_stage's random-feature term).
 - `standard`: the quick profile's data, widths, learning rates and detector prior, with the
   published generators (no `QUICK_GENERATOR_PARAMS`) at 16x its steps: the budget at which
   each default row cleared the copy on validation with them.
