@@ -360,13 +360,20 @@ def puppets(tmp_path_factory):
 
 
 @pytest.mark.slow
-def test_parity_of_two_identical_cpu_sides_is_exact(tmp_path, puppets, monkeypatch):
+def test_parity_of_two_identical_cpu_sides_is_exact(tmp_path, puppets):
     """The parity worker end to end on the CPU: training, losses, reconstructions, TF32."""
-    for flags in (torch.backends.cuda.matmul, torch.backends.cudnn):
-        monkeypatch.setattr(flags, "allow_tf32", flags.allow_tf32)  # restored afterwards
     sides = (gpu_check_parity.Side("a", "cpu"), gpu_check_parity.Side("b", "cpu"))
     pairs = [("heatmap_sum", "two_stage")]
-    code = gpu_check_parity.worker_parity(tmp_path, puppets, steps=2, sides=sides, pairs=pairs)
+    # the worker sets the TF32 flags; put them back by hand (pytest >= 9.2's monkeypatch
+    # deletes, on undo, an attribute that a module's __getattr__ provides, and torch's
+    # cuBLAS flags object refuses that)
+    flags = (torch.backends.cuda.matmul, torch.backends.cudnn)
+    before = [flag.allow_tf32 for flag in flags]
+    try:
+        code = gpu_check_parity.worker_parity(tmp_path, puppets, steps=2, sides=sides, pairs=pairs)
+    finally:
+        for flag, value in zip(flags, before, strict=True):
+            flag.allow_tf32 = value
     result = json.loads((tmp_path / "parity.json").read_text())
     assert code == 0 and result["ok"], result["lines"]
     assert [c["worst_abs"] for c in result["comparisons"]] == [0.0, 0.0, 0.0, 0.0]
