@@ -12,9 +12,13 @@ from kptoolkit.cli.main import main
 from kptoolkit.errors import ConfigError
 
 
+def _bench(tmp_path, profile, overrides=(), maskers=("heatmap_sum",)):
+    options = BenchOptions(list(maskers), ["two_stage"], profile=profile, overrides=overrides)
+    return Bench(attrs.evolve(options, out=str(tmp_path)))
+
+
 def _rows(tmp_path, maskers, overrides):
-    options = BenchOptions(maskers, ["two_stage"], profile="micro", overrides=overrides)
-    bench = Bench(attrs.evolve(options, out=str(tmp_path)))
+    bench = _bench(tmp_path, "micro", overrides, maskers)
     return {entry.slug: bench.row_config(entry) for entry in bench.entries}
 
 
@@ -44,11 +48,6 @@ def test_a_parameter_no_row_takes_is_refused_before_anything_is_written(tmp_path
     assert not out.exists()
 
 
-def _bench(tmp_path, profile, overrides=()):
-    options = BenchOptions(["heatmap_sum"], ["two_stage"], profile=profile, overrides=overrides)
-    return Bench(attrs.evolve(options, out=str(tmp_path)))
-
-
 def test_the_profile_generator_parameters_reach_their_rows_but_not_the_prior(tmp_path):
     from kptoolkit.bench.defaults import QUICK_GENERATOR_PARAMS
 
@@ -76,6 +75,8 @@ def test_the_profile_loss_terms_join_their_generators_own(tmp_path):
 
     assert QUICK_GENERATOR_LOSSES
     bench, micro = _bench(tmp_path / "q", "quick"), _bench(tmp_path / "m", "micro")
+    base = _bench(tmp_path / "b", "quick")
+    base.profile = attrs.evolve(base.profile, generator_losses={})
     for entry in bench.entries:
         added = [t["name"] for t in QUICK_GENERATOR_LOSSES.get(entry.generator, [])]
         quick_names, micro_names = (
@@ -85,8 +86,6 @@ def test_the_profile_loss_terms_join_their_generators_own(tmp_path):
         assert [n for n in added if n in quick_names] == added
         assert not set(added) & set(micro_names)
         # the preset's own terms stay (two_stage's coarse frame keeps its L1 pyramid)
-        base = _bench(tmp_path / "b", "quick")
-        base.profile = attrs.evolve(base.profile, generator_losses={})
         assert [n for n in quick_names if n not in added] == _loss_names(base.row_config(entry))
     for stage in bench.bench_prior_stages():
         assert "feature_pyramid" not in _loss_names(stage)

@@ -70,16 +70,15 @@ def main() -> None:
     parser.add_argument(
         "--stage-one-precision",
         default=PRIOR_RECIPE.precision,
-        help="the first stage's training precision (its recipe: fp32; auto: the machine's)",
+        help="the first stage's training precision (default: the rows', as the bench trains it)",
     )
     args = parser.parse_args()
 
     bench = Bench(BenchOptions(["heatmap_sum"], ["two_stage"], [], dataset=str(args.dataset)))
     bench.prepare_data()
     # the FOMM config the bench's prior starts from (without the profile's generator parameters)
-    fomm = bench.entry_plan(Entry("fomm_keypoints", "fomm", "baseline"), None, recipe=False)
-    fomm = fomm.config_copy()
-    fomm = apply_overrides(fomm, args.set)
+    plan = bench.entry_plan(Entry("fomm_keypoints", "fomm", "baseline"), None, recipe=False)
+    fomm = apply_overrides(plan.config_copy(), args.set)
     recipe = attrs.evolve(PRIOR_RECIPE, precision=args.stage_one_precision)
     first = prior_stages(fomm, bench.profile.detector_budget, recipe=recipe)[0]
     stage_one = ensure_prior(first, bench.device, print)
