@@ -10,8 +10,10 @@ import torch
 from torch.utils.data import DataLoader
 from video_fixtures import frame_index, make_video
 
+import kptoolkit.data.datasets as datasets_module
 from kptoolkit.data.datasets import AnimationPairs, FramesDataset, SkippedVideoWarning
 from kptoolkit.data.layout import DatasetLayoutError, discover_videos, fallback_split
+from kptoolkit.data.video_io import VideoReadError
 
 
 def index_of(tensor: torch.Tensor, offset: int = 0) -> int:
@@ -152,3 +154,46 @@ def test_animation_pairs_from_csv_and_random(tmp_path):
     csv.write_text("distance,source,driving,frame\n0,x#1,nope,0\n")
     with pytest.raises(ValueError, match="line 2: no video named 'nope'"):
         AnimationPairs(test_set, csv)
+
+
+def _items(dataset: FramesDataset, epochs: int = 2) -> list[tuple]:
+    items = []
+    for epoch in range(epochs):
+        dataset.set_epoch(epoch)
+        for i in range(len(dataset)):
+            item = dataset[i]
+            items.append(
+                (item["name"], item["frame_indices"].tolist(), item["source"], item["driving"])
+            )
+    return items
+
+
+@pytest.mark.parametrize("kind", ["frames", "mp4"])
+def test_frames_kept_decoded_are_the_frames_read_per_item(tmp_path, kind, monkeypatch):
+    root = make_split_dataset(tmp_path, kind, count=12)
+    kept = _items(FramesDataset(root, repeats=3))
+    monkeypatch.setattr(datasets_module, "DECODED_FRAMES_BUDGET", 0)  # nothing is kept
+    read = _items(FramesDataset(root, repeats=3))
+    assert len(kept) == len(read) == 18
+    for a, b in zip(kept, read, strict=True):
+        assert a[:2] == b[:2] and torch.equal(a[2], b[2]) and torch.equal(a[3], b[3])
+
+
+def test_a_bad_frame_fails_only_the_items_that_draw_it_when_frames_are_kept(tmp_path, monkeypatch):
+    root = make_split_dataset(tmp_path, train=("a#1",), count=6)
+    (root / "train" / "a#1" / "0000005.png").write_bytes(b"\x89PNG broken")
+    outcomes = []
+    for budget in (1 << 30, 0):
+        monkeypatch.setattr(datasets_module, "DECODED_FRAMES_BUDGET", budget)
+        dataset = FramesDataset(root, repeats=12)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            drawn = []
+            for i in range(len(dataset)):
+                try:
+                    drawn.append(dataset[i]["frame_indices"].tolist())
+                except VideoReadError:
+                    drawn.append(None)
+        outcomes.append(drawn)
+    assert outcomes[0] == outcomes[1]
+    assert None in outcomes[0] and any(pair is not None for pair in outcomes[0])

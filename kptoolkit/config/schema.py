@@ -60,6 +60,13 @@ def _non_negative(instance: Any, attribute: attrs.Attribute, value: Any) -> None
         raise ValueError(f"'{attribute.name}' must be >= 0, got {value}")
 
 
+def _count_or_auto(instance: Any, attribute: attrs.Attribute, value: int | str) -> None:
+    if value == AUTO:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"'{attribute.name}' must be a count >= 0 or 'auto', got {value!r}")
+
+
 @attrs.define
 class ComponentConfig:
     """A registered component by name, with the parameters passed to its constructor."""
@@ -105,7 +112,10 @@ class DataConfig:
     augmentation: dict[str, Any] = attrs.field(
         factory=lambda: {"horizontal_flip": True, "time_flip": True, "jitter": 0.1}
     )
-    num_workers: int = attrs.field(default=2, validator=_non_negative)
+    # loader processes while training; `auto` is resolved with the plan from the device and
+    # the training threads (`kptoolkit.runtime.loading`): none where they would take the cores
+    # the training threads use
+    num_workers: int | str = attrs.field(default=AUTO, validator=_count_or_auto)
 
 
 @attrs.define

@@ -15,9 +15,18 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from kptoolkit.data.layout import DatasetLayoutError, VideoEntry, discover_videos
-from kptoolkit.data.video_io import VideoReadError, count_frames, iter_frames, read_frames
+from kptoolkit.data.video_io import (
+    VideoReadError,
+    count_frames,
+    frame_files,
+    iter_frames,
+    read_frames,
+)
 
 MAX_SKIPS_IN_A_ROW = 16
+# a training split whose decoded frames take at most this many bytes is kept decoded in memory
+# (per process): decoding two PNG frames per item was a third of a 64 px step's loading time
+DECODED_FRAMES_BUDGET = 1 << 30
 VideoPair = tuple[VideoEntry, VideoEntry]
 
 
@@ -107,6 +116,9 @@ class FramesDataset(Dataset):
             for identity in self.identities
         }
         self._frame_counts: dict[Path, int] = {}
+        self._files: dict[Path, list[Path]] = {}
+        self._decoded: dict[Path, np.ndarray | None] = {}  # training videos' frames, see _read_pair
+        self._keep_decoded: bool | None = None
         self.groundtruth = groundtruth
         self._joints: dict[Path, np.ndarray] = {}  # per video, read once per process
         if groundtruth:
@@ -162,14 +174,44 @@ class FramesDataset(Dataset):
             self._frame_counts[video.path] = count
         return count
 
+    def _frame_files(self, video: VideoEntry) -> list[Path] | None:
+        """A frame folder's files, listed once per process (None for a video file)."""
+        if video.kind != "frames":
+            return None
+        files = self._files.get(video.path)
+        if files is None:
+            files = self._files[video.path] = frame_files(video.path)
+        return files
+
+    def _read_pair(self, video: VideoEntry, first: int, second: int, count: int) -> np.ndarray:
+        """Frames `first` and `second` of a training video as (2, H, W, 3) uint8: from the
+        video's frames decoded once per process where the split's frames fit in
+        DECODED_FRAMES_BUDGET (a 64 px puppet video is 0.4 MB), else decoded for this item.
+        The frames are the same either way."""
+        files = self._frame_files(video)
+        if self._keep_decoded is None:  # decided on the first item, from its frame size
+            frame = read_frames(video.path, [0], self.frame_width, files)
+            split_bytes = frame.nbytes * count * len(self.videos)
+            self._keep_decoded = split_bytes <= DECODED_FRAMES_BUDGET
+        if not self._keep_decoded:
+            return read_frames(video.path, [first, second], self.frame_width, files)
+        if video.path not in self._decoded:
+            try:
+                decoded = read_frames(video.path, list(range(count)), self.frame_width, files)
+            except VideoReadError:  # a bad frame fails only the items that draw it, as before
+                decoded = None
+            self._decoded[video.path] = decoded
+        decoded = self._decoded[video.path]
+        if decoded is None:
+            return read_frames(video.path, [first, second], self.frame_width, files)
+        return decoded[[first, second]]
+
     def _train_item(self, video: VideoEntry, rng: np.random.Generator) -> dict[str, Any]:
         count = self.num_frames(video)
         if count < 2:
             raise VideoReadError(f"{video.path} has {count} frame(s); training needs at least 2")
         first, second = sorted(int(i) for i in rng.choice(count, size=2, replace=False))
-        frames = frames_to_tensor(
-            read_frames(video.path, [first, second], self.frame_width), self.frame_size
-        )
+        frames = frames_to_tensor(self._read_pair(video, first, second, count), self.frame_size)
         item = {
             "source": frames[0],
             "driving": frames[1],

@@ -198,7 +198,7 @@ class Trainer:
             loader = DataLoader(
                 self.dataset,
                 batch_sampler=BatchSampler(self.sampler, self.local_batch, drop_last=True),
-                num_workers=self.config.data.num_workers,
+                num_workers=int(self.config.data.num_workers),  # resolved with the plan
                 pin_memory=self.device.type == "cuda",
             )
             yield from loader

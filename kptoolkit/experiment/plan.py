@@ -11,7 +11,8 @@ returns a `Plan`:
   detector rule and widths, the discriminator's parameters;
 - `detector_file`: the file the keypoint detector is read from (None: built fresh or none);
 - `numerics`: the precision and layout resolved for the device (None for a plan that does not
-  train).
+  train); with them, `data.num_workers: auto` is resolved to a count
+  (`kptoolkit.runtime.loading`).
 
 `build_models(plan)`, `Trainer(plan, out)` and the bench take the plan and never resolve again;
 a plan is picklable, so a bench row is "a plan plus a stage folder".
@@ -34,6 +35,7 @@ from kptoolkit.experiment.resolve import (
     record_detector_file,
     resolve_experiment,
 )
+from kptoolkit.runtime.loading import resolve_loader_workers
 from kptoolkit.runtime.precision import Numerics, resolve_training_numerics, write_numerics
 
 # derived values a saved config states explicitly (what the bench has always written into its
@@ -102,6 +104,10 @@ def plan_experiment(
         write_numerics(planned, numerics)
     elif device is not None:
         numerics = resolve_training_numerics(planned, device)
+    if numerics is not None:
+        planned.data.num_workers = resolve_loader_workers(
+            planned.data.num_workers, numerics.hardware.device_type, planned.train.threads
+        )
     detector_file = checkpoint if components.detector != NO_DETECTOR else None
     return Plan(planned, components, detector_file, numerics)
 

@@ -27,7 +27,7 @@ import torch
 from kptoolkit.errors import ConfigError
 from kptoolkit.launchers.base import Job, Launcher, LauncherError, LaunchSettings, require
 from kptoolkit.launchers.local import PROGRESS_EVERY_S, last_logged_step, visible_gpus
-from kptoolkit.runtime.hardware import torch_threads
+from kptoolkit.runtime.hardware import torch_threads, usable_cpus
 from kptoolkit.utils.paths import cache_dir
 
 POLL_S = 1.0  # how often the tasks' states and logs are read
@@ -81,8 +81,7 @@ class RayLauncher(Launcher):
         self.num_cpus = _number("num_cpus", num_cpus, strict=True)
         self.num_gpus = _number("num_gpus", num_gpus)
         self.max_retries: int = _number("max_retries", max_retries, whole=True)
-        affinity = getattr(os, "sched_getaffinity", None)
-        self.cluster_cpus = len(affinity(0)) if affinity else os.cpu_count() or 1
+        self.cluster_cpus = usable_cpus()
         if self.address is None and (self.num_cpus or 0) > self.cluster_cpus:
             raise ConfigError(f"--launcher-set num_cpus={num_cpus}: {self.describe()} has fewer")
 

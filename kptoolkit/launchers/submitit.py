@@ -14,7 +14,6 @@ Lustre mounted with `flock`), as do the job logs below.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 from kptoolkit.errors import ConfigError
 from kptoolkit.launchers.base import Job, Launcher, LaunchSettings, require
 from kptoolkit.launchers.submitit_jobs import SubmittedRun
+from kptoolkit.runtime.hardware import usable_cpus
 from kptoolkit.utils.paths import cache_dir
 
 CLUSTERS = ("slurm", "local")
@@ -223,14 +223,6 @@ def sbatch_options(value: dict[str, Any] | str | None) -> dict[str, Any]:
         "--launcher-set slurm_additional_parameters takes sbatch options as key=value items "
         f"separated by commas, or a mapping such as '{{constraint: a100}}', got {value!r}"
     )
-
-
-def usable_cpus() -> int:
-    """The CPUs this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
 
 
 def _count(name: str, value: Any, least: int) -> int | None:

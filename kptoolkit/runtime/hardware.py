@@ -34,6 +34,12 @@ def torch_threads(threads: int | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+def usable_cpus() -> int:
+    """The CPUs this process may run on (its affinity mask where the OS has one)."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity else os.cpu_count() or 1
+
+
 @functools.cache
 def cpu_model() -> str:
     """The CPU's model name ('AMD EPYC 9R14', ...), from /proc/cpuinfo where there is one (read
