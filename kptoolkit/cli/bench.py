@@ -46,7 +46,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--profile",
         default="quick",
         choices=PROFILE_NAMES,
-        help="micro: a smoke run; quick: the CPU default (about 32 min on 2 cores with native "
+        help="micro: a smoke run; quick: the CPU default (about 30 min on 2 cores with native "
         "bfloat16); standard: "
         "the published generators at 16x the quick steps (hours on a CPU); full: a paper "
         "config's own schedule, for a GPU (needs --config)",
