@@ -10,7 +10,10 @@ paper's method) and, for every other trained row of the bench and each metric, p
 - the change within each seed alone (its own paired interval), so that an ordering that one
   seed carries shows as such;
 - a verdict: `holds` when the pooled interval and every seed's interval exclude zero on the
-  same side, `not resolved` when the pooled interval holds zero, `mixed` otherwise.
+  same side; `reversed in a seed` when a seed's interval excludes zero on the other side;
+  `pooled only` when the pooled interval excludes zero but a seed's alone does not; `not
+  resolved` when the pooled interval holds zero. The pooled interval resamples videos, not
+  training runs: only the per-seed columns show how far training noise moves an ordering.
 
     python benchmarks/scripts/seeded_pairs.py bench-results/quick --seeds 0,1,2
 """
@@ -62,12 +65,13 @@ def seed_scores(
 
 
 def verdict(pooled: Change, per_seed: list[Change]) -> str:
-    """'holds' (pooled and every seed significant, one sign), 'not resolved' or 'mixed'."""
+    """'holds', 'reversed in a seed', 'pooled only' or 'not resolved' (module docstring)."""
     if not pooled.significant:
         return "not resolved"
     sign = pooled.value > 0
-    agree = all(c.significant and (c.value > 0) == sign for c in per_seed)
-    return "holds" if agree else "mixed"
+    if any(c.significant and (c.value > 0) != sign for c in per_seed):
+        return "reversed in a seed"
+    return "holds" if all(c.significant for c in per_seed) else "pooled only"
 
 
 def _cell(change: Change) -> str:
