@@ -74,13 +74,14 @@ def env(tmp_path_factory) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, env) -> tuple[list[dict[str, str]], float]:
-    """The table of a bench never interrupted, and about how long one takes once the cache
-    is warm (without the evaluators and detector prior it trained)."""
+    """The table of a bench never interrupted, and a lower bound on how long one takes once the
+    cache is warm: its time without its first stages (the puppets it rendered and the detector
+    prior it trained, which a warm bench reads from the cache)."""
     out = tmp_path_factory.mktemp("uninterrupted") / "bench"
     bench = _bench(out, env)
     assert bench.wait() == 0, bench.output()
     assert "training 2 runs at a time" in bench.output()
-    cached = bench.first("[bench 4/7") - bench.first("[bench 3/7")
+    cached = bench.first("[bench 4/7") - bench.first("[bench 1/7")
     return results_table(out), bench.seconds - cached
 
 
@@ -118,7 +119,9 @@ def test_a_bench_killed_at_a_random_moment_leaves_nothing_and_reruns_to_the_same
     moment, tmp_path, env, uninterrupted
 ):
     table, seconds = uninterrupted
-    delay = random.Random(moment).uniform(0.0, seconds)
+    # within the first 80% of a warm bench: one that draws a moment near its end may finish
+    # before it comes (the run-to-run spread of a micro bench is several percent)
+    delay = random.Random(moment).uniform(0.0, 0.8 * seconds)
     out = tmp_path / "bench"
 
     def later(bench: BenchProcess) -> bool:
