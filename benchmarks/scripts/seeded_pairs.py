@@ -24,8 +24,7 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-
+from kptoolkit.bench.report.rows import align, video_names
 from kptoolkit.bench.stages.stage_cache import read_state
 from kptoolkit.metrics.aggregate import Change, paired_change, resample_indices
 
@@ -44,24 +43,15 @@ def trained_rows(folder: Path) -> dict[str, str]:
     }
 
 
-def seed_scores(
-    folder: Path, pair: str, seeds: list[int], metric: str
-) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(video names, (seeds, videos) sums, counts) of one metric of a row's runs."""
-    names: list[str] | None = None
-    sums, counts = [], []
+def per_video_runs(folder: Path, pair: str, seeds: list[int]) -> list[dict]:
+    """Each seed's stored per-video scores of one row (`runs/<pair>-seed<N>`)."""
+    runs = []
     for seed in seeds:
-        run = folder / "runs" / f"{pair}-seed{seed}"
-        if not (run / "bench-state.json").is_file():
-            raise SystemExit(f"{run} is missing: run the bench with --seeds first")
-        stored = read_state(run)["scores"]["per_video"][metric]
-        if names is not None and stored["names"] != names:
-            raise SystemExit(f"{run}: scored other test videos than the row's other seeds")
-        names = stored["names"]
-        sums.append(stored["sums"])
-        counts.append(stored["counts"])
-    assert names is not None
-    return names, np.asarray(sums, dtype=np.float64), np.asarray(counts, dtype=np.float64)
+        state = read_state(folder / "runs" / f"{pair}-seed{seed}")
+        if "scores" not in state:
+            raise SystemExit(f"{folder}: {pair} seed {seed} is not scored: run the bench first")
+        runs.append(state["scores"]["per_video"])
+    return runs
 
 
 def verdict(pooled: Change, per_seed: list[Change]) -> str:
@@ -91,22 +81,26 @@ def compare(folder: Path, seeds: list[int], reference: str, resamples: int = 100
         f"| row | metric | pooled | {seed_header} | ordering |",
         "|:---|:---|---:|" + "---:|" * len(seeds) + ":---|",
     ]
+    mine_runs = per_video_runs(folder, reference, seeds)
+    names = video_names(mine_runs[0])  # every row aligned on the reference's test videos
+    mine = align(mine_runs, names)
+    indices = resample_indices(len(names), resamples, 0)
     for pair, method in rows.items():
         if pair == reference:
             continue
+        theirs = align(per_video_runs(folder, pair, seeds), names)
         for metric in METRICS:
-            names, mine, my_counts = seed_scores(folder, reference, seeds, metric)
-            other_names, theirs, their_counts = seed_scores(folder, pair, seeds, metric)
-            if names != other_names:
-                raise SystemExit(f"{pair}: scored other test videos than {reference}")
-            indices = resample_indices(len(names), resamples, 0)
+            (my_sums, my_counts), (their_sums, their_counts) = mine[metric], theirs[metric]
             lower = LOWER_IS_BETTER[metric]
             pooled = paired_change(
-                (mine, my_counts), (theirs, their_counts), lower, indices=indices
+                (my_sums, my_counts), (their_sums, their_counts), lower, indices=indices
             )
             per_seed = [
                 paired_change(
-                    (mine[i], my_counts[i]), (theirs[i], their_counts[i]), lower, indices=indices
+                    (my_sums[i], my_counts[i]),
+                    (their_sums[i], their_counts[i]),
+                    lower,
+                    indices=indices,
                 )
                 for i in range(len(seeds))
             ]
