@@ -170,7 +170,8 @@ class FramesDataset(Dataset):
         """Frame count of a video (cached per process)."""
         count = self._frame_counts.get(video.path)
         if count is None:
-            count = count_frames(video.path, self.frame_width)
+            files = self._frame_files(video)
+            count = len(files) if files is not None else count_frames(video.path, self.frame_width)
             self._frame_counts[video.path] = count
         return count
 
@@ -184,27 +185,36 @@ class FramesDataset(Dataset):
         return files
 
     def _read_pair(self, video: VideoEntry, first: int, second: int, count: int) -> np.ndarray:
-        """Frames `first` and `second` of a training video as (2, H, W, 3) uint8: from the
-        video's frames decoded once per process where the split's frames fit in
-        DECODED_FRAMES_BUDGET (a 64 px puppet video is 0.4 MB), else decoded for this item.
-        The frames are the same either way."""
+        """Frames `first` and `second` of a training video as (2, H, W, 3) uint8, from its
+        frames kept decoded (`_decoded_video`) or else decoded for this item: the same frames
+        either way."""
         files = self._frame_files(video)
-        if self._keep_decoded is None:  # decided on the first item, from its frame size
-            frame = read_frames(video.path, [0], self.frame_width, files)
-            split_bytes = frame.nbytes * count * len(self.videos)
-            self._keep_decoded = split_bytes <= DECODED_FRAMES_BUDGET
-        if not self._keep_decoded:
-            return read_frames(video.path, [first, second], self.frame_width, files)
-        if video.path not in self._decoded:
-            try:
-                decoded = read_frames(video.path, list(range(count)), self.frame_width, files)
-            except VideoReadError:  # a bad frame fails only the items that draw it, as before
-                decoded = None
-            self._decoded[video.path] = decoded
-        decoded = self._decoded[video.path]
+        decoded = self._decoded_video(video, count, files)
         if decoded is None:
             return read_frames(video.path, [first, second], self.frame_width, files)
         return decoded[[first, second]]
+
+    def _decoded_video(
+        self, video: VideoEntry, count: int, files: list[Path] | None
+    ) -> np.ndarray | None:
+        """Every frame of a training video, decoded once per process while the split's frames
+        fit in DECODED_FRAMES_BUDGET (judged from the first video decoded: a 64 px puppet video
+        is 0.4 MB); None for a bigger split, and for a video with a frame that cannot be
+        decoded (it then fails only the items that draw that frame, as before)."""
+        if self._keep_decoded is False:
+            return None
+        if video.path not in self._decoded:
+            try:
+                decoded = read_frames(video.path, list(range(count)), self.frame_width, files)
+            except VideoReadError:
+                decoded = None
+            if self._keep_decoded is None and decoded is not None:
+                split_bytes = decoded.nbytes * len(self.videos)
+                self._keep_decoded = split_bytes <= DECODED_FRAMES_BUDGET
+                if not self._keep_decoded:
+                    return None
+            self._decoded[video.path] = decoded
+        return self._decoded[video.path]
 
     def _train_item(self, video: VideoEntry, rng: np.random.Generator) -> dict[str, Any]:
         count = self.num_frames(video)

@@ -242,8 +242,9 @@ def read_frames(
     path = Path(path)
     if not indices:
         raise ValueError("read_frames needs at least one index")
-    if files is not None or video_kind(path) == "frames":
-        files = files if files is not None else frame_files(path)
+    if files is None and video_kind(path) == "frames":
+        files = frame_files(path)
+    if files is not None:
         try:
             frames = [load_image(files[i]) for i in indices]
             if len({frame.shape for frame in frames}) > 1:  # rare: give them the first's size
