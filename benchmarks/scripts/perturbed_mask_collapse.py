@@ -11,6 +11,10 @@ validation dataset carved from the puppets' training split (never the test split
     kptoolkit data carve <puppets dataset> --out data/puppets-val
     python benchmarks/scripts/perturbed_mask_collapse.py data/puppets-val --steps 200 --every 10
     python benchmarks/scripts/perturbed_mask_collapse.py data/puppets-val --seed 1 --out pm-seed1
+
+`--batchnorm-scales uniform` starts every batch-norm scale of the row's trained networks at a
+uniform draw in [0, 1], as PyTorch before 1.2 did (the published perturbed-mask code's
+version), instead of at 1.
 """
 
 from __future__ import annotations
@@ -19,11 +23,13 @@ import argparse
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from kptoolkit.bench.plan import BenchOptions, Entry
 from kptoolkit.bench.runner import Bench
 from kptoolkit.engine.checkpoints import list_checkpoints, load_run
 from kptoolkit.engine.trainer import Trainer
+from kptoolkit.engine.weight_average import weight_average
 from kptoolkit.experiment.build import build_dataset
 
 SATURATED = 0.02  # a mask value this close to 0 or 1 has almost no sigmoid gradient
@@ -55,6 +61,23 @@ def checkpoint_report(path: Path, videos: list[torch.Tensor]) -> dict[str, float
     return report
 
 
+def draw_batchnorm_scales(networks: dict[str, nn.Module], seed: int) -> int:
+    """Redraw every batch-norm scale of `networks` uniformly in [0, 1] from a generator of its
+    own (the run's other random draws stay as they were); returns how many layers changed."""
+    generator = torch.Generator().manual_seed(seed)
+    layers = [
+        m
+        for network in networks.values()
+        for m in network.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None
+    ]
+    with torch.no_grad():
+        for layer in layers:
+            draw = torch.rand(layer.weight.shape, generator=generator)
+            layer.weight.copy_(draw.to(layer.weight.device, layer.weight.dtype))
+    return len(layers)
+
+
 def held_out_videos(config, count: int) -> list[torch.Tensor]:
     """The first `count` test videos of the dataset, as frame tensors."""
     dataset = build_dataset(config, "test")
@@ -70,6 +93,7 @@ def main() -> None:
     parser.add_argument("--videos", type=int, default=8, help="held-out videos to read")
     parser.add_argument("--set", nargs="*", default=[], dest="overrides", help="key=value")
     parser.add_argument("--out", type=Path, default=Path("perturbed-mask-collapse"))
+    parser.add_argument("--batchnorm-scales", choices=["ones", "uniform"], default="ones")
     args = parser.parse_args()
 
     options = BenchOptions(
@@ -83,7 +107,13 @@ def main() -> None:
     config.train.checkpoint_every = args.every
     config.train.keep_last = args.steps // args.every + 1
     config.train.sample_every = args.steps
-    Trainer(plan, args.out, resume=(args.out / "checkpoints").is_dir()).train()
+    resume = (args.out / "checkpoints").is_dir()
+    trainer = Trainer(plan, args.out, resume=resume)
+    if args.batchnorm_scales == "uniform" and not resume:
+        networks = {r: m for r, m in trainer.groups.items() if r != "discriminator"}
+        print(f"batch-norm scales drawn in [0, 1]: {draw_batchnorm_scales(networks, args.seed)}")
+        trainer.average = weight_average(trainer.groups, config.train.ema_decay)
+    trainer.train()
 
     videos = held_out_videos(config, args.videos)
     columns = ["mean", "saturated", "spatial_std", "temporal_std", "ref_bias", "ref_weight_sum"]
