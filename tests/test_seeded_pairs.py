@@ -16,6 +16,16 @@ spec.loader.exec_module(seeded_pairs)
 VIDEOS = [f"v{i:02d}" for i in range(40)]
 
 
+def _write_scores(folder: Path, values: np.ndarray) -> None:
+    """A stage folder's stored per-video scores: every metric scores `values` on each video."""
+    folder.mkdir(parents=True)
+    scores = {
+        metric: {"names": VIDEOS, "sums": list(values * 10), "counts": [10] * len(VIDEOS)}
+        for metric in seeded_pairs.METRICS
+    }
+    (folder / "bench-state.json").write_text(json.dumps({"scores": {"per_video": scores}}))
+
+
 def _bench(folder: Path, l1_by_row_and_seed: dict[str, list[np.ndarray]]) -> Path:
     """A bench folder holding only what the script reads: results.json and per-video sums."""
     rows = []
@@ -23,22 +33,20 @@ def _bench(folder: Path, l1_by_row_and_seed: dict[str, list[np.ndarray]]) -> Pat
         masker, generator = pair.split("+")
         rows.append({"method": pair, "role": "baseline", "masker": masker, "generator": generator})
         for seed, values in enumerate(per_seed):
-            run = folder / "runs" / f"{pair}-seed{seed}"
-            run.mkdir(parents=True)
-            scores = {
-                metric: {"names": VIDEOS, "sums": list(values * 10), "counts": [10] * len(VIDEOS)}
-                for metric in seeded_pairs.METRICS
-            }
-            state = {"scores": {"per_video": scores}}
-            (run / "bench-state.json").write_text(json.dumps(state))
+            _write_scores(folder / "runs" / f"{pair}-seed{seed}", values)
     (folder / "results.json").write_text(json.dumps({"rows": rows}))
     return folder
 
 
+def _scores_and_noise(seed: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Per-video scores and three seeds' small training noise."""
+    rng = np.random.default_rng(seed)
+    scores = rng.uniform(0.02, 0.04, len(VIDEOS))
+    return scores, [rng.normal(0, 1e-4, len(VIDEOS)) for _ in range(3)]
+
+
 def test_orderings_that_hold_are_told_from_unresolved_reversed_and_pooled_ones(tmp_path):
-    rng = np.random.default_rng(0)
-    base = rng.uniform(0.02, 0.04, len(VIDEOS))
-    noise = [rng.normal(0, 1e-4, len(VIDEOS)) for _ in range(3)]
+    base, noise = _scores_and_noise(0)
     folder = _bench(
         tmp_path,
         {
@@ -60,3 +68,52 @@ def test_orderings_that_hold_are_told_from_unresolved_reversed_and_pooled_ones(t
     # the reference is better than the row that is 20% worse: about +16.7%
     worse = next(line for line in lines if line.startswith("| worse+everywhere | l1"))
     assert "+16.7" in worse
+
+
+def _with_copy(folder: Path, copy_l1: np.ndarray, uncertainty: dict | None = None) -> Path:
+    """Add the copy of frame 0's per-video scores (and the table's settings) to a bench."""
+    _write_scores(folder / "reference-source-frame", copy_l1)
+    if uncertainty is not None:
+        payload = json.loads((folder / "results.json").read_text())
+        (folder / "results.json").write_text(json.dumps({**payload, "uncertainty": uncertainty}))
+    return folder
+
+
+def _clears(lines: list[str]) -> dict[tuple[str, str], str]:
+    cells = [line[2:-2].split(" | ") for line in lines[4:]]
+    return {(c[0], c[1]): c[-1] for c in cells}
+
+
+def test_each_row_is_checked_against_the_copy_seed_by_seed(tmp_path):
+    copy, noise = _scores_and_noise(1)
+    folder = _bench(
+        tmp_path,
+        {
+            "clears+always": [copy * 0.6 + n for n in noise],
+            "never+clears": [copy + n for n in noise],
+            "clears+twice": [copy * 0.6, copy * 1.0, copy * 0.6],
+        },
+    )
+    lines = seeded_pairs.against_copy(_with_copy(folder, copy), [0, 1, 2])
+    assert _clears(lines) == {
+        ("clears+always", "l1"): "every seed",
+        ("clears+always", "akd"): "every seed",
+        ("never+clears", "l1"): "no seed",
+        ("never+clears", "akd"): "no seed",
+        ("clears+twice", "l1"): "seeds 0, 2",
+        ("clears+twice", "akd"): "seeds 0, 2",
+    }
+    assert not any(line.startswith("| clears+always | aed") for line in lines)
+
+
+def test_the_copy_check_uses_the_benchs_own_interval_settings(tmp_path):
+    rng = np.random.default_rng(2)
+    copy = rng.uniform(0.02, 0.04, len(VIDEOS))
+    close = copy * 0.97 + rng.normal(0, 2e-3, len(VIDEOS))
+    default = _with_copy(_bench(tmp_path / "default", {"close+row": [close]}), copy)
+    assert _clears(seeded_pairs.against_copy(default, [0]))[("close+row", "l1")] == "no seed"
+    narrow = {"average": "frames", "resamples": 500, "seed": 3, "confidence": 0.2}
+    folder = _with_copy(_bench(tmp_path / "narrow", {"close+row": [close]}), copy, narrow)
+    stored = seeded_pairs.against_copy(folder, [0])
+    assert "20% bootstrap" in stored[0]
+    assert _clears(stored)[("close+row", "l1")] == "every seed"

@@ -15,6 +15,10 @@ paper's method) and, for every other trained row of the bench and each metric, p
   resolved` when the pooled interval holds zero. The pooled interval resamples videos, not
   training runs: only the per-seed columns show how far training noise moves an ordering.
 
+Then, for every trained row, whether it clears the copy of frame 0 (the bench's no-motion
+reference) on L1 and AKD in each seed alone: the row's 95% bootstrap interval of that seed must
+end below the copy's (the bench's own resamples, so that the numbers match its table).
+
     python benchmarks/scripts/seeded_pairs.py bench-results/quick --seeds 0,1,2
 """
 
@@ -24,11 +28,16 @@ import argparse
 import json
 from pathlib import Path
 
+import attrs
+
+from kptoolkit.bench.report.results import TableSettings
 from kptoolkit.bench.report.rows import align, video_names
+from kptoolkit.bench.stages.reference import REFERENCE_DIR
 from kptoolkit.bench.stages.stage_cache import read_state
-from kptoolkit.metrics.aggregate import Change, paired_change, resample_indices
+from kptoolkit.metrics.aggregate import Change, Estimate, estimate, paired_change, resample_indices
 
 METRICS = ("l1", "akd", "aed")
+COPY_METRICS = ("l1", "akd")  # the copy keeps the identity: AED is not a motion test
 LOWER_IS_BETTER = {"l1": True, "akd": True, "aed": True}
 DEFAULT_REFERENCE = "heatmap_sum+two_stage"
 
@@ -110,6 +119,69 @@ def compare(folder: Path, seeds: list[int], reference: str, resamples: int = 100
     return lines
 
 
+def copy_scores(folder: Path) -> dict:
+    """The copy of frame 0's stored per-video scores."""
+    state = read_state(folder / REFERENCE_DIR)
+    if "scores" not in state:
+        raise SystemExit(f"{folder}: the copy of frame 0 is not scored: run the bench first")
+    return state["scores"]["per_video"]
+
+
+def clears_in(row: list[Estimate], copy: Estimate, seeds: list[int]) -> str:
+    """'every seed', 'no seed' or 'seeds 0, 2': where a row's interval ends below the copy's."""
+    cleared = [s for s, e in zip(seeds, row, strict=True) if e.high < copy.low]
+    if len(cleared) == len(seeds):
+        return "every seed"
+    return (
+        f"seed{'s' * (len(cleared) > 1)} {', '.join(map(str, cleared))}" if cleared else "no seed"
+    )
+
+
+def _interval(e: Estimate, digits: int) -> str:
+    return f"{e.value:.{digits}f} [{e.low:.{digits}f}, {e.high:.{digits}f}]"
+
+
+def table_settings(folder: Path) -> TableSettings:
+    """How the bench turned per-video scores into its table (results.json's `uncertainty`)."""
+    stored = json.loads((folder / "results.json").read_text()).get("uncertainty", {})
+    fields = attrs.fields_dict(TableSettings)
+    return TableSettings(**{k: v for k, v in stored.items() if k in fields})
+
+
+def against_copy(folder: Path, seeds: list[int]) -> list[str]:
+    """Markdown lines: every trained row's per-seed interval beside the copy's (row, metric)."""
+    settings = table_settings(folder)
+    copy_runs = [copy_scores(folder)]
+    names = video_names(copy_runs[0])  # the bench aligns every row on the copy's videos
+    copy = align(copy_runs, names)
+    indices = resample_indices(len(names), settings.resamples, settings.seed)
+
+    def score(sums, counts) -> Estimate:
+        return estimate(sums, counts, settings.average, indices, settings.confidence)
+
+    seed_header = " | ".join(f"seed {s}" for s in seeds)
+    lines = [
+        f"Each trained row against the copy of frame 0, seed by seed (score "
+        f"[{settings.confidence:.0%} bootstrap interval over test videos]; a row clears the copy "
+        "where its interval ends below the copy's)",
+        "",
+        f"| row | metric | copy | {seed_header} | clears the copy in |",
+        "|:---|:---|---:|" + "---:|" * len(seeds) + ":---|",
+    ]
+    for pair, method in trained_rows(folder).items():
+        theirs = align(per_video_runs(folder, pair, seeds), names)
+        for metric in COPY_METRICS:
+            digits = 4 if metric == "l1" else 3
+            reference = score(*copy[metric])
+            sums, counts = theirs[metric]
+            per_seed = [score(sums[i], counts[i]) for i in range(len(seeds))]
+            cells = [method, metric, _interval(reference, digits)]
+            cells += [_interval(e, digits) for e in per_seed]
+            cells.append(clears_in(per_seed, reference, seeds))
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path, help="the bench's output folder")
@@ -120,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",")]
     print("\n".join(compare(args.folder, seeds, args.reference)))
+    print()
+    print("\n".join(against_copy(args.folder, seeds)))
     return 0
 
 
