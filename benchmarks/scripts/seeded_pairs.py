@@ -129,12 +129,12 @@ def copy_scores(folder: Path) -> dict:
 
 def clears_in(row: list[Estimate], copy: Estimate, seeds: list[int]) -> str:
     """'every seed', 'no seed' or 'seeds 0, 2': where a row's interval ends below the copy's."""
-    cleared = [s for s, e in zip(seeds, row, strict=True) if e.high < copy.low]
+    cleared = [str(s) for s, e in zip(seeds, row, strict=True) if e.high < copy.low]
     if len(cleared) == len(seeds):
         return "every seed"
-    return (
-        f"seed{'s' * (len(cleared) > 1)} {', '.join(map(str, cleared))}" if cleared else "no seed"
-    )
+    if not cleared:
+        return "no seed"
+    return ("seeds " if len(cleared) > 1 else "seed ") + ", ".join(cleared)
 
 
 def _interval(e: Estimate, digits: int) -> str:
@@ -153,11 +153,12 @@ def against_copy(folder: Path, seeds: list[int]) -> list[str]:
     settings = table_settings(folder)
     copy_runs = [copy_scores(folder)]
     names = video_names(copy_runs[0])  # the bench aligns every row on the copy's videos
-    copy = align(copy_runs, names)
     indices = resample_indices(len(names), settings.resamples, settings.seed)
 
     def score(sums, counts) -> Estimate:
         return estimate(sums, counts, settings.average, indices, settings.confidence)
+
+    copy = {metric: score(*scores) for metric, scores in align(copy_runs, names).items()}
 
     seed_header = " | ".join(f"seed {s}" for s in seeds)
     lines = [
@@ -172,12 +173,11 @@ def against_copy(folder: Path, seeds: list[int]) -> list[str]:
         theirs = align(per_video_runs(folder, pair, seeds), names)
         for metric in COPY_METRICS:
             digits = 4 if metric == "l1" else 3
-            reference = score(*copy[metric])
             sums, counts = theirs[metric]
             per_seed = [score(sums[i], counts[i]) for i in range(len(seeds))]
-            cells = [method, metric, _interval(reference, digits)]
+            cells = [method, metric, _interval(copy[metric], digits)]
             cells += [_interval(e, digits) for e in per_seed]
-            cells.append(clears_in(per_seed, reference, seeds))
+            cells.append(clears_in(per_seed, copy[metric], seeds))
             lines.append("| " + " | ".join(cells) + " |")
     return lines
 
